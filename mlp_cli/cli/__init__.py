@@ -1,0 +1,12 @@
+"""Command-line interface: one thin function per command, in a module of its own."""
+
+from __future__ import annotations
+
+from mlp_cli.cli import download as _download  # noqa: F401  (registers commands)
+from mlp_cli.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app(prog_name="mlp")

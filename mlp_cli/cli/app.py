@@ -1,0 +1,83 @@
+"""The Typer application and the few helpers every command shares.
+
+Only the ``mlp_cli.cli`` package imports typer or prints with rich. Command modules keep heavy
+imports (numpy, requests, rich.progress) inside the command functions so that ``mlp --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from mlp_cli import __version__
+from mlp_cli.errors import MlpError
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(err: MlpError) -> NoReturn:
+    """Print one red line naming what is wrong, then exit with the error's exit code."""
+    from rich.markup import escape
+
+    message = " ".join(str(err).split("\n")) if str(err) else type(err).__name__
+    _stderr_console().print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code=err.exit_code)
+
+
+class MlpGroup(TyperGroup):
+    """A command group that turns the tool's own errors into one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlpError as err:
+            fail(err)
+
+
+app = typer.Typer(
+    name="mlp",
+    cls=MlpGroup,
+    help=(
+        "Train the classic two-layer sigmoid/softmax network on MNIST with hand-derived "
+        "backpropagation in numpy.\n\n"
+        "Quick start:  mlp download-data  ·  mlp train --hidden 300 --batch 1000  ·  "
+        "mlp eval runs/<run>/best.npz"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mlp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version and exit.",
+        callback=_version_callback, is_eager=True,
+    ),
+) -> None:
+    """Train the classic two-layer network on MNIST with hand-derived backprop."""
+
+
+def is_interactive(stream: Any = None) -> bool:
+    """True when ``stream`` (default stderr) is a terminal: progress bars, else plain lines."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

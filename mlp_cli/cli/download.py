@@ -1,0 +1,1 @@
+"""`mlp download-data` (placeholder, being written)."""
