@@ -1,0 +1,139 @@
+"""Checkpoints: ``.npz`` archives of plain arrays plus one JSON metadata string. Never pickle.
+
+Layout of a checkpoint file:
+
+    param/W1, param/b1, param/W2, param/b2    the network                     (float32 or float64)
+    optim/<name>                              the optimiser's state arrays
+    meta                                      uint8 bytes of a UTF-8 JSON document
+
+The metadata holds the format version, the tool version, the resolved config, the position in
+training (epoch, global step, whether the epoch was finished), the seed scheme of the shuffling
+RNG, the preprocessing statistics, the dataset's checksums and the best dev accuracy so far.
+
+Writing goes to a temporary file in the same directory that is then ``os.replace``d into place,
+so a crash mid-write leaves the previous checkpoint intact. Reading opens the archive with
+``allow_pickle=False`` and validates names, shapes, dtypes, finiteness and the format version
+before anything is used; every failure is a :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlp_cli import __version__
+from mlp_cli.atomic import atomic_write_bytes
+from mlp_cli.errors import CheckpointError
+from mlp_cli.model import CLASSES, INPUTS, PARAM_NAMES, Params
+
+FORMAT_VERSION = 1
+FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
+
+
+@dataclass
+class Checkpoint:
+    params: Params
+    optimizer_state: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta["epoch"])
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def save_checkpoint(
+    path: str | Path, params: Params, optimizer_state: dict[str, np.ndarray], meta: dict[str, Any]
+) -> None:
+    """Write a checkpoint atomically. ``meta`` gains the format and tool versions."""
+    meta = {"format_version": FORMAT_VERSION, "tool_version": __version__, **meta}
+    arrays: dict[str, np.ndarray] = {f"param/{k}": v for k, v in params.as_dict().items()}
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer_state.items()})
+    arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; raise CheckpointError naming the file on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as err:  # numpy refuses object arrays without allow_pickle
+        if "pickle" in str(err).lower():
+            raise CheckpointError(
+                f"checkpoint {path} contains pickled objects, which mlp never loads"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is not a valid .npz archive: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a .npz archive ({err})") from None
+    except Exception as err:  # zlib errors, corrupt headers: any malformed archive
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: {err})") from None
+    return _validate(path, arrays)
+
+
+def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
+    def bad(reason: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path}: {reason}")
+
+    if "meta" not in arrays or any(f"param/{k}" not in arrays for k in PARAM_NAMES):
+        raise bad("missing arrays; this is not an mlp checkpoint")
+    raw = arrays["meta"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise bad("metadata is malformed")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad("metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise bad("metadata is not a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise bad("metadata has no format version")
+    if version > FORMAT_VERSION:
+        raise bad(
+            f"format version {version} is newer than this mlp understands ({FORMAT_VERSION}); "
+            "upgrade mlp to read it"
+        )
+    for key in ("config", "epoch", "step", "preprocessing"):
+        if key not in meta:
+            raise bad(f"metadata lacks '{key}'")
+
+    params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
+    dtype = params.W1.dtype
+    if dtype not in FLOAT_DTYPES:
+        raise bad(f"W1 has dtype {dtype}; expected float32 or float64")
+    if params.W1.ndim != 2 or params.W1.shape[0] != INPUTS or params.W1.shape[1] < 1:
+        raise bad(f"W1 has shape {params.W1.shape}; expected ({INPUTS}, hidden)")
+    h = params.W1.shape[1]
+    expected = {"b1": (h,), "W2": (h, CLASSES), "b2": (CLASSES,)}
+    for name, shape in expected.items():
+        array = params[name]
+        if array.shape != shape:
+            raise bad(f"{name} has shape {array.shape}; expected {shape}")
+        if array.dtype != dtype:
+            raise bad(f"{name} has dtype {array.dtype}; expected {dtype} like W1")
+    for name in PARAM_NAMES:
+        if not np.isfinite(params[name]).all():
+            raise bad(f"{name} contains NaN or infinite values")
+    optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)

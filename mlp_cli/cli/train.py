@@ -1,0 +1,249 @@
+"""`mlp train` and `mlp eval`."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlp_cli.cli.app import app, is_interactive
+
+EXAMPLES_TRAIN = """
+Examples:
+
+  mlp train --hidden 300 --batch 1000
+
+  mlp train --config configs/cs229.yaml
+
+  mlp train -c configs/best.yaml --set schedule.name=cosine --epochs 40 --out runs/cosine
+
+  mlp train --resume runs/cosine/last.npz
+"""
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Dataset cache directory (default: MLP_DATA_DIR or the user cache)."),
+]
+Mirror = Annotated[
+    list[str] | None,
+    typer.Option("--mirror", help="Extra dataset mirror URL (http(s):// or file://), tried first. Repeatable."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+def resolve_config_path(config: str | None) -> Path | None:
+    """A path, or the name of a file in ./configs (``cs229`` -> configs/cs229.yaml)."""
+    if config is None:
+        return None
+    path = Path(config)
+    if not path.exists() and path.suffix == "" and (Path("configs") / f"{config}.yaml").exists():
+        return Path("configs") / f"{config}.yaml"
+    return path
+
+
+@app.command("train", epilog=EXAMPLES_TRAIN)
+def train_command(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229)."),
+    ] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (optimizer.lr).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs (train.epochs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
+    l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd, momentum, nesterov, adam or adamw (optimizer.name).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<name>).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    quiet: Quiet = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+) -> None:
+    """Train the two-layer network; write metrics.jsonl, last.npz and best.npz to a run directory.
+
+    Settings come from the config file (default: the built-in defaults, which configs/default.yaml
+    spells out), then the flags, then --set; everything is validated before work starts.
+    """
+    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.config import FLAG_KEYS, load_config
+    from mlp_cli.preprocess import Preprocessing
+    from mlp_cli.train import create_run_dir, prepare_data, train
+
+    flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
+             "optimizer": optimizer, "out": str(out) if out else None, "name": name}
+    overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
+    config_path = resolve_config_path(config)
+
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        resolved = load_config(config_path, overrides, tuple(set_ or ()), base=checkpoint.config)
+        run_dir = resume.parent
+        config_name = None
+    else:
+        resolved = load_config(config_path, overrides, tuple(set_ or ()))
+        config_name = config_path.stem if config_path else "default"
+        run_dir = None
+
+    reporter = _download_reporter(quiet or json_output)
+    data = prepare_data(
+        resolved, data_dir=data_dir, mirrors=tuple(mirror or ()), reporter=reporter,
+        preprocessing=Preprocessing.from_dict(checkpoint.meta["preprocessing"]) if checkpoint else None,
+    )
+    if run_dir is None:
+        run_dir = create_run_dir(resolved, config_name, overwrite=overwrite)
+    observer = _make_observer(quiet or json_output)
+    stop = _StopOnInterrupt()
+    with stop, observer:
+        result = train(resolved, data, run_dir, resume=checkpoint, observer=observer,
+                       stop_requested=stop.requested)
+    summary = _summary(result)
+    if json_output:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        _print_summary(summary)
+
+
+def _download_reporter(quiet: bool) -> Any:
+    from mlp_cli.cli.download import make_reporter
+
+    return make_reporter(quiet)
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: finish the current step, save, exit 130. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: Any = None
+
+    def requested(self) -> bool:
+        return self._flag
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._flag:
+            raise KeyboardInterrupt
+        self._flag = True
+
+    def __enter__(self) -> _StopOnInterrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread (e.g. some test runners)
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _make_observer(quiet: bool) -> Any:
+    from mlp_cli.cli import progress
+
+    if quiet:
+        return progress.SilentObserver()
+    if is_interactive():
+        return progress.RichObserver()
+    return progress.PlainObserver()
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    last = result.rows[-1].to_dict() if result.rows else {}
+    return {
+        "run_dir": str(result.run_dir),
+        "epochs": last.get("epoch"),
+        "steps": last.get("step"),
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "dev_loss": last.get("dev_loss"),
+        "dev_accuracy": last.get("dev_accuracy"),
+        "best_epoch": result.best_epoch,
+        "best_accuracy": result.best_accuracy,
+        "seconds": result.seconds,
+        "last_checkpoint": str(result.run_dir / "last.npz"),
+        "best_checkpoint": str(result.run_dir / "best.npz"),
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Training finished", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    table.add_row("run", summary["run_dir"])
+    table.add_row("epochs", str(summary["epochs"]))
+    table.add_row("train loss / accuracy", f"{num(summary['train_loss'])} / {pct(summary['train_accuracy'])}")
+    table.add_row("dev loss / accuracy", f"{num(summary['dev_loss'])} / {pct(summary['dev_accuracy'])}")
+    table.add_row("best dev accuracy", f"{pct(summary['best_accuracy'])} (epoch {summary['best_epoch']})")
+    table.add_row("time", f"{summary['seconds']:.1f} s")
+    table.add_row("checkpoints", f"{summary['last_checkpoint']}, {summary['best_checkpoint']}")
+    Console(highlight=False).print(table)
+    typer.echo(f"Evaluate on the test set with: mlp eval {summary['best_checkpoint']}")
+
+
+EXAMPLES_EVAL = """
+Examples:
+
+  mlp eval runs/cs229/last.npz
+
+  mlp eval runs/cs229/best.npz --split dev --json
+"""
+
+
+@app.command("eval", epilog=EXAMPLES_EVAL)
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
+    split: Annotated[str, typer.Option(help="test (the official 10,000), dev or train.")] = "test",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate a checkpoint: loss and accuracy on the test (default), dev or train split."""
+    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.errors import UsageError
+    from mlp_cli.evaluate import SPLITS, evaluate, load_split
+
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    ckpt = load_checkpoint(checkpoint)
+    _, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
+                         reporter=_download_reporter(quiet or json_output))
+    result = evaluate(ckpt, X, y, split)
+    if json_output:
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **result.to_dict()}))
+        return
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{checkpoint} (epoch {ckpt.epoch})", title_justify="left")
+    for column in ("split", "examples", "loss", "accuracy"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    table.add_row(split, f"{result.examples:,}", f"{result.loss:.4f}", f"{100 * result.accuracy:.2f}%")
+    Console(highlight=False).print(table)

@@ -1,0 +1,340 @@
+"""The run configuration: typed, frozen, strict.
+
+A config is read from a YAML file in ``configs/``, then overridden by command-line flags and
+``--set section.key=value`` pairs. Every key is checked against one table (the dataclasses below,
+whose field metadata holds the allowed range or choices) before any work starts: an unknown key,
+a wrong type or an out-of-range value is a :class:`ConfigError` naming the key, the value and what
+was expected. The resolved config is recorded with every run and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from mlp_cli.errors import ConfigError
+
+DATASETS = ("mnist", "fashion-mnist")
+PREPROCESSING = ("standardize", "scale", "none")
+INITS = ("normal", "xavier", "glorot")
+DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def _range(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+) -> dict:
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+
+
+def _choices(*options: str) -> dict:
+    return {"choices": options}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = field(default="mnist", metadata=_choices(*DATASETS))
+    dev_size: int = field(default=10_000, metadata=_range(0))
+    split_seed: int = field(default=100, metadata=_range(0, 2**32 - 1))
+    preprocess: str = field(default="standardize", metadata=_choices(*PREPROCESSING))
+    limit: int | None = field(default=None, metadata=_range(1))  # use only the first N train rows
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: int = field(default=300, metadata=_range(1, 100_000))
+    init: str = field(default="xavier", metadata=_choices(*INITS))
+    dtype: str = field(default="float32", metadata=_choices(*DTYPES))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=30, metadata=_range(1, 100_000))
+    batch_size: int = field(default=1000, metadata=_range(1))
+    seed: int = field(default=0, metadata=_range(0, 2**32 - 1))
+    shuffle: bool = True
+    l2: float = field(default=0.0, metadata=_range(0.0))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = field(default="sgd", metadata=_choices(*OPTIMIZERS))
+    lr: float = field(default=0.5, metadata=_range(0.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
+    beta1: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
+    beta2: float = field(default=0.999, metadata=_range(0.0, 1.0, hi_open=True))
+    eps: float = field(default=1e-8, metadata=_range(0.0, lo_open=True))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0))
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = field(default="constant", metadata=_choices(*SCHEDULES))
+    step_size: int = field(default=10, metadata=_range(1))
+    gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
+    min_lr: float = field(default=0.0, metadata=_range(0.0))
+    warmup_epochs: int = field(default=0, metadata=_range(0))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str | None = None  # default: <config name>-<timestamp>
+    dir: str | None = None  # default: runs/<name>
+    checkpoint_every: int = field(default=0, metadata=_range(0))  # 0: only last.npz and best.npz
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = dict(get_type_hints(Config))
+
+# Short command-line flags and the key each one sets.
+FLAG_KEYS = {
+    "hidden": "model.hidden",
+    "batch": "train.batch_size",
+    "lr": "optimizer.lr",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "l2": "train.l2",
+    "optimizer": "optimizer.name",
+    "out": "run.dir",
+    "name": "run.name",
+    "dataset": "data.dataset",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve a config: ``base`` (e.g. a checkpoint's config) or the defaults, then the YAML file
+    at ``path``, then ``overrides`` ({"section.key": value}, from flags), then the
+    ``--set section.key=value`` strings. Everything is validated; returns a frozen Config."""
+    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (base or {}).items()}
+    raw = read_yaml(path) if path is not None else {}
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(_unknown("section", str(section), list(SECTIONS), where=path))
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{_at(path)}section '{section}' must be a mapping of keys to values, "
+                f"got {_show(values)}"
+            )
+        merged.setdefault(section, {}).update(values)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _put(merged, key, value, source="flag")
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _put(merged, key.strip(), parse_scalar(text.strip()), source="--set")
+    return build_config(merged, where=path)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML mapping, turning every way it can fail into a one-line ConfigError."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory; give a YAML file such as configs/default.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (the shipped ones are in configs/)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path}{line}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise ConfigError(f"config {path} is empty; start from configs/default.yaml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections, got {_show(data)}")
+    return data
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a ``--set`` value the way YAML would (``0.1`` -> float, ``true`` -> bool, ...)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None) -> Config:
+    """Validate a nested mapping against the schema and build the frozen Config."""
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        hints = get_type_hints(cls)
+        known = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(_unknown("key", f"{section}.{key}", [f"{section}.{k}" for k in known], where))
+            spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+            kwargs[key] = _check(f"{section}.{key}", value, hints[key], spec.metadata, where)
+        sections[section] = cls(**kwargs)
+    config = Config(**sections)
+    _check_consistency(config, where)
+    return config
+
+
+def _check_consistency(config: Config, where: str | Path | None) -> None:
+    if config.schedule.min_lr > config.optimizer.lr:
+        raise ConfigError(
+            f"{_at(where)}schedule.min_lr = {config.schedule.min_lr} is above optimizer.lr = "
+            f"{config.optimizer.lr}; expected min_lr <= lr"
+        )
+    if config.schedule.warmup_epochs >= config.train.epochs and config.schedule.warmup_epochs:
+        raise ConfigError(
+            f"{_at(where)}schedule.warmup_epochs = {config.schedule.warmup_epochs} must be "
+            f"smaller than train.epochs = {config.train.epochs}"
+        )
+
+
+def check_against_data(config: Config, n_train: int) -> None:
+    """Checks that need the dataset's size (done before any training work)."""
+    if n_train <= 0:
+        raise ConfigError(
+            f"data.dev_size = {config.data.dev_size} leaves no training examples; "
+            "expected a dev set smaller than the training split"
+        )
+    if config.train.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size = {config.train.batch_size} is larger than the training set "
+            f"({n_train} examples); expected at most {n_train}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _put(merged: dict[str, dict[str, Any]], dotted: str, value: Any, source: str) -> None:
+    section, sep, key = dotted.partition(".")
+    if not sep or not key or "." in key:
+        raise ConfigError(f"{source} key {dotted!r} must look like section.key (e.g. model.hidden)")
+    if section not in SECTIONS:
+        raise ConfigError(_unknown("section", section, list(SECTIONS), where=None))
+    merged.setdefault(section, {})[key] = value
+
+
+def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None) -> Any:
+    at = _at(where)
+    allowed = [a for a in get_args(hint)] if _is_union(hint) else [hint]
+    optional = type(None) in allowed
+    base = next(a for a in allowed if a is not type(None))
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{at}{key} = null; expected {_describe(base, meta)}")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at}{key} = {_show(value)}; expected true or false")
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                value = int(value)
+            else:
+                raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{at}{key} = {value}; expected a finite number")
+    elif base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            hint_text = _suggest(value, choices)
+            raise ConfigError(
+                f"{at}{key} = {value!r} is not one of {', '.join(choices)}{hint_text}"
+            )
+        return value
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
+        raise ConfigError(f"{at}{key} = {value}; expected {_describe(base, meta)}")
+    if hi is not None and (value >= hi if meta.get("hi_open") else value > hi):
+        raise ConfigError(f"{at}{key} = {value}; expected {_describe(base, meta)}")
+    return value
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType)
+
+
+def _describe(base: type, meta: Any) -> str:
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[base]
+    if meta.get("choices"):
+        return f"one of {', '.join(meta['choices'])}"
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None:
+        left, right = "(" if meta.get("lo_open") else "[", ")" if meta.get("hi_open") else "]"
+        return f"{kind} in {left}{lo}, {hi}{right}"
+    if lo is not None:
+        return f"{kind} {'>' if meta.get('lo_open') else '>='} {lo}"
+    return kind
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown(kind: str, name: str, options: list[str], where: str | Path | None) -> str:
+    hint = _suggest(name, options)
+    if not hint:
+        hint = f"; known {kind}s: {', '.join(options)}" if len(options) <= 8 else ""
+    return f"{_at(where)}unknown {kind} '{name}'{hint}"
+
+
+def _at(where: str | Path | None) -> str:
+    return f"config {where}: " if where is not None else ""

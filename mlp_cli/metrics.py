@@ -1,0 +1,83 @@
+"""Per-epoch metrics: one JSON object per line in ``metrics.jsonl``.
+
+Each row: epoch, step, train_loss, train_accuracy, dev_loss, dev_accuracy, lr, seconds (the
+epoch's training time), examples_per_second, elapsed (seconds since the run started). Losses are
+the cross-entropy without the L2 term. A row is written whole and flushed, so a crash loses at
+most the epoch in progress; no row ever holds NaN (a non-finite loss stops the run first).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.atomic import atomic_write_text
+from mlp_cli.errors import MlpError
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    step: int
+    train_loss: float
+    train_accuracy: float
+    dev_loss: float | None
+    dev_accuracy: float | None
+    lr: float
+    seconds: float
+    examples_per_second: float
+    elapsed: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def append_metrics(path: str | Path, row: EpochMetrics) -> None:
+    values = row.to_dict()
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"refusing to record non-finite {key} = {value}")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(values) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics file (or of ``<run dir>/metrics.jsonl``); a bad line is an error."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise MlpError(f"metrics file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MlpError(f"cannot read metrics file {path}: {err}") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise MlpError(f"metrics file {path} line {number} is not valid JSON") from None
+        if not isinstance(row, dict) or "epoch" not in row:
+            raise MlpError(f"metrics file {path} line {number} is not a metrics row")
+        rows.append(row)
+    return rows
+
+
+def truncate_metrics(path: str | Path, last_epoch: int) -> None:
+    """Keep only the rows up to ``last_epoch`` (used when a run resumes from an older point)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    rows = [row for row in read_metrics(path) if row["epoch"] <= last_epoch]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

@@ -1,0 +1,71 @@
+"""From raw images to network inputs: the train/dev split and the input normalisation.
+
+The split follows CS229: a permutation of the 60,000 official training images drawn from
+``numpy.random.RandomState(split_seed)`` (the legacy generator that ``np.random.seed(100)``
+seeds, so seed 100 gives the course's exact dev set); its first ``dev_size`` indices are the dev
+set and the rest the training set. The official test set is never touched here.
+
+Normalisation statistics are fitted on the training split only and stored with every
+checkpoint, so evaluation applies exactly what training used:
+
+- ``standardize``: one scalar mean and one scalar std over all training pixels (CS229);
+- ``scale``: pixels / 255, into [0, 1];
+- ``none``: raw pixel values 0..255 as floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mlp_cli.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    method: str
+    mean: float
+    std: float
+
+    def apply(self, images: np.ndarray, dtype: str | np.dtype = "float32") -> np.ndarray:
+        """uint8 images (n, 28, 28) or (n, 784) -> float inputs X (n, 784)."""
+        X = np.asarray(images).reshape(len(images), -1).astype(dtype)
+        if self.mean != 0.0:
+            X -= X.dtype.type(self.mean)
+        if self.std != 1.0:
+            X /= X.dtype.type(self.std)
+        return X
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Preprocessing:
+        try:
+            method, mean, std = data["method"], float(data["mean"]), float(data["std"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"preprocessing record is malformed: {data!r}") from None
+        if method not in ("standardize", "scale", "none") or not np.isfinite([mean, std]).all() or std <= 0:
+            raise CheckpointError(f"preprocessing record is invalid: {data!r}")
+        return cls(method=method, mean=mean, std=std)
+
+
+def fit_preprocessing(method: str, train_images: np.ndarray) -> Preprocessing:
+    """Statistics from the training split only (float64, so they do not depend on dtype)."""
+    if method == "standardize":
+        pixels = np.asarray(train_images, dtype=np.float64)
+        std = float(pixels.std())
+        return Preprocessing("standardize", float(pixels.mean()), std if std > 0 else 1.0)
+    if method == "scale":
+        return Preprocessing("scale", 0.0, 255.0)
+    if method == "none":
+        return Preprocessing("none", 0.0, 1.0)
+    raise ValueError(f"unknown preprocessing {method!r}")
+
+
+def split_train_dev(n: int, dev_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, dev) of a seeded permutation of ``n`` examples; dev comes first."""
+    permutation = np.random.RandomState(split_seed).permutation(n)
+    return permutation[dev_size:], permutation[:dev_size]

@@ -1,0 +1,119 @@
+"""Checkpoints: round trip, atomic writes, and refusal of every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from mlp_cli.errors import CheckpointError
+from mlp_cli.model import init_params
+
+META = {"config": {"model": {"hidden": 8}}, "epoch": 3, "step": 150,
+        "preprocessing": {"method": "scale", "mean": 0.0, "std": 255.0}}
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.npz"
+    params = init_params(8, np.random.default_rng(0))
+    save_checkpoint(path, params, {"velocity.W1": np.ones((784, 8), np.float32)}, META)
+    return path
+
+
+def rewrite(src: Path, dst: Path, change) -> Path:
+    with np.load(src, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_round_trip(good: Path) -> None:
+    ckpt = load_checkpoint(good)
+    assert ckpt.epoch == 3 and ckpt.step == 150 and ckpt.params.hidden == 8
+    assert ckpt.meta["format_version"] == FORMAT_VERSION and "tool_version" in ckpt.meta
+    np.testing.assert_array_equal(ckpt.optimizer_state["velocity.W1"], 1.0)
+    expected = init_params(8, np.random.default_rng(0))
+    np.testing.assert_array_equal(ckpt.params.W1, expected.W1)
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(good: Path, monkeypatch) -> None:
+    before = good.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mlp_cli.atomic.os.replace", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(good, init_params(8, np.random.default_rng(1)), {}, META)
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in good.parent.iterdir()) == ["good.npz"]
+
+
+def meta_with(**changes) -> np.ndarray:
+    meta = {"format_version": FORMAT_VERSION, **META, **changes}
+    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "fragment"),
+    [
+        ("missing", lambda a: a.pop("param/W2"), "missing arrays"),
+        ("shape", lambda a: a.update({"param/b1": np.zeros(9, np.float32)}), "b1 has shape (9,)"),
+        ("dtype", lambda a: a.update({"param/b2": np.zeros(10, np.float64)}), "b2 has dtype float64"),
+        ("intdtype", lambda a: a.update({"param/W1": np.zeros((784, 8), np.int32)}), "W1 has dtype int32"),
+        ("w1shape", lambda a: a.update({"param/W1": np.zeros((100, 8), np.float32)}), "expected (784, hidden)"),
+        ("nan", lambda a: a["param/W1"].__setitem__((0, 0), np.nan), "W1 contains NaN"),
+        ("future", lambda a: a.update({"meta": meta_with(format_version=99)}), "newer than this mlp"),
+        ("nometa", lambda a: a.update({"meta": np.frombuffer(b"{}", np.uint8)}), "no format version"),
+        ("badjson", lambda a: a.update({"meta": np.frombuffer(b"{not json", np.uint8)}), "not valid JSON"),
+        ("lacks", lambda a: a.update({"meta": np.frombuffer(b'{"format_version": 1}', np.uint8)}), "lacks 'config'"),
+    ],
+)
+def test_tampered_checkpoints_are_refused(good: Path, tmp_path: Path, name, change, fragment) -> None:
+    def apply(arrays):
+        arrays["param/W1"] = arrays["param/W1"].copy()
+        change(arrays)
+
+    bad = rewrite(good, tmp_path / f"{name}.npz", apply)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    assert fragment in str(info.value) and str(bad) in str(info.value)
+
+
+def test_pickled_objects_are_refused_and_never_unpickled(good: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (marker.write_text, ("x",))
+
+    arrays = dict(np.load(good, allow_pickle=False))
+    arrays["param/W1"] = np.array([Evil()], dtype=object)
+    path = tmp_path / "evil.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match="pickled objects"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_and_non_zip_files(good: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    other = tmp_path / "other.npz"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("readme.txt", "not numpy")
+    other.write_bytes(buffer.getvalue())
+    for path in (truncated, text, other, tmp_path / "missing.npz", tmp_path):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value)

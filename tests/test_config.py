@@ -1,0 +1,123 @@
+"""Config: the shipped files, overrides, and strict validation with useful messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlp_cli.config import Config, check_against_data, load_config
+from mlp_cli.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
+
+
+def test_default_yaml_spells_out_the_builtin_defaults() -> None:
+    assert load_config(CONFIGS / "default.yaml") == Config()
+    assert Config().model.hidden == 300 and Config().train.batch_size == 1000
+
+
+def test_cs229_configs_are_the_course_setting() -> None:
+    c = load_config(CONFIGS / "cs229.yaml")
+    assert (c.model.hidden, c.model.init, c.train.batch_size, c.optimizer.lr) == (300, "normal", 1000, 5.0)
+    assert (c.train.epochs, c.train.shuffle, c.data.split_seed, c.data.dev_size) == (30, False, 100, 10000)
+    assert c.data.preprocess == "standardize" and c.train.l2 == 0.0
+    assert load_config(CONFIGS / "cs229-l2.yaml").train.l2 == 1e-4
+
+
+def test_flags_override_file_and_set_overrides_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "model:\n  hidden: 50\ntrain:\n  epochs: 3\n")
+    c = load_config(path, {"model.hidden": 80, "train.l2": None}, ["model.hidden=90", "optimizer.name=adam"])
+    assert c.model.hidden == 90 and c.train.epochs == 3 and c.optimizer.name == "adam"
+    assert c.train.l2 == 0.0  # None means "flag not given"
+
+
+def test_base_then_file(tmp_path: Path) -> None:
+    base = Config(). to_dict()
+    base["model"]["hidden"] = 64
+    c = load_config(write(tmp_path, "train:\n  epochs: 7\n"), base=base)
+    assert c.model.hidden == 64 and c.train.epochs == 7
+
+
+def test_yaml_round_trip() -> None:
+    c = load_config(None, {"model.hidden": 17, "optimizer.eps": 1e-7})
+    assert load_config(None, base=yaml.safe_load(c.to_yaml())) == c
+
+
+def test_int_like_float_is_accepted_for_int_keys() -> None:
+    assert load_config(None, {"train.epochs": 5.0}).train.epochs == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("model:\n  hiden: 3\n", "did you mean 'model.hidden'"),
+        ("modle:\n  hidden: 3\n", "did you mean 'model'"),
+        ("model:\n  hidden: many\n", "model.hidden = 'many' (str); expected an integer in [1, 100000]"),
+        ("model:\n  hidden: 0\n", "model.hidden = 0; expected an integer in [1, 100000]"),
+        ("model:\n  hidden: 2.5\n", "expected an integer"),
+        ("train:\n  batch_size: -4\n", "train.batch_size = -4"),
+        ("optimizer:\n  lr: 0\n", "optimizer.lr = 0.0; expected a number > 0.0"),
+        ("optimizer:\n  lr: -1\n", "optimizer.lr"),
+        ("optimizer:\n  name: adma\n", "did you mean 'adam'"),
+        ("schedule:\n  name: linear\n", "schedule.name = 'linear' is not one of constant, step, cosine"),
+        ("optimizer:\n  momentum: 1.0\n", "optimizer.momentum = 1.0; expected a number in [0.0, 1.0)"),
+        ("train:\n  shuffle: 1\n", "train.shuffle = 1 (int); expected true or false"),
+        ("model:\n  hidden: null\n", "model.hidden = null"),
+        ("model: 3\n", "section 'model' must be a mapping"),
+        ("- a\n- b\n", "must be a mapping of sections"),
+        ("model:\n  hidden: 3\n  - x\n", "line 3"),
+        ("", "is empty"),
+        ("train:\n  l2: .inf\n", "expected a finite number"),
+    ],
+)
+def test_bad_files_are_refused_with_a_message_naming_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("item", ["model.hidden", "hidden=3", "=3", "model.hidden.x=3", "nosuch.key=1"])
+def test_bad_set_items(item: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(None, sets=[item])
+
+
+def test_set_values_are_parsed_like_yaml() -> None:
+    c = load_config(None, sets=["train.shuffle=false", "optimizer.lr=0.25", "run.name=exp 1"])
+    assert c.train.shuffle is False and c.optimizer.lr == 0.25 and c.run.name == "exp 1"
+
+
+def test_consistency_checks() -> None:
+    with pytest.raises(ConfigError, match="min_lr"):
+        load_config(None, {"schedule.min_lr": 1.0, "optimizer.lr": 0.1})
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        load_config(None, {"schedule.warmup_epochs": 5, "train.epochs": 5})
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        check_against_data(load_config(None, {"train.batch_size": 600}), 500)
+
+
+def test_config_is_frozen() -> None:
+    c = Config()
+    with pytest.raises(AttributeError):
+        c.model.hidden = 3  # type: ignore[misc]
