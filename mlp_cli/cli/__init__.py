@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlp_cli.cli import download as _download  # noqa: F401  (registers commands)
+from mlp_cli.cli import evaluate as _evaluate  # noqa: F401
 from mlp_cli.cli import train as _train  # noqa: F401
 from mlp_cli.cli.app import app
 

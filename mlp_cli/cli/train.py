@@ -1,4 +1,4 @@
-"""`mlp train` and `mlp eval`."""
+"""`mlp train`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app, is_interactive
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
 
 EXAMPLES_TRAIN = """
 Examples:
@@ -22,17 +23,6 @@ Examples:
 
   mlp train --resume runs/cosine/last.npz
 """
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Dataset cache directory (default: MLP_DATA_DIR or the user cache)."),
-]
-Mirror = Annotated[
-    list[str] | None,
-    typer.Option("--mirror", help="Extra dataset mirror URL (http(s):// or file://), tried first. Repeatable."),
-]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-
 
 def resolve_config_path(config: str | None) -> Path | None:
     """A path, or the name of a file in ./configs (``cs229`` -> configs/cs229.yaml)."""
@@ -76,8 +66,7 @@ def train_command(
 ) -> None:
     """Train the two-layer network; write metrics.jsonl, last.npz and best.npz to a run directory.
 
-    Settings come from the config file (default: the built-in defaults, which configs/default.yaml
-    spells out), then the flags, then --set; everything is validated before work starts.
+    Settings come from the config file (or the built-in defaults that configs/default.yaml spells out), then the flags, then --set; everything is validated before any work starts. Downloads MNIST first if it is not cached.
     """
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.config import FLAG_KEYS, load_config
@@ -100,7 +89,7 @@ def train_command(
         config_name = config_path.stem if config_path else "default"
         run_dir = None
 
-    reporter = _download_reporter(quiet or json_output)
+    reporter = download_reporter(quiet or json_output)
     data = prepare_data(
         resolved, data_dir=data_dir, mirrors=tuple(mirror or ()), reporter=reporter,
         preprocessing=Preprocessing.from_dict(checkpoint.meta["preprocessing"]) if checkpoint else None,
@@ -117,12 +106,6 @@ def train_command(
         typer.echo(json.dumps(summary))
     elif not quiet:
         _print_summary(summary)
-
-
-def _download_reporter(quiet: bool) -> Any:
-    from mlp_cli.cli.download import make_reporter
-
-    return make_reporter(quiet)
 
 
 class _StopOnInterrupt:
@@ -203,47 +186,3 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("checkpoints", f"{summary['last_checkpoint']}, {summary['best_checkpoint']}")
     Console(highlight=False).print(table)
     typer.echo(f"Evaluate on the test set with: mlp eval {summary['best_checkpoint']}")
-
-
-EXAMPLES_EVAL = """
-Examples:
-
-  mlp eval runs/cs229/last.npz
-
-  mlp eval runs/cs229/best.npz --split dev --json
-"""
-
-
-@app.command("eval", epilog=EXAMPLES_EVAL)
-def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
-    split: Annotated[str, typer.Option(help="test (the official 10,000), dev or train.")] = "test",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    data_dir: DataDir = None,
-    mirror: Mirror = None,
-    quiet: Quiet = False,
-) -> None:
-    """Evaluate a checkpoint: loss and accuracy on the test (default), dev or train split."""
-    from mlp_cli.checkpoint import load_checkpoint
-    from mlp_cli.errors import UsageError
-    from mlp_cli.evaluate import SPLITS, evaluate, load_split
-
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
-    ckpt = load_checkpoint(checkpoint)
-    _, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
-                         reporter=_download_reporter(quiet or json_output))
-    result = evaluate(ckpt, X, y, split)
-    if json_output:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **result.to_dict()}))
-        return
-    if quiet:
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{checkpoint} (epoch {ckpt.epoch})", title_justify="left")
-    for column in ("split", "examples", "loss", "accuracy"):
-        table.add_column(column, justify="right" if column != "split" else "left")
-    table.add_row(split, f"{result.examples:,}", f"{result.loss:.4f}", f"{100 * result.accuracy:.2f}%")
-    Console(highlight=False).print(table)

@@ -1,0 +1,25 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Dataset cache directory (default: MLP_DATA_DIR or the user cache)."),
+]
+Mirror = Annotated[
+    list[str] | None,
+    typer.Option("--mirror", help="Extra dataset mirror URL (http(s):// or file://), tried first. Repeatable."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+def download_reporter(quiet: bool) -> Any:
+    """How a command that may download the dataset on demand shows that download."""
+    from mlp_cli.cli.download import make_reporter
+
+    return make_reporter(quiet)
