@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,8 @@ class Config:
 
 SECTIONS: dict[str, type] = dict(get_type_hints(Config))
 
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+
 # Short command-line flags and the key each one sets.
 FLAG_KEYS = {
     "hidden": "model.hidden",
@@ -193,9 +196,17 @@ def parse_scalar(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text) if text else ""
+        value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
         return text
+    return value
+
+
+def _yaml11_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; people mean the number."""
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None) -> Config:
@@ -277,6 +288,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             else:
                 raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
     elif base is float:
+        value = _yaml11_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
         value = float(value)

@@ -104,8 +104,16 @@ def test_bad_set_items(item: str) -> None:
 
 
 def test_set_values_are_parsed_like_yaml() -> None:
-    c = load_config(None, sets=["train.shuffle=false", "optimizer.lr=0.25", "run.name=exp 1"])
+    c = load_config(None, sets=["train.shuffle=false", "optimizer.lr=0.25", "run.name=exp 1", "train.l2=1e-5"])
     assert c.train.shuffle is False and c.optimizer.lr == 0.25 and c.run.name == "exp 1"
+    assert c.train.l2 == 1e-5  # YAML 1.1 would read 1e-5 as a string
+
+
+def test_exponent_without_dot_in_a_file_is_a_number(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "train:\n  l2: 1e-4\n")).train.l2 == 1e-4
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(write(tmp_path, "train:\n  l2: 1e-4x\n"))
+    assert load_config(None, sets=["run.name=1e5"]).run.name == "1e5"  # strings stay strings
 
 
 def test_consistency_checks() -> None:

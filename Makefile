@@ -1,0 +1,43 @@
+# Two commands matter:  `make train` (set up, fetch MNIST, train the default config)
+#                  and  `make test`  (set up, run the test suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# A local MNIST mirror next to the checkout (as on the project's offline build machines) is
+# tried before the public mirrors; every file is verified by checksum whichever mirror serves it.
+LOCAL_MNIST := $(abspath ../shared/data/mnist)
+ifneq ($(wildcard $(LOCAL_MNIST)/train-images-idx3-ubyte.gz),)
+export MLP_MNIST_MIRROR ?= file://$(LOCAL_MNIST)/
+endif
+
+.PHONY: setup train test lint bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/mlp download-data
+	$(BIN)/mlp train --config configs/default.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlp_cli tests benchmarks
+	$(BIN)/mypy mlp_cli
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --smoke
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
