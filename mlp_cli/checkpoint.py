@@ -64,7 +64,7 @@ def save_checkpoint(
     arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer_state.items()})
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(path, buffer.getvalue())
 
 

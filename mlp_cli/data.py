@@ -1,0 +1,229 @@
+"""The dataset cache, and the two calls the rest of the tool makes: ensure and load.
+
+Layout of the cache (``--data-dir`` > ``$MLP_DATA_DIR`` > the user cache directory)::
+
+    <data dir>/<dataset>/train-images-idx3-ubyte.gz   verified downloads (as fetched)
+    <data dir>/<dataset>/train-images.npy              (60000, 28, 28) uint8, parsed once
+    <data dir>/<dataset>/train-labels.npy              (60000,) uint8
+    <data dir>/<dataset>/test-images.npy ...           (10000, 28, 28), (10000,)
+
+The ``.npy`` arrays are written (atomically) only from downloads that passed verification, so
+loading memory-maps them without hashing anything: a few milliseconds. Their shapes, dtypes
+and label range are checked on every load; a bad one is rebuilt from the ``.gz``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlp_cli import idx
+from mlp_cli.atomic import atomic_open
+from mlp_cli.datasets import DatasetSpec, Split, get_spec, mirror_list
+from mlp_cli.download import Downloader, FetchResult, NullReporter, Reporter, RetryPolicy
+from mlp_cli.errors import DataError, DownloadError, UsageError
+
+DATA_DIR_ENV = "MLP_DATA_DIR"
+SPLITS = ("train", "test")
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """What :func:`ensure_dataset` found and did."""
+
+    name: str
+    directory: Path
+    files: tuple[FetchResult, ...]  # one per .gz file, in registry order
+    arrays: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # split -> .npy paths
+    rebuilt: tuple[str, ...] = ()  # splits whose .npy arrays were (re)written
+    requests: int = 0  # HTTP requests sent
+
+    @property
+    def downloaded(self) -> tuple[str, ...]:
+        return tuple(f.filename for f in self.files if f.status == "downloaded")
+
+    @property
+    def cached(self) -> tuple[str, ...]:
+        return tuple(f.filename for f in self.files if f.status == "cached")
+
+
+def resolve_data_dir(data_dir: PathLike | None = None) -> Path:
+    """The cache root: the argument, else ``$MLP_DATA_DIR``, else the user cache directory."""
+    if data_dir is not None and str(data_dir):
+        return Path(data_dir).expanduser()
+    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mlp"))
+
+
+def dataset_dir(name: str, data_dir: PathLike | None = None) -> Path:
+    """Where dataset ``name`` lives inside the cache."""
+    return resolve_data_dir(data_dir) / get_spec(name).name
+
+
+def dataset_checksums(name: str) -> dict[str, str]:
+    """File name -> SHA-256 of its decompressed content (recorded in checkpoints)."""
+    return dict(get_spec(name).checksums)
+
+
+def ensure_dataset(
+    name: str = "mnist",
+    data_dir: PathLike | None = None,
+    mirrors: Sequence[str] = (),
+    force: bool = False,
+    reporter: Reporter | None = None,
+    *,
+    policy: RetryPolicy | None = None,
+) -> DatasetReport:
+    """Make every file of ``name`` present and verified, and its arrays ready to load.
+
+    Cached files are re-verified (SHA-256 of their content) and no request is sent for them;
+    missing or bad ones are fetched from ``mirrors`` first, then the environment variable's
+    mirrors, then the registry's. ``force`` downloads everything again.
+    """
+    spec = get_spec(name)
+    return _ensure(spec, dataset_dir(name, data_dir), mirror_list(spec, mirrors), force,
+                   reporter or NullReporter(), policy)
+
+
+def _ensure(
+    spec: DatasetSpec,
+    directory: Path,
+    mirror_urls: tuple[str, ...],
+    force: bool,
+    reporter: Reporter,
+    policy: RetryPolicy | None,
+) -> DatasetReport:
+    """Fetch (from ``mirror_urls`` only) and verify every file, then (re)build stale arrays."""
+    _make_dir(directory)
+    hint = (
+        "To use a local copy, pass --mirror file:///path/to/dir/ (a directory holding the "
+        f"four .gz files) or set {spec.mirror_env}."
+    )
+    with Downloader(reporter, policy) as downloader:
+        files = tuple(
+            downloader.fetch(filename, sha256, directory, mirror_urls, force=force, hint=hint)
+            for filename, sha256 in spec.checksums.items()
+        )
+    fresh = {f.filename for f in files if f.status == "downloaded"}
+    arrays, rebuilt = {}, []
+    for split_name, split in spec.splits.items():
+        arrays[split_name] = _array_paths(directory, split_name)
+        stale = force or split.images in fresh or split.labels in fresh
+        if stale or _load_arrays(directory, split_name, split) is None:
+            _build_arrays(directory, split_name, split)
+            rebuilt.append(split_name)
+    if not fresh:
+        reporter.note(
+            f"all {len(files)} {spec.name} files were already in {directory} and verified; "
+            "no network request made"
+        )
+    return DatasetReport(
+        spec.name, directory, files, arrays, tuple(rebuilt), downloader.requests_made
+    )
+
+
+def load_dataset(
+    name: str = "mnist",
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    mirrors: Sequence[str] = (),
+    reporter: Reporter | None = None,
+    download: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28) uint8 (a read-only memory map) and labels (n,) int64 of one split.
+
+    Fetches the dataset first when the cache lacks it (unless ``download`` is False, which
+    raises :class:`DataError` instead).
+    """
+    spec = get_spec(name)
+    if split not in spec.splits:
+        raise UsageError(f"unknown split {split!r}; choose one of: {', '.join(spec.splits)}")
+    directory = dataset_dir(name, data_dir)
+    arrays = _load_arrays(directory, split, spec.splits[split])
+    if arrays is None:
+        if not download:
+            _require_cached(spec, directory)
+            _ensure(spec, directory, (), False, reporter or NullReporter(), None)  # no network
+        else:
+            ensure_dataset(name, data_dir, mirrors, reporter=reporter)
+        arrays = _load_arrays(directory, split, spec.splits[split])
+        if arrays is None:  # pragma: no cover  (ensure_dataset just wrote and checked them)
+            raise DataError(f"the {split} arrays in {directory} are unreadable after rebuilding")
+    images, labels = arrays
+    return images, np.asarray(labels, dtype=np.int64)
+
+
+def _require_cached(spec: DatasetSpec, directory: Path) -> None:
+    missing = [f for f in spec.files if not (directory / f).is_file()]
+    if missing:
+        raise DataError(
+            f"{spec.name} is not in the cache {directory} (missing {', '.join(missing)}); "
+            f"run `mlp download-data --dataset {spec.name}` first"
+        )
+
+
+def _array_paths(directory: Path, split_name: str) -> tuple[Path, Path]:
+    return directory / f"{split_name}-images.npy", directory / f"{split_name}-labels.npy"
+
+
+def _load_arrays(
+    directory: Path, split_name: str, split: Split
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays of one split if both are present and well-formed, else None."""
+    images_path, labels_path = _array_paths(directory, split_name)
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)  # (n, 28, 28)
+        labels = np.load(labels_path, mmap_mode="r", allow_pickle=False)  # (n,)
+    except (OSError, ValueError, EOFError):  # missing, truncated or not an .npy at all
+        return None
+    side = idx.IMAGE_SIDE
+    if (
+        images.dtype != np.uint8
+        or images.shape != (split.count, side, side)
+        or labels.dtype != np.uint8
+        or labels.shape != (split.count,)
+        or int(labels.max()) >= idx.NUM_CLASSES
+    ):
+        return None
+    return images, labels
+
+
+def _build_arrays(directory: Path, split_name: str, split: Split) -> None:
+    """Parse the verified .gz pair of one split and write its .npy arrays atomically."""
+    images = idx.read_images(directory / split.images)  # (n, 28, 28)
+    labels = idx.read_labels(directory / split.labels)  # (n,)
+    for what, array in (("images", images), ("labels", labels)):
+        if len(array) != split.count:
+            raise DataError(
+                f"{directory / getattr(split, what)}: {len(array)} {what}, "
+                f"expected {split.count}"
+            )
+    for path, array in zip(_array_paths(directory, split_name), (images, labels), strict=True):
+        try:
+            with atomic_open(path, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+        except OSError as err:
+            raise DownloadError(
+                f"cannot write to the data directory {directory}: {err.strerror or err}"
+            ) from err
+
+
+def _make_dir(directory: Path) -> Path:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(
+            f"cannot create the data directory {directory}: {err.strerror or err}; "
+            f"pass --data-dir or set {DATA_DIR_ENV} to a writable directory"
+        ) from err
+    return directory

@@ -1,0 +1,127 @@
+"""The registry of datasets the tool can fetch: files, checksums, splits and mirrors.
+
+Checksums are SHA-256 digests of the *decompressed* IDX files. The ``.gz`` wrappers differ
+between mirrors (and the offline copy was re-compressed), while the IDX payload is the same
+everywhere, so checking the payload accepts every faithful mirror and nothing else.
+
+Mirrors are tried in order: the ones the user names (``--mirror``, repeatable), then the
+dataset's environment variable (several URLs separated by whitespace or commas), then the
+defaults below. A mirror is a directory URL (``https://``, ``http://`` or ``file://``) or a
+local directory path; each file is fetched as ``<mirror><file name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlp_cli.errors import UsageError
+
+SCHEMES = ("https", "http", "file")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: its image file, its label file and how many examples it holds."""
+
+    images: str
+    labels: str
+    count: int
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to fetch and check one dataset."""
+
+    name: str
+    checksums: Mapping[str, str]  # file name -> SHA-256 of the decompressed file
+    splits: Mapping[str, Split]  # "train" / "test"
+    mirror_env: str  # environment variable holding extra mirrors
+    default_mirrors: tuple[str, ...]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(self.checksums)
+
+
+def _split(prefix: str, count: int) -> Split:
+    return Split(f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz", count)
+
+
+_SPLITS = {"train": _split("train", 60000), "test": _split("t10k", 10000)}
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        checksums={
+            "train-images-idx3-ubyte.gz":
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte.gz":
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte.gz":
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte.gz":
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        splits=_SPLITS,
+        mirror_env="MLP_MNIST_MIRROR",
+        default_mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+    ),
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        checksums={
+            "train-images-idx3-ubyte.gz":
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte.gz":
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte.gz":
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte.gz":
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        splits=_SPLITS,
+        mirror_env="MLP_FASHION_MNIST_MIRROR",
+        default_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry for ``name``; an unknown name is a usage error listing the known."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {known}") from None
+
+
+def mirror_list(
+    spec: DatasetSpec,
+    user_mirrors: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, ...]:
+    """The mirrors to try, in order, normalised and without duplicates."""
+    environ = os.environ if environ is None else environ
+    from_env = [m for m in re.split(r"[\s,]+", environ.get(spec.mirror_env, "")) if m]
+    ordered = [m for m in (*user_mirrors, *from_env, *spec.default_mirrors) if m.strip()]
+    return tuple(dict.fromkeys(normalize_mirror(m) for m in ordered))
+
+
+def normalize_mirror(mirror: str) -> str:
+    """A mirror as a directory URL ending in ``/``; a bare local path becomes ``file://``."""
+    text = mirror.strip()
+    scheme = urlparse(text).scheme.lower()
+    if not scheme or (len(scheme) == 1 and os.name == "nt"):  # "C:\\data" is a path
+        text = Path(text).expanduser().resolve().as_uri()
+    elif scheme not in SCHEMES:
+        raise UsageError(
+            f"mirror {mirror!r}: unsupported scheme {scheme!r} (use https://, http:// or file://)"
+        )
+    return text if text.endswith("/") else text + "/"
