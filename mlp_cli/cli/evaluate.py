@@ -1,10 +1,11 @@
-"""`mlp eval`: loss and accuracy of a checkpoint on a split."""
+"""`mlp eval`: loss and accuracy of a checkpoint on a split, per-class precision and recall, the
+confusion matrix, and the images it is most confidently wrong about."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,9 +15,13 @@ from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
 EXAMPLES_EVAL = """
 Examples:
 
-  mlp eval runs/cs229/last.npz
+  mlp eval runs/cs229/best.npz
+
+  mlp eval runs/cs229/best.npz --errors 8          (the 8 most confidently wrong test images)
 
   mlp eval runs/cs229/best.npz --split dev --json
+
+  NO_COLOR=1 mlp eval runs/cs229/best.npz > report.txt
 """
 
 
@@ -24,32 +29,55 @@ Examples:
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
     split: Annotated[str, typer.Option(help="test (the official 10,000), dev or train.")] = "test",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    errors: Annotated[
+        int, typer.Option("--errors", "-e", min=0, metavar="N",
+                          help="Also show the N most confidently misclassified images.")
+    ] = 0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print everything (per-class metrics, confusion matrix, errors) as JSON.")
+    ] = False,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
 ) -> None:
-    """Evaluate a checkpoint: loss and accuracy on the test (default), dev or train split."""
+    """Evaluate a checkpoint: accuracy, per-class metrics, confusion matrix, worst mistakes.
+
+    Loss and accuracy on the test (default), dev or train split, rebuilt as the checkpoint's run defined it.
+
+    Per class: precision, recall, F1 and one-vs-rest accuracy; then the 10x10 confusion matrix.
+
+    --errors N draws the N test images the network is most confidently wrong about.
+    """
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.errors import UsageError
-    from mlp_cli.evaluate import SPLITS, evaluate, load_split
+    from mlp_cli.evaluate import SPLITS, load_split
+    from mlp_cli.report import build_report
 
     if split not in SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     ckpt = load_checkpoint(checkpoint)
-    _, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
-                         reporter=download_reporter(quiet or json_output))
-    result = evaluate(ckpt, X, y, split)
+    images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
+                              reporter=download_reporter(quiet or json_output))
+    report = build_report(ckpt.params, X, y, split, errors=errors, images=images)
     if json_output:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **result.to_dict()}))
-        return
-    if quiet:
-        return
-    from rich.console import Console
-    from rich.table import Table
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **report.to_dict()}))
+    elif not quiet:
+        _print_report(checkpoint, ckpt.epoch, report)
 
-    table = Table(title=f"{checkpoint} (epoch {ckpt.epoch})", title_justify="left")
-    for column in ("split", "examples", "loss", "accuracy"):
-        table.add_column(column, justify="right" if column != "split" else "left")
-    table.add_row(split, f"{result.examples:,}", f"{result.loss:.4f}", f"{100 * result.accuracy:.2f}%")
-    Console(highlight=False).print(table)
+
+def _print_report(checkpoint: Path, epoch: int, report: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mlp_cli.cli.render import confusion_table, mistakes_view, per_class_table, uses_colour
+
+    console = Console(highlight=False)
+    where = f"{report.split} split, {report.examples:,} examples"
+    console.print(f"[bold]{escape(str(checkpoint))}[/] (epoch {epoch}), {where}")
+    console.print(f"loss [cyan]{report.loss:.4f}[/]  accuracy [bold cyan]{100 * report.accuracy:.2f}%[/]")
+    console.print(per_class_table(report.per_class, title="Per class"))
+    console.print(confusion_table(report.confusion))
+    if report.mistakes:
+        console.print(f"[bold]The {len(report.mistakes)} most confidently wrong[/] "
+                      "(#index: true → predicted (probability))")
+        console.print(mistakes_view(report.mistakes, uses_colour(console)))

@@ -1,0 +1,82 @@
+"""`mlp gradcheck`: the hand-derived gradients against central finite differences."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from mlp_cli.cli.app import app
+
+EXAMPLES_GRADCHECK = """
+Examples:
+
+  mlp gradcheck
+
+  mlp gradcheck --config configs/cs229-l2.yaml
+
+  mlp gradcheck --hidden 32 --batch 4 --seed 7 --json
+
+Exit status: 0 when every parameter passes, 1 when one fails.
+"""
+
+
+@app.command("gradcheck", epilog=EXAMPLES_GRADCHECK)
+def gradcheck_command(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Take hidden size, init and L2 from this config (or a name in configs/)."),
+    ] = None,
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (default: the config's).")] = None,
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Examples in the random batch.")] = 16,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights, the batch and the sampled entries.")] = 0,
+    l2: Annotated[float | None, typer.Option(min=0.0, help="L2 penalty lambda (default: the config's).")] = None,
+    samples: Annotated[
+        int, typer.Option(min=1, help="Entries compared per parameter (all of them if it has fewer).")
+    ] = 30,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check the hand-derived gradients against central finite differences.
+
+    Runs loss_and_gradients in float64 on a random batch, with the config's hidden size, init and L2.
+
+    Per parameter: ||analytic - numeric|| / (||analytic|| + ||numeric||) over sampled entries; < 1e-6 passes.
+    """
+    from mlp_cli.cli.train import resolve_config_path
+    from mlp_cli.config import load_config
+    from mlp_cli.gradcheck import gradcheck
+
+    overrides = {"model.hidden": hidden, "train.l2": l2}
+    resolved = load_config(resolve_config_path(config), overrides)
+    result = gradcheck(
+        resolved.model.hidden, batch, resolved.train.l2, resolved.model.init, seed, samples=samples
+    )
+    if json_output:
+        typer.echo(json.dumps(result.to_dict()))
+    else:
+        _print_result(result)
+    if not result.passed:
+        raise typer.Exit(code=1)
+
+
+def _print_result(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=(f"784-{result.hidden}-10, batch {result.batch_size}, init {result.init}, l2 {result.l2:g}, "
+               f"float64, eps {result.eps:g}, seed {result.seed}"),
+        title_justify="left",
+    )
+    for name in ("param", "shape", "checked", "max |grad|", "max |error|", "relative error", ""):
+        table.add_column(name, justify="left" if name in ("param", "") else "right")
+    for check in result.checks:
+        status = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+        table.add_row(check.name, " × ".join(str(s) for s in check.shape), str(check.checked),
+                      f"{check.max_abs_gradient:.2e}", f"{check.max_abs_error:.2e}",
+                      f"{check.relative_error:.2e}", status)
+    console = Console(highlight=False)
+    console.print(table)
+    verdict = "[green]all gradients match[/]" if result.passed else "[bold red]gradient check failed[/]"
+    console.print(f"{verdict} (tolerance {result.tolerance:g})")

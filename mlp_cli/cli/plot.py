@@ -1,0 +1,123 @@
+"""`mlp plot`: learning curves to an image file or the terminal, and the first layer's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlp_cli.cli.app import app
+
+if TYPE_CHECKING:  # matplotlib-free, but numpy: keep it out of `mlp --help`
+    from mlp_cli.plot import RunCurves
+
+EXAMPLES_PLOT = """
+Examples:
+
+  mlp plot runs/cs229 --out curves.png
+
+  mlp plot runs/cs229 runs/cs229-l2 --out compare.svg --title "CS229: without and with L2"
+
+  mlp plot --terminal runs/cs229
+
+  mlp plot --weights runs/cs229/best.npz --out weights.png
+
+  mlp plot --weights runs/cs229-l2/best.npz --minus-init --out learned.png
+
+Curves in a file need matplotlib: pip install 'mlp\\[plot]'. --terminal and --weights do not.
+"""
+
+
+@app.command("plot", epilog=EXAMPLES_PLOT)
+def plot_command(
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Run directories (or their metrics.jsonl files); several share the axes.",
+                       show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Image file to write: .png, .svg or .pdf (weights: .png). "
+                     "Default curves.png, or weights.png with --weights."),
+    ] = None,
+    terminal: Annotated[
+        bool, typer.Option("--terminal", "-t", help="Draw the curves in the terminal instead of a file.")
+    ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", metavar="CHECKPOINT",
+                     help="Draw the first-layer weights (each column of W1 as a 28x28 image) of this checkpoint."),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Title above the curves.")] = None,
+    columns: Annotated[
+        int | None, typer.Option(min=1, help="Tiles per row of the weights grid (default: about sqrt(h)).")
+    ] = None,
+    scale: Annotated[int, typer.Option(min=1, max=16, help="Pixels per weight in the weights grid.")] = 2,
+    minus_init: Annotated[
+        bool, typer.Option("--minus-init", help="Weights grid: subtract the (scaled) initial weights, re-drawn from "
+                           "the checkpoint's seed, to show what training added.")
+    ] = False,
+) -> None:
+    """Plot learning curves of runs (to a file or the terminal), or a checkpoint's first-layer weights.
+
+    Curves: loss and accuracy per epoch, train dashed and dev solid, one colour per run, on shared axes.
+    """
+    from mlp_cli.errors import UsageError
+
+    runs = runs or []
+    if weights is not None:
+        if runs or terminal:
+            raise UsageError("--weights draws one checkpoint; give no run directories and no --terminal with it")
+        _plot_weights(weights, out or Path("weights.png"), columns, scale, minus_init)
+        return
+    if minus_init:
+        raise UsageError("--minus-init goes with --weights CHECKPOINT")
+    if not runs:
+        raise UsageError("give at least one run directory (e.g. mlp plot runs/cs229), or --weights CHECKPOINT")
+    if terminal and out is not None:
+        raise UsageError("--terminal draws in the terminal; drop --out, or drop --terminal to write a file")
+    curves = _read_runs(runs)
+    if terminal:
+        from mlp_cli.cli.render import run_chart
+
+        typer.echo("\n\n".join(run_chart(c.label, rows) for c, rows in curves))
+        return
+    from mlp_cli.plot import output_format, plot_curves
+
+    target = out or Path("curves.png")
+    output_format(target)  # a bad suffix is an error before anything is read or drawn
+    written = plot_curves([c for c, _ in curves], target, title=title)
+    typer.echo(f"wrote {written} ({', '.join(c.label for c, _ in curves)})")
+
+
+def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]:
+    """(RunCurves, rows) per run; labels are directory names, or paths where names clash."""
+    from mlp_cli import plot as plotting
+    from mlp_cli.metrics import METRICS_FILE, read_metrics
+
+    def directory(run: Path) -> Path:
+        return run.parent if run.name == METRICS_FILE or run.suffix == ".jsonl" else run
+
+    names = [directory(run).name or str(directory(run)) for run in runs]
+    clash = len(set(names)) < len(names)
+    out = []
+    for run, name in zip(runs, names, strict=True):
+        rows = read_metrics(run)
+        label = str(directory(run)) if clash else name
+        out.append((plotting.RunCurves.from_rows(label, rows), rows))
+    return out
+
+
+def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
+    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
+
+    output_format(out, IMAGE_FORMATS)
+    checkpoint = load_checkpoint(checkpoint_path)
+    W1, what = checkpoint.params.W1, f"{checkpoint.params.hidden} hidden units"
+    if minus_init:
+        W1, c = remove_initial(W1, initial_weights(checkpoint))
+        what += f", minus {c:.3f} x their initial weights"
+    written, (width, height) = save_weights_image(W1, out, columns=columns, scale=scale)
+    typer.echo(f"wrote {written} ({what}; {width}x{height} pixels)")

@@ -1,0 +1,88 @@
+"""`mlp predict`: classify your own images of digits with a trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlp_cli.cli.app import app
+
+EXAMPLES_PREDICT = """
+Examples:
+
+  mlp predict runs/cs229/best.npz my-seven.png
+
+  mlp predict runs/cs229/best.npz photos/*.jpg --top 3
+
+  mlp predict runs/cs229/best.npz digit.png --show      (see the 28x28 image the network gets)
+
+  mlp predict runs/cs229/best.npz digit.png --json
+"""
+
+
+@app.command("predict", epilog=EXAMPLES_PREDICT)
+def predict_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files (PNG, JPEG, ... of any size) with one digit each.")
+    ],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, max=10, help="How many classes to list per image.")] = 3,
+    show: Annotated[
+        bool, typer.Option("--show", help="Also draw each image as the network sees it (28x28, MNIST-style).")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+) -> None:
+    """Classify your own images of handwritten digits (PNG, JPEG, ... of any size).
+
+    Each image is made MNIST-like: grayscale, inverted if dark on light, cropped, scaled to fit 20x20.
+
+    Then it is centred by its centre of mass in 28x28 and normalised with the checkpoint's preprocessing.
+    """
+    import numpy as np
+
+    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.images import load_digit
+    from mlp_cli.model import forward
+    from mlp_cli.preprocess import Preprocessing
+
+    ckpt = load_checkpoint(checkpoint)
+    digits = [load_digit(path) for path in images]  # every file is checked before any output
+    prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
+    X = prep.apply(np.stack([d.pixels for d in digits]), ckpt.params.dtype)  # (n, 784)
+    with np.errstate(over="ignore", invalid="ignore"):
+        P = forward(ckpt.params, X).astype(np.float64)  # (n, k)
+    results = [
+        {
+            "image": str(digit.path),
+            "prediction": int(P[i].argmax()),
+            "inverted": digit.inverted,
+            "top": [{"class": int(c), "probability": float(P[i, c])} for c in np.argsort(-P[i], kind="stable")[:top]],
+        }
+        for i, digit in enumerate(digits)
+    ]
+    if json_output:
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results}))
+        return
+    _print_predictions(results, [d.pixels for d in digits] if show else None)
+
+
+def _print_predictions(results: list[dict[str, Any]], pixels: list[Any] | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mlp_cli.cli.render import halfblock_text, uses_colour
+
+    console = Console(highlight=False)
+    for i, result in enumerate(results):
+        best = result["top"][0]
+        console.print(f"[bold]{escape(result['image'])}[/]: [bold cyan]{result['prediction']}[/] "
+                      f"({100 * best['probability']:.1f}%)")
+        if pixels is not None:
+            console.print(halfblock_text(pixels[i], uses_colour(console)))
+        for entry in result["top"]:
+            p = entry["probability"]
+            bar = "█" * round(20 * p)
+            console.print(f"  {entry['class']}  {100 * p:6.2f}%  [cyan]{bar}[/]")

@@ -1,0 +1,203 @@
+"""The network on paper: its tensors, its size, its arithmetic and the memory a run needs.
+
+Names and shapes follow the derivation (d = 784 inputs, h hidden units, k = 10 classes, B the
+batch size): W1 in R^{d x h}, b1 in R^h, W2 in R^{h x k}, b2 in R^k.
+
+FLOPs are counted per example, the usual way: a multiply-add is 2 FLOPs, so a matrix product
+(B, m) @ (m, n) costs 2 B m n; every other elementwise operation (add, multiply, exp, tanh, log,
+a comparison for the max) costs 1 per element. The sigmoid 0.5 (1 + tanh(z / 2)) is 4 per unit.
+Work done once per step rather than per example (the L2 gradient 2 lambda W and the optimiser's
+update, a few FLOPs per parameter) is listed separately.
+
+Memory is what a training run of this config allocates and keeps: parameters, their gradients,
+the optimiser's state and scratch buffer, the activations of one training batch (the workspace
+``loss_and_gradients`` reuses), those of one evaluation block, and the dataset converted to the
+model's float dtype (train and dev splits). Python's and numpy's own overhead is not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlp_cli.model import CLASSES, INPUTS
+
+EVAL_BLOCK = 10_000  # loss_and_accuracy's block size
+ITEMSIZE = {"float32": 4, "float64": 8}
+# Per parameter and step: FLOPs of the update and arrays of state (see optim.py).
+OPTIMIZER_FLOPS = {"sgd": 2, "momentum": 4, "nesterov": 6, "adam": 12, "adamw": 13}
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    space: str  # as the derivation writes it, e.g. R^{784×h}
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        count = 1
+        for n in self.shape:
+            count *= n
+        return count
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One line of a FLOP or memory account: what, the formula, the number."""
+
+    what: str
+    formula: str
+    value: int
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    hidden: int
+    dtype: str
+    batch_size: int
+    optimizer: str
+    l2: float
+    train_examples: int
+    dev_examples: int
+    tensors: tuple[Tensor, ...]
+    forward: tuple[Cost, ...]  # FLOPs per example
+    backward: tuple[Cost, ...]  # FLOPs per example
+    per_step: tuple[Cost, ...]  # FLOPs per optimisation step
+    memory: tuple[Cost, ...]  # bytes
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    @property
+    def forward_flops(self) -> int:
+        return sum(c.value for c in self.forward)
+
+    @property
+    def backward_flops(self) -> int:
+        return sum(c.value for c in self.backward)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.train_examples // self.batch_size)
+
+    @property
+    def epoch_flops(self) -> int:
+        """One epoch: forward and backward on every training example, the per-step work, then the
+        evaluation (a forward pass) of the train and dev splits."""
+        training = self.train_examples * (self.forward_flops + self.backward_flops)
+        updates = self.steps_per_epoch * sum(c.value for c in self.per_step)
+        evaluation = (self.train_examples + self.dev_examples) * self.forward_flops
+        return training + updates + evaluation
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(c.value for c in self.memory)
+
+    def to_dict(self) -> dict[str, Any]:
+        def costs(items: tuple[Cost, ...]) -> list[dict[str, Any]]:
+            return [{"what": c.what, "formula": c.formula, "value": c.value} for c in items]
+
+        return {
+            "architecture": f"{INPUTS}-{self.hidden}-{CLASSES}",
+            "hidden": self.hidden, "dtype": self.dtype, "batch_size": self.batch_size,
+            "optimizer": self.optimizer, "l2": self.l2,
+            "train_examples": self.train_examples, "dev_examples": self.dev_examples,
+            "tensors": [{"name": t.name, "space": t.space, "shape": list(t.shape), "size": t.size}
+                        for t in self.tensors],
+            "parameters": self.parameters,
+            "flops": {
+                "forward_per_example": self.forward_flops,
+                "backward_per_example": self.backward_flops,
+                "per_step": sum(c.value for c in self.per_step),
+                "per_epoch": self.epoch_flops,
+                "forward": costs(self.forward), "backward": costs(self.backward),
+                "step": costs(self.per_step),
+            },
+            "memory": {"total_bytes": self.memory_bytes, "items": costs(self.memory)},
+        }
+
+
+def network_info(
+    hidden: int,
+    *,
+    batch_size: int = 1000,
+    dtype: str = "float32",
+    optimizer: str = "sgd",
+    l2: float = 0.0,
+    train_examples: int = 50_000,
+    dev_examples: int = 10_000,
+    shuffle: bool = True,
+) -> NetworkInfo:
+    """The account for a 784-h-10 network trained with these settings."""
+    d, h, k, B = INPUTS, hidden, CLASSES, min(batch_size, max(train_examples, 1))
+    tensors = (
+        Tensor("W1", "R^{784×h}", (d, h)),
+        Tensor("b1", "R^h", (h,)),
+        Tensor("W2", "R^{h×10}", (h, k)),
+        Tensor("b2", "R^10", (k,)),
+    )
+    forward = (
+        Cost("Z1 = X W1 + b1", "2dh + h", 2 * d * h + h),
+        Cost("A1 = sigmoid(Z1)", "4h", 4 * h),
+        Cost("Z2 = A1 W2 + b2", "2hk + k", 2 * h * k + k),
+        Cost("P = softmax(Z2)", "5k", 5 * k),  # max, subtract, exp, sum, divide,
+        Cost("J = -log P[y]", "2", 2),  # log of the sum, minus the true score,
+    )
+    backward = (
+        Cost("dZ2 = (P - Y) / B", "k + 1", k + 1),
+        Cost("dW2 = A1^T dZ2", "2hk", 2 * h * k),
+        Cost("db2 = sum dZ2", "k", k),
+        Cost("dA1 = dZ2 W2^T", "2hk", 2 * h * k),
+        Cost("dZ1 = dA1 * A1 (1 - A1)", "3h", 3 * h),
+        Cost("dW1 = X^T dZ1", "2dh", 2 * d * h),
+        Cost("db1 = sum dZ1", "h", h),
+    )
+    n_params = sum(t.size for t in tensors)
+    n_weights = d * h + h * k
+    per_step = [Cost(f"{optimizer} update", f"{OPTIMIZER_FLOPS[optimizer]} × parameters",
+                     OPTIMIZER_FLOPS[optimizer] * n_params)]
+    if l2 > 0:
+        per_step.insert(0, Cost("dW += 2 lambda W", "2 (dh + hk)", 2 * n_weights))
+
+    size = ITEMSIZE[dtype]
+    block = min(EVAL_BLOCK, max(train_examples, dev_examples, 1))
+    state = OPTIMIZER_STATE[optimizer]
+    memory = [
+        Cost("parameters W1 b1 W2 b2", "dh + h + hk + k", n_params * size),
+        Cost("gradients dW1 db1 dW2 db2", "dh + h + hk + k", n_params * size),
+        Cost(f"{optimizer} state", f"{state} × parameters", state * n_params * size),
+        Cost("optimiser scratch", "1 × parameters", n_params * size),
+        Cost("batch activations A1 dA1 S, Z2 P", "B (3h + 2k)", B * (3 * h + 2 * k) * size),
+    ]
+    if shuffle:
+        memory.append(Cost("shuffled batch X", "B d", B * d * size))
+    memory += [
+        Cost("evaluation block Z1 A1, Z2", "2 n_b h + 4 n_b k", block * (2 * h + 4 * k) * size),
+        Cost(f"dataset as {dtype} (train + dev)", "(n_train + n_dev) d",
+             (train_examples + dev_examples) * d * size),
+    ]
+    return NetworkInfo(
+        hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
+        train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
+        forward=forward, backward=backward, per_step=tuple(per_step), memory=tuple(memory),
+    )
+
+
+def info_for_config(config: Any, hidden: int | None = None) -> NetworkInfo:
+    """The account for a resolved :class:`mlp_cli.config.Config` (``hidden`` overrides it)."""
+    from mlp_cli.datasets import get_spec
+
+    available = get_spec(config.data.dataset).splits["train"].count
+    dev = min(config.data.dev_size, available)
+    train = available - dev
+    if config.data.limit is not None:
+        train = min(train, config.data.limit)
+    return network_info(
+        hidden if hidden is not None else config.model.hidden,
+        batch_size=config.train.batch_size, dtype=config.model.dtype,
+        optimizer=config.optimizer.name, l2=config.train.l2,
+        train_examples=train, dev_examples=dev, shuffle=config.train.shuffle,
+    )

@@ -1,0 +1,69 @@
+"""The network's account: parameter count, FLOPs by the derivation's formulas, memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlp_cli.config import load_config
+from mlp_cli.info import info_for_config, network_info
+
+
+def test_parameters_and_shapes_follow_the_derivation() -> None:
+    info = network_info(300)
+    assert [(t.name, t.space, t.shape) for t in info.tensors] == [
+        ("W1", "R^{784×h}", (784, 300)), ("b1", "R^h", (300,)),
+        ("W2", "R^{h×10}", (300, 10)), ("b2", "R^10", (10,)),
+    ]
+    assert info.parameters == 784 * 300 + 300 + 300 * 10 + 10 == 238_510
+
+
+@pytest.mark.parametrize("h", [1, 32, 300])
+def test_flops_per_example(h: int) -> None:
+    info = network_info(h)
+    # matmuls 2dh + 2hk, biases h + k, sigmoid 4h, softmax 5k, loss 2
+    assert info.forward_flops == 2 * 784 * h + 2 * h * 10 + h + 10 + 4 * h + 50 + 2
+    # matmuls 2hk (dW2) + 2hk (dA1) + 2dh (dW1); P - Y and /B: k + 1; sums k + h; sigmoid' 3h
+    assert info.backward_flops == 2 * h * 10 * 2 + 2 * 784 * h + 11 + 10 + h + 3 * h
+
+
+def test_epoch_flops_count_training_updates_and_evaluation() -> None:
+    info = network_info(10, batch_size=100, train_examples=1000, dev_examples=500, optimizer="momentum")
+    assert info.steps_per_epoch == 10
+    update = 4 * info.parameters  # momentum: 4 FLOPs per parameter and step
+    expected = 1000 * (info.forward_flops + info.backward_flops) + 10 * update + 1500 * info.forward_flops
+    assert info.epoch_flops == expected
+
+
+def test_memory_depends_on_optimizer_dtype_and_data() -> None:
+    sgd = {c.what: c.value for c in network_info(300, optimizer="sgd").memory}
+    adam = {c.what: c.value for c in network_info(300, optimizer="adam").memory}
+    params_bytes = 238_510 * 4
+    assert sgd["parameters W1 b1 W2 b2"] == params_bytes and sgd["sgd state"] == 0
+    assert adam["adam state"] == 2 * params_bytes
+    assert sgd["dataset as float32 (train + dev)"] == 60_000 * 784 * 4
+    assert sgd["batch activations A1 dA1 S, Z2 P"] == 1000 * (3 * 300 + 2 * 10) * 4
+    double = network_info(300, dtype="float64")
+    assert double.memory_bytes == 2 * network_info(300).memory_bytes
+    assert "shuffled batch X" not in {c.what for c in network_info(300, shuffle=False).memory}
+
+
+def test_l2_adds_per_step_work_only_when_on() -> None:
+    assert [c.what for c in network_info(50).per_step] == ["sgd update"]
+    with_l2 = network_info(50, l2=1e-4)
+    assert with_l2.per_step[0].value == 2 * (784 * 50 + 50 * 10)
+
+
+def test_from_config_uses_its_split_limit_and_settings() -> None:
+    cs229 = info_for_config(load_config("configs/cs229-l2.yaml"))
+    assert (cs229.train_examples, cs229.dev_examples, cs229.hidden, cs229.l2) == (50_000, 10_000, 300, 1e-4)
+    limited = info_for_config(load_config(None, {"data.limit": 2000, "model.hidden": 64, "train.batch_size": 250}))
+    assert (limited.train_examples, limited.hidden, limited.steps_per_epoch) == (2000, 64, 8)
+
+
+def test_to_dict_is_json_and_consistent() -> None:
+    data = json.loads(json.dumps(network_info(100).to_dict()))
+    assert data["architecture"] == "784-100-10" and data["parameters"] == 784 * 100 + 100 + 1000 + 10
+    assert data["flops"]["forward_per_example"] == sum(c["value"] for c in data["flops"]["forward"])
+    assert data["memory"]["total_bytes"] == sum(c["value"] for c in data["memory"]["items"])
