@@ -55,6 +55,7 @@ def test_plain_progress_lines_when_not_a_terminal_and_quiet_prints_nothing(mnist
     lines = [line for line in result.stderr.splitlines() if line.startswith("epoch")]
     assert len(lines) == 2 and "dev loss" in lines[0]
     assert "Training finished" in result.stdout and "mlp eval" in result.stdout
+    assert "dev accuracy" in result.stdout and "→" in result.stdout  # the closing sparklines
     quiet = train(mnist_data_dir, tmp_path / "b", "--epochs", "1", "--quiet")
     assert quiet.exit_code == 0 and quiet.output == ""
 

@@ -66,7 +66,9 @@ def train_command(
 ) -> None:
     """Train the two-layer network; write metrics.jsonl, last.npz and best.npz to a run directory.
 
-    Settings come from the config file (or the built-in defaults that configs/default.yaml spells out), then the flags, then --set; everything is validated before any work starts. Downloads MNIST first if it is not cached.
+    Settings: the config file (or the defaults that configs/default.yaml spells out), then flags, then --set.
+
+    Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
     """
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.config import FLAG_KEYS, load_config
@@ -106,6 +108,10 @@ def train_command(
         typer.echo(json.dumps(summary))
     elif not quiet:
         _print_summary(summary)
+        from mlp_cli.cli.render import training_sparklines
+        from mlp_cli.metrics import read_metrics
+
+        typer.echo(training_sparklines(read_metrics(result.run_dir)))
 
 
 class _StopOnInterrupt:
