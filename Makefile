@@ -26,8 +26,10 @@ train: $(STAMP)
 	$(BIN)/mlp download-data
 	$(BIN)/mlp train --config configs/default.yaml
 
+# One BLAS thread per test process: the suite starts subprocesses side by side, and on a small
+# machine multi-threaded BLAS calls stall badly when another process holds the other core.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlp_cli tests benchmarks

@@ -17,9 +17,15 @@ from typing import IO
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; on success move it onto ``path``, else delete it."""
+    """Open a temporary sibling of ``path``; on success move it onto ``path``, else delete it.
+
+    An OSError (disk full, read-only file system, ...) names ``path``, not the temporary file.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise naming(err, path) from err
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as handle:
@@ -27,10 +33,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise naming(err, path) from err
         raise
+
+
+def naming(err: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``err`` with ``path`` as its file name (same errno, so the same OSError subclass)."""
+    if err.errno is None or err.filename == os.fspath(path):
+        return err
+    return OSError(err.errno, err.strerror, os.fspath(path))
 
 
 def _umask() -> int:

@@ -31,8 +31,10 @@ from mlp_cli import __version__
 from mlp_cli.atomic import atomic_write_bytes
 from mlp_cli.errors import CheckpointError
 from mlp_cli.model import CLASSES, INPUTS, PARAM_NAMES, Params
+from mlp_cli.preprocess import Preprocessing
 
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
@@ -76,6 +78,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if head != ZIP_MAGIC:  # checked here: numpy would take any other file for a pickle
+        what = "is empty (0 bytes)" if not head else f"is not a .npz archive (it starts with {head!r})"
+        raise CheckpointError(f"checkpoint {path} {what}")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except ValueError as err:  # numpy refuses object arrays without allow_pickle
@@ -85,7 +95,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             ) from None
         raise CheckpointError(f"checkpoint {path} is not a valid .npz archive: {err}") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or not a .npz archive ({err})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
     except Exception as err:  # zlib errors, corrupt headers: any malformed archive
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: {err})") from None
     return _validate(path, arrays)
@@ -97,6 +107,9 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
 
     if "meta" not in arrays or any(f"param/{k}" not in arrays for k in PARAM_NAMES):
         raise bad("missing arrays; this is not an mlp checkpoint")
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # numpy hands back members that are not .npy as bytes
+            raise bad(f"member {name!r} is not a .npy array; this is not an mlp checkpoint")
     raw = arrays["meta"]
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise bad("metadata is malformed")
@@ -107,8 +120,10 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     if not isinstance(meta, dict):
         raise bad("metadata is not a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if version is None:
         raise bad("metadata has no format version")
+    if not _is_count(version) or version < 1:
+        raise bad(f"format version {version!r} is not valid; expected a whole number >= 1")
     if version > FORMAT_VERSION:
         raise bad(
             f"format version {version} is newer than this mlp understands ({FORMAT_VERSION}); "
@@ -117,6 +132,21 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     for key in ("config", "epoch", "step", "preprocessing"):
         if key not in meta:
             raise bad(f"metadata lacks '{key}'")
+    for key in ("epoch", "step"):
+        if not _is_count(meta[key]):
+            raise bad(f"metadata '{key}' = {meta[key]!r}; expected a whole number >= 0")
+    config = meta["config"]
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise bad("metadata 'config' is not a mapping of sections")
+    try:
+        Preprocessing.from_dict(meta["preprocessing"])
+    except CheckpointError as err:
+        raise bad(str(err)) from None
+    if "best_epoch" in meta and not _is_count(meta["best_epoch"]):
+        raise bad(f"metadata 'best_epoch' = {meta['best_epoch']!r}; expected a whole number >= 0")
+    best = meta.get("best_accuracy")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+        raise bad(f"metadata 'best_accuracy' = {best!r}; expected a number")
 
     params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
     dtype = params.W1.dtype
@@ -137,3 +167,8 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
             raise bad(f"{name} contains NaN or infinite values")
     optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+
+
+def _is_count(value: Any) -> bool:
+    """A JSON whole number >= 0 (``true`` is an int to Python, not to us)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -25,7 +25,7 @@ PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 
 def _range(
@@ -81,6 +81,35 @@ class ScheduleConfig:
     gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
     min_lr: float = field(default=0.0, metadata=_range(0.0))
     warmup_epochs: int = field(default=0, metadata=_range(0))
+    # plateau: multiply the rate by plateau_factor once dev accuracy has not risen by more than
+    # plateau_min_delta for plateau_patience epochs in a row (never below min_lr)
+    plateau_patience: int = field(default=5, metadata=_range(1))
+    plateau_factor: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))
+    plateau_min_delta: float = field(default=0.0, metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random distortions of every training batch (see mlp_cli.augment); off by default."""
+
+    enabled: bool = False
+    shift: float = field(default=0.0, metadata=_range(0.0, 14.0))  # pixels, each axis in [-shift, shift]
+    rotate: float = field(default=0.0, metadata=_range(0.0, 180.0))  # degrees, in [-rotate, rotate]
+    scale: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))  # size factor in [1 - scale, 1 + scale]
+    shear: float = field(default=0.0, metadata=_range(0.0, 60.0))  # degrees, horizontal, in [-shear, shear]
+    elastic_alpha: float = field(default=0.0, metadata=_range(0.0, 200.0))  # Simard's alpha (pixels); 0: no elastic
+    elastic_sigma: float = field(default=4.0, metadata=_range(0.0, 28.0, lo_open=True))  # smoothing width (pixels)
+    probability: float = field(default=1.0, metadata=_range(0.0, 1.0))  # fraction of images distorted
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when dev accuracy stops improving (see mlp_cli.early_stopping); off by default."""
+
+    enabled: bool = False
+    patience: int = field(default=10, metadata=_range(1))  # epochs without improvement before stopping
+    min_delta: float = field(default=0.0, metadata=_range(0.0, 1.0))  # a rise of dev accuracy must exceed this
+    restore_best: bool = True  # end with the weights of the best dev epoch
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -140,7 +171,7 @@ def load_config(
     """Resolve a config: ``base`` (e.g. a checkpoint's config) or the defaults, then the YAML file
     at ``path``, then ``overrides`` ({"section.key": value}, from flags), then the
     ``--set section.key=value`` strings. Everything is validated; returns a frozen Config."""
-    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (base or {}).items()}
+    merged = _base_sections(base)
     raw = read_yaml(path) if path is not None else {}
     for section, values in raw.items():
         if section not in SECTIONS:
@@ -149,7 +180,7 @@ def load_config(
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(
-                f"{_at(path)}section '{section}' must be a mapping of keys to values, "
+                f"{_at(path)}section {section!r} must be a mapping of keys to values, "
                 f"got {_show(values)}"
             )
         merged.setdefault(section, {}).update(values)
@@ -184,6 +215,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         problem = getattr(err, "problem", None) or "invalid YAML"
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"config {path}{line}: YAML syntax error: {problem}") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"config {path}: YAML nested too deeply to be a config") from None
     if data is None:
         raise ConfigError(f"config {path} is empty; start from configs/default.yaml")
     if not isinstance(data, dict):
@@ -197,7 +230,7 @@ def parse_scalar(text: str) -> Any:
 
     try:
         value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
     return value
 
@@ -239,6 +272,18 @@ def _check_consistency(config: Config, where: str | Path | None) -> None:
             f"{_at(where)}schedule.warmup_epochs = {config.schedule.warmup_epochs} must be "
             f"smaller than train.epochs = {config.train.epochs}"
         )
+    if config.data.dev_size == 0:
+        needs_dev = [
+            key for key, on in (
+                ("early_stopping.enabled = true", config.early_stopping.enabled),
+                ("schedule.name = plateau", config.schedule.name == "plateau"),
+            ) if on
+        ]
+        if needs_dev:
+            raise ConfigError(
+                f"{_at(where)}{' and '.join(needs_dev)} watch dev accuracy, but data.dev_size = 0 "
+                "leaves no dev set; expected data.dev_size > 0"
+            )
 
 
 def check_against_data(config: Config, n_train: int) -> None:
@@ -257,6 +302,23 @@ def check_against_data(config: Config, n_train: int) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _base_sections(base: Any) -> dict[str, dict[str, Any]]:
+    """A copy of ``base`` (e.g. a checkpoint's recorded config), checked to be sections of keys."""
+    if base is None:
+        return {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"the recorded config must be a mapping of sections, got {_show(base)}")
+    merged = {}
+    for section, values in base.items():
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"section {section!r} of the recorded config must be a mapping of keys to values, "
+                f"got {_show(values)}"
+            )
+        merged[section] = dict(values)
+    return merged
 
 
 def _put(merged: dict[str, dict[str, Any]], dotted: str, value: Any, source: str) -> None:
@@ -291,7 +353,10 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
         value = _yaml11_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf if value > 0 else -math.inf
         if not math.isfinite(value):
             raise ConfigError(f"{at}{key} = {value}; expected a finite number")
     elif base is str:
@@ -345,7 +410,7 @@ def _unknown(kind: str, name: str, options: list[str], where: str | Path | None)
     hint = _suggest(name, options)
     if not hint:
         hint = f"; known {kind}s: {', '.join(options)}" if len(options) <= 8 else ""
-    return f"{_at(where)}unknown {kind} '{name}'{hint}"
+    return f"{_at(where)}unknown {kind} {name!r}{hint}"  # repr: names come from the user
 
 
 def _at(where: str | Path | None) -> str:

@@ -8,7 +8,7 @@ For each file the :class:`Downloader`
    cache wait for each other and the later ones find the file cached;
 3. tries the mirrors in order, streaming into ``<dir>/<file>.part``:
 
-   * 401/403/404/410 and other client errors: next mirror at once;
+   * 401/403/404/410 and other client errors, a redirect loop: next mirror at once;
    * 429, 5xx, connection errors, timeouts, a body cut short: retry the same mirror with
      exponential backoff, resuming the ``.part`` with ``Range: bytes=N-`` (and ``If-Range``);
      a server that ignores the range and answers 200 is read again from byte zero;
@@ -308,6 +308,9 @@ class Downloader:
             response = self._http().get(
                 url, headers=headers, stream=True, timeout=self.policy.timeout
             )
+        except requests.TooManyRedirects as err:  # a loop does not heal by asking again
+            limit = self._http().max_redirects
+            raise _MirrorFailed(f"redirect loop (more than {limit} redirects)") from err
         except requests.RequestException as err:
             raise _Retry(_describe(err)) from err
         with response:
@@ -428,7 +431,24 @@ def _verify(path: Path, sha256: str) -> str | None:
     except DataError as err:
         return str(err).removeprefix(f"{path}: ")
     if digest != sha256:
-        return f"checksum mismatch (content sha256 {digest[:12]}..., expected {sha256[:12]}...)"
+        return _what_is_wrong(path) or (
+            f"checksum mismatch (content sha256 {digest[:12]}..., expected {sha256[:12]}...)"
+        )
+    return None
+
+
+def _what_is_wrong(path: Path) -> str | None:
+    """A plain reason when the bytes are plainly not the file: nothing, or a web page."""
+    try:
+        with open(path, "rb") as handle:  # closed by the with
+            head = handle.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "empty file (0 bytes)"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "got a web page instead of the file (an error or login page?)"
     return None
 
 

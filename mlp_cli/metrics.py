@@ -3,11 +3,13 @@
 Each row: epoch, step, train_loss, train_accuracy, dev_loss, dev_accuracy, lr, seconds (the
 epoch's training time), examples_per_second, elapsed (seconds since the run started). Losses are
 the cross-entropy without the L2 term. A row is written whole and flushed, so a crash loses at
-most the epoch in progress; no row ever holds NaN (a non-finite loss stops the run first).
+most the epoch in progress, and a row the disk has no room for is taken back; no row ever holds
+NaN (a non-finite loss stops the run first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import atomic_write_text
+from mlp_cli.atomic import atomic_write_text, naming
 from mlp_cli.errors import MlpError
 
 METRICS_FILE = "metrics.jsonl"
@@ -43,10 +45,17 @@ def append_metrics(path: str | Path, row: EpochMetrics) -> None:
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"refusing to record non-finite {key} = {value}")
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(values) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(values) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:  # disk full: take back a half-written row, which no reader could parse
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise naming(err, path) from err
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ stays instant.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any, NoReturn
 
@@ -32,14 +33,40 @@ def fail(err: MlpError) -> NoReturn:
     raise typer.Exit(code=err.exit_code)
 
 
+# Failures of the machine rather than of the code: a full, read-only or forbidden disk.
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
+# The UsageError of typer's click (the base class of the BadParameter typer re-exports).
+ClickUsageError: type[Exception] = typer.BadParameter.__mro__[1]
+
+
 class MlpGroup(TyperGroup):
-    """A command group that turns the tool's own errors into one line and an exit code."""
+    """A command group that turns the tool's own errors, and those of a full or read-only disk,
+    into one line and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except MlpError as err:
             fail(err)
+        except OSError as err:
+            if err.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            fail(MlpError(f"{err.strerror or err}{where}"))
+        except ClickUsageError as err:
+            self._attach_usage(err, ctx)
+            raise
+
+    def _attach_usage(self, err: Any, ctx: Any) -> None:
+        """A missing option value (``--hidden`` at the end) is found before the command's
+        context exists, so click would print the error without the command's usage line."""
+        name = ctx.invoked_subcommand
+        command = self.get_command(ctx, name) if name else None
+        if getattr(err, "ctx", True) is None and command is not None:
+            err.ctx = command.context_class(command, info_name=name, parent=ctx)
+            err.cmd = command
 
 
 app = typer.Typer(

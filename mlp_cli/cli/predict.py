@@ -75,7 +75,7 @@ def _print_predictions(results: list[dict[str, Any]], pixels: list[Any] | None) 
 
     from mlp_cli.cli.render import halfblock_text, uses_colour
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for i, result in enumerate(results):
         best = result["top"][0]
         console.print(f"[bold]{escape(result['image'])}[/]: [bold cyan]{result['prediction']}[/] "

@@ -73,7 +73,7 @@ def train_command(
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.config import FLAG_KEYS, load_config
     from mlp_cli.preprocess import Preprocessing
-    from mlp_cli.train import create_run_dir, prepare_data, train
+    from mlp_cli.train import check_resumable, create_run_dir, prepare_data, train
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name}
@@ -84,6 +84,7 @@ def train_command(
     if resume is not None:
         checkpoint = load_checkpoint(resume)
         resolved = load_config(config_path, overrides, tuple(set_ or ()), base=checkpoint.config)
+        check_resumable(resolved, checkpoint)  # before any data is loaded or downloaded
         run_dir = resume.parent
         config_name = None
     else:
