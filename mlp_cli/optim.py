@@ -46,8 +46,10 @@ adamw
     the loss belongs to the model's gradients, not here.
 
 Schedules map a 0-based global step to a learning rate: ``constant``; ``step`` (multiply by
-gamma every ``step_size`` epochs); ``cosine`` (half a cosine from base_lr down to min_lr).
-Any of them may begin with a linear warmup, see ``make_schedule``.
+gamma every ``step_size`` epochs); ``cosine`` (half a cosine from base_lr down to min_lr);
+``plateau`` (multiply by a factor whenever dev accuracy has stopped rising for a number of
+epochs: the one schedule that depends on the run, see ``PlateauSchedule``). Any of them may
+begin with a linear warmup, see ``make_schedule``.
 
 ``state_dict`` / ``load_state_dict`` save and restore the optimiser's state (velocities,
 moments, step count) as a flat dict of arrays, so that a resumed run continues bit-identically.
@@ -63,7 +65,7 @@ import numpy as np
 from mlp_cli.errors import CheckpointError, ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 Params = dict[str, np.ndarray]
 Schedule = Callable[[int], float]
@@ -300,6 +302,9 @@ def make_schedule(
     gamma: float = 0.1,
     min_lr: float = 0.0,
     warmup_epochs: int = 0,
+    plateau_patience: int = 5,
+    plateau_factor: float = 0.5,
+    plateau_min_delta: float = 0.0,
 ) -> Schedule:
     """Return ``lr(step)``, the learning rate for a 0-based global step, as a Python float.
 
@@ -309,6 +314,8 @@ def make_schedule(
     - ``cosine``: ``min_lr + (base_lr - min_lr) (1 + cos(pi * progress)) / 2`` with progress
       going from 0 at the end of warmup to 1 at ``total_steps`` (so the final update of a run
       of total_steps steps uses a rate just above min_lr); min_lr after that.
+    - ``plateau``: a :class:`PlateauSchedule`, base_lr until dev accuracy stalls; the training
+      loop reports each epoch's dev accuracy to its ``update``.
 
     With ``warmup_epochs`` = E > 0 the first W = E * steps_per_epoch steps instead ramp linearly,
     ``base_lr * (step + 1) / W``, reaching base_lr on step W - 1 (no step is wasted at 0).
@@ -325,6 +332,9 @@ def make_schedule(
         ("gamma", gamma, 0 < gamma <= 1, "in (0, 1]"),
         ("min_lr", min_lr, 0 <= min_lr <= base_lr, f"in [0, base_lr={base_lr}]"),
         ("warmup_epochs", warmup_epochs, warmup_epochs >= 0, ">= 0"),
+        ("plateau_patience", plateau_patience, plateau_patience >= 1, ">= 1 epoch"),
+        ("plateau_factor", plateau_factor, 0 < plateau_factor < 1, "in (0, 1)"),
+        ("plateau_min_delta", plateau_min_delta, 0 <= plateau_min_delta <= 1, "in [0, 1]"),
     )
     for key, value, ok, valid_range in checks:
         if not ok:
@@ -334,6 +344,12 @@ def make_schedule(
         raise ConfigError(
             f"warmup_epochs ({warmup_epochs}, {warmup_steps} steps) must be shorter than the run "
             f"({total_steps} steps)"
+        )
+    if name == "plateau":
+        return PlateauSchedule(
+            base_lr, patience=plateau_patience, factor=float(plateau_factor),
+            min_delta=float(plateau_min_delta), min_lr=min_lr, warmup_epochs=warmup_epochs,
+            steps_per_epoch=steps_per_epoch,
         )
     steps_per_decay = step_size * steps_per_epoch
     decay_steps = total_steps - warmup_steps
@@ -354,3 +370,89 @@ def make_schedule(
         return decayed(step)
 
     return schedule
+
+
+class PlateauSchedule:
+    """Reduce the learning rate on a plateau of dev accuracy (PyTorch's ReduceLROnPlateau, mode
+    "max", absolute threshold).
+
+    ``schedule(step)`` is the rate for a 0-based global step, like every schedule: the linear
+    warmup for the first ``warmup_epochs`` epochs, then ``base_lr * factor ** reductions``,
+    never below ``min_lr``. The training loop calls ``update(epoch, dev_accuracy)`` after each
+    epoch's evaluation: an accuracy above ``best + min_delta`` is an improvement and becomes the
+    new best; after ``patience`` epochs in a row without one, the rate is multiplied by
+    ``factor`` (from the next step on) and the count starts again. Epochs inside the warmup
+    record their accuracy but never count against the patience.
+
+    The state (``state_dict``: best accuracy, epochs without improvement, reductions so far) is
+    three JSON numbers for the checkpoint's metadata; the rate is recomputed from the count of
+    reductions, so a resumed run uses bit-identical rates.
+    """
+
+    name = "plateau"
+
+    def __init__(
+        self,
+        base_lr: float,
+        *,
+        patience: int,
+        factor: float,
+        min_delta: float = 0.0,
+        min_lr: float = 0.0,
+        warmup_epochs: int = 0,
+        steps_per_epoch: int = 1,
+    ) -> None:
+        self.base_lr, self.factor, self.min_delta, self.min_lr = base_lr, factor, min_delta, min_lr
+        self.patience, self.warmup_epochs = patience, warmup_epochs
+        self._warmup_steps = warmup_epochs * steps_per_epoch
+        self.best: float | None = None  # best dev accuracy so far
+        self.bad_epochs = 0  # epochs since the last improvement (or reduction)
+        self.reductions = 0
+
+    @property
+    def lr(self) -> float:
+        """The rate after warmup, as of now."""
+        return max(self.min_lr, self.base_lr * self.factor**self.reductions)
+
+    def __call__(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"a schedule's step is 0-based, got {step}")
+        if step < self._warmup_steps:
+            return self.base_lr * (step + 1) / self._warmup_steps
+        return self.lr
+
+    def update(self, epoch: int, dev_accuracy: float) -> bool:
+        """Record the dev accuracy after ``epoch`` (1-based); True when the rate was reduced."""
+        dev_accuracy = float(dev_accuracy)
+        if self.best is None or dev_accuracy > self.best + self.min_delta:
+            self.best, self.bad_epochs = dev_accuracy, 0
+            return False
+        if epoch <= self.warmup_epochs:
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs < self.patience or self.lr <= self.min_lr:
+            return False
+        self.reductions += 1
+        self.bad_epochs = 0
+        return True
+
+    def state_dict(self) -> dict[str, float | int | None]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "reductions": self.reductions}
+
+    def load_state_dict(self, state: dict[str, float | int | None]) -> None:
+        """Restore ``state_dict``'s values; CheckpointError if they are malformed (then nothing
+        changes)."""
+        if not isinstance(state, dict) or set(state) != set(self.state_dict()):
+            raise CheckpointError(f"plateau schedule state is malformed: {state!r}")
+        best, bad_epochs, reductions = state["best"], state["bad_epochs"], state["reductions"]
+        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (bad_epochs, reductions))
+        best_ok = best is None or (
+            isinstance(best, (int, float)) and not isinstance(best, bool) and math.isfinite(best)
+        )
+        if not (counts_ok and best_ok):
+            raise CheckpointError(f"plateau schedule state is invalid: {state!r}")
+        self.best = None if best is None else float(best)
+        self.bad_epochs, self.reductions = int(bad_epochs), int(reductions)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<PlateauSchedule lr={self.lr:g} after {self.reductions} reductions, best={self.best}>"

@@ -1,0 +1,94 @@
+"""`mlp augment-preview`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlp_cli.cli.app import app
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+
+if TYPE_CHECKING:
+    import numpy as np
+
+EXAMPLES_AUGMENT = """
+Examples:
+
+  mlp augment-preview --set augment.rotate=15 --set augment.shift=2
+
+  mlp augment-preview --config configs/record-800.yaml --n 8 --seed 3
+
+  mlp augment-preview -c record-800 --out preview.png
+"""
+
+GAP = 2  # pixels between the tiles: 2 columns, and one text line between the two rows
+
+
+@app.command("augment-preview", epilog=EXAMPLES_AUGMENT)
+def augment_preview_command(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="YAML config file, or a name from configs/; its augment section is shown."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override any key: section.key=value (e.g. augment.rotate=15). Repeatable."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=256, help="How many training images to show.")] = 16,
+    seed: Annotated[int, typer.Option(min=0, help="Seed that picks the images and draws their distortions.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write a PNG grid here instead of drawing in the terminal.")
+    ] = None,
+    scale: Annotated[int, typer.Option(min=1, max=16, help="PNG only: screen pixels per image pixel.")] = 4,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    quiet: Quiet = False,
+) -> None:
+    """Show training images (top row) above their randomly distorted versions (bottom row).
+
+    The distortions are the config's augment section, drawn as training draws them (as if it were enabled).
+    """
+    from mlp_cli.augment import grid_image, is_identity, preview_pairs, save_png
+    from mlp_cli.cli.train import resolve_config_path
+    from mlp_cli.config import load_config
+    from mlp_cli.data import load_dataset
+
+    resolved = load_config(resolve_config_path(config), sets=tuple(set_ or ()))
+    settings = resolved.augment
+    images, _ = load_dataset(
+        resolved.data.dataset, "train", data_dir=data_dir, mirrors=tuple(mirror or ()),
+        reporter=download_reporter(quiet),
+    )
+    originals, distorted = preview_pairs(images, settings, n, seed)
+    if out is not None:
+        width, height = save_png(grid_image([originals, distorted], gap=GAP, fill=96), out, scale=scale)
+        if not quiet:
+            typer.echo(f"wrote {out} ({n} originals above their distorted versions; {width}x{height} pixels)")
+    else:
+        _print_grid(originals, distorted)
+    if quiet:
+        return
+    if is_identity(replace(settings, enabled=True)):
+        typer.echo("note: every distortion is 0, so the images are unchanged; e.g. --set augment.rotate=15", err=True)
+    elif not settings.enabled:
+        typer.echo("note: augment.enabled is false in this config, so training would not use these", err=True)
+
+
+def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
+    """Bands as wide as the terminal: originals above, their distorted versions below."""
+    from rich.console import Console
+
+    from mlp_cli.augment import grid_image
+    from mlp_cli.cli.render import halfblock_text, uses_colour
+
+    console = Console(highlight=False)
+    per_band = max(1, (console.width + GAP) // (originals.shape[2] + GAP))
+    colour = uses_colour(console)
+    for lo in range(0, len(originals), per_band):
+        band = grid_image([originals[lo : lo + per_band], distorted[lo : lo + per_band]], gap=GAP)
+        if lo:
+            console.print()
+        console.print(halfblock_text(band, colour), soft_wrap=True)
