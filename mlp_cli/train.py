@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from mlp_cli.atomic import atomic_write_text
+from mlp_cli.augment import augment, batch_rng, is_identity
 from mlp_cli.checkpoint import Checkpoint, save_checkpoint
 from mlp_cli.config import Config, check_against_data
+from mlp_cli.early_stopping import EarlyStopping
 from mlp_cli.errors import (
     CheckpointError,
     ConfigError,
@@ -35,7 +37,7 @@ from mlp_cli.errors import (
 )
 from mlp_cli.metrics import METRICS_FILE, EpochMetrics, append_metrics, truncate_metrics
 from mlp_cli.model import Workspace, init_params, loss_and_accuracy, loss_and_gradients
-from mlp_cli.optim import make_optimizer, make_schedule
+from mlp_cli.optim import PlateauSchedule, make_optimizer, make_schedule
 from mlp_cli.preprocess import Preprocessing, fit_preprocessing, split_train_dev
 
 # A loss this many times the run's first batch loss (or log k, if larger) means divergence: with
@@ -59,6 +61,7 @@ class TrainingData:
     y_dev: np.ndarray
     preprocessing: Preprocessing
     checksums: dict[str, str] = field(default_factory=dict)
+    images_train: np.ndarray | None = None  # (n, 28, 28) uint8 raw pixels, kept only when augmenting
 
 
 @dataclass
@@ -120,6 +123,7 @@ def prepare_data(
         y_dev=np.asarray(labels[dev_idx], dtype=np.int64),
         preprocessing=prep,
         checksums=dataset_checksums(config.data.dataset),
+        images_train=np.ascontiguousarray(train_images) if not is_identity(config.augment) else None,
     )
 
 
@@ -192,11 +196,26 @@ def train(
     schedule = make_schedule(
         sc.name, oc.lr, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
         step_size=sc.step_size, gamma=sc.gamma, min_lr=sc.min_lr, warmup_epochs=sc.warmup_epochs,
+        plateau_patience=sc.plateau_patience, plateau_factor=sc.plateau_factor,
+        plateau_min_delta=sc.plateau_min_delta,
     )
+    plateau = schedule if isinstance(schedule, PlateauSchedule) else None
+    stopper = EarlyStopping.from_config(config.early_stopping)
+    raw_images = data.images_train  # (n, 28, 28) uint8 when augmenting, else None
 
     done_epochs, step, best_epoch, best_accuracy = 0, 0, 0, -1.0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
+        if plateau is not None:
+            plateau.load_state_dict(resume.meta.get("plateau", plateau.state_dict()))
+        if stopper is not None:
+            stopper.load_state_dict(resume.meta.get("early_stopping", stopper.state_dict()))
+            if stopper.stopped:
+                raise UsageError(
+                    f"this run stopped early at epoch {stopper.stopped_epoch} (no dev improvement for "
+                    f"{stopper.patience} epochs); raise early_stopping.patience or set "
+                    "early_stopping.enabled=false to train it further"
+                )
         done_epochs, step = resume.epoch, resume.step
         best_epoch = int(resume.meta.get("best_epoch", 0))
         best_accuracy = float(resume.meta.get("best_accuracy", -1.0))
@@ -219,6 +238,8 @@ def train(
             "preprocessing": data.preprocessing.to_dict(),
             "datasets": data.checksums,
             "rng": {"seed": tc.seed, "init": "default_rng(seed)", "shuffle": "default_rng([seed, epoch])"},
+            **({"plateau": plateau.state_dict()} if plateau is not None else {}),
+            **({"early_stopping": stopper.state_dict()} if stopper is not None else {}),
             "saved_at": datetime.now().isoformat(timespec="seconds"),
         }
 
@@ -234,7 +255,12 @@ def train(
         epoch_start = time.perf_counter()
         for batch in range(start_batch, steps_per_epoch):
             lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
-            if order is None:  # batches in order: views, no copy
+            if raw_images is not None:  # fresh distortions of the raw pixels, then the stored preprocessing
+                picked = slice(lo, hi) if order is None else order[lo:hi]
+                rng = batch_rng(tc.seed, epoch, batch)  # depends on (seed, epoch, batch) only: resumable
+                pixels = augment(raw_images[picked], config.augment, rng)  # (B, 28, 28)
+                X, y = data.preprocessing.apply(pixels, data.X_train.dtype), data.y_train[picked]  # (B, 784)
+            elif order is None:  # batches in order: views, no copy
                 X, y = data.X_train[lo:hi], data.y_train[lo:hi]
             else:  # gather the shuffled rows into one reused buffer
                 X = np.take(data.X_train, order[lo:hi], axis=0, out=gather[: hi - lo], mode="clip")
@@ -280,6 +306,9 @@ def train(
         is_best = accuracy > best_accuracy
         if is_best:
             best_epoch, best_accuracy = epoch, accuracy
+        if plateau is not None:
+            plateau.update(epoch, accuracy)  # the next epoch's rate; saved below with the state
+        stop_early = stopper is not None and stopper.update(epoch, accuracy)
         append_metrics(run_dir / METRICS_FILE, row)
         rows.append(row)
         done_epochs = epoch
@@ -290,6 +319,8 @@ def train(
         if config.run.checkpoint_every and epoch % config.run.checkpoint_every == 0:
             save_checkpoint(run_dir / f"epoch-{epoch:03d}.npz", params, state, meta(epoch, accuracy))
         observer.on_epoch(row, is_best)
+        if stop_early:
+            break
         if stop_requested() and epoch < tc.epochs:
             raise TrainingInterrupted(
                 f"interrupted after epoch {epoch}; saved {run_dir / 'last.npz'}; "

@@ -148,3 +148,50 @@ def test_metrics_rows_are_json_lines(tmp_path: Path, data: TrainingData) -> None
     run(config(tmp_path, **{"train.epochs": 2}), data, tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def _augmenting(tmp_path: Path, data: TrainingData, **overrides) -> tuple[Config, TrainingData]:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (len(data.y_train), 28, 28), dtype=np.uint8)
+    prep = Preprocessing("scale", 0.0, 255.0)
+    settings = {"augment.enabled": True, "augment.shift": 2.0, "augment.rotate": 10.0, "augment.elastic_alpha": 20.0,
+                "schedule.name": "plateau", "schedule.plateau_patience": 1, "early_stopping.enabled": True,
+                "early_stopping.patience": 2, "train.epochs": 6, "optimizer.name": "momentum"}
+    settings.update(overrides)
+    augmented = TrainingData(prep.apply(images), data.y_train, data.X_dev, data.y_dev, prep, images_train=images)
+    return config(tmp_path, **settings), augmented
+
+
+def test_augmentation_plateau_and_early_stopping_resume_bit_identically(tmp_path: Path, data: TrainingData) -> None:
+    cfg, augmented = _augmenting(tmp_path / "full", data)
+    full = run(cfg, augmented, tmp_path / "full")
+    rows = read_metrics(tmp_path / "full")
+    assert len({r["lr"] for r in rows}) > 1  # the plateau schedule lowered the rate
+    cfg_part, _ = _augmenting(tmp_path / "part", data)
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 12  # in the middle of epoch 2
+
+    with pytest.raises(TrainingInterrupted):
+        run(cfg_part, augmented, tmp_path / "part", stop_requested=stop)
+    train(cfg_part, augmented, tmp_path / "part", resume=load_checkpoint(tmp_path / "part" / "last.npz"))
+    assert_same_params(tmp_path / "full" / "last.npz", tmp_path / "part" / "last.npz")
+    assert [r["lr"] for r in read_metrics(tmp_path / "part")] == [r["lr"] for r in rows]
+    if len(rows) < 6:  # stopped early: resuming is refused with a hint
+        assert full.rows[-1].epoch == len(rows)
+        with pytest.raises(UsageError, match="stopped early"):
+            train(cfg, augmented, tmp_path / "full", resume=load_checkpoint(tmp_path / "full" / "last.npz"))
+
+
+def test_augmentation_changes_training_and_is_deterministic(tmp_path: Path, data: TrainingData) -> None:
+    cfg, augmented = _augmenting(tmp_path / "a", data, **{"early_stopping.enabled": False, "train.epochs": 2})
+    run(cfg, augmented, tmp_path / "a")
+    cfg_b, _ = _augmenting(tmp_path / "b", data, **{"early_stopping.enabled": False, "train.epochs": 2})
+    run(cfg_b, augmented, tmp_path / "b")
+    assert_same_params(tmp_path / "a" / "last.npz", tmp_path / "b" / "last.npz")
+    plain = TrainingData(augmented.X_train, augmented.y_train, augmented.X_dev, augmented.y_dev, augmented.preprocessing)
+    run(cfg_b, plain, tmp_path / "c")
+    a, c = load_checkpoint(tmp_path / "a" / "last.npz"), load_checkpoint(tmp_path / "c" / "last.npz")
+    assert not np.array_equal(a.params.W1, c.params.W1)
