@@ -27,6 +27,7 @@ of producing subnormal numbers (on which matrix products run many times slower).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import numpy as np
 
@@ -168,17 +169,70 @@ class Workspace:
     """Buffers reused from one training step to the next, so the hot loop allocates nothing.
 
     Pass the same Workspace to every ``loss_and_gradients`` call of a run; the returned
-    gradients then live in it and are overwritten by the next call.
+    gradients then live in it and are overwritten by the next call. ``loss_and_accuracy``
+    keeps its own (differently named) buffers in it too.
+
+    Layout, for speed only: the (B, k) class-score buffers are column-major (``order="F"``).
+    numpy reduces a row-major (B, 10) array over its rows one tiny 10-element loop per row; a
+    column-major one in 10 vectorised passes, which makes the softmax's row max and row sum
+    about 10x cheaper. Indexing and the math are unchanged: it is still Z2[i, j].
     """
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: np.dtype, order: Literal["C", "F"] = "C"
+    ) -> np.ndarray:
         buf = self._buffers.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
+            buf = self._buffers[name] = np.empty(shape, dtype=dtype, order=order)
         return buf
+
+    def ones(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """A vector of n ones (a sum over rows as a product: 1^T M = the column sums of M)."""
+        buf = self._buffers.get("ones")
+        if buf is None or len(buf) < n or buf.dtype != dtype:
+            buf = self._buffers["ones"] = np.ones(n, dtype=dtype)
+        return buf[:n]
+
+    def rows(self, n: int) -> np.ndarray:
+        """0, 1, ..., n-1: with the labels y it picks P[i, y_i] out of P."""
+        buf = self._buffers.get("rows")
+        if buf is None or len(buf) < n:
+            buf = self._buffers["rows"] = np.arange(n)
+        return buf[:n]
+
+
+def flush_subnormals(A: np.ndarray) -> np.ndarray:
+    """Set the entries of A smaller in magnitude than the smallest normal number to 0, in place.
+
+    Why: a matrix product whose input holds subnormal numbers (below 1.2e-38 in float32) runs
+    several times slower on x86 CPUs, and numpy cannot switch on the processor's flush-to-zero
+    mode. With the CS229 setting (N(0, 1) weights, learning rate 5) the softmax becomes so
+    confident that a fraction of a percent of (P - Y) / B is subnormal; flushing those entries of
+    the small (B, k) array before it enters two products costs a few microseconds and changes
+    nothing above the dtype's rounding level.
+    """
+    np.copyto(A, 0, where=np.abs(A) < np.finfo(A.dtype).tiny)
+    return A
+
+
+def _hidden_and_scores(
+    params: Params, X: np.ndarray, ws: Workspace, prefix: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forward pass into workspace buffers: A1 (B, h) and the class scores Z2 (B, k).
+
+    The same four lines as ``logits``, written in place: Z1 is overwritten by A1.
+    """
+    W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
+    B, h, k, dtype = X.shape[0], W1.shape[1], W2.shape[1], W1.dtype
+    A1 = np.matmul(X, W1, out=ws.get(prefix + "A1", (B, h), dtype))  # X W1                   (B, h)
+    A1 += b1  # Z1 = X W1 + b1                                                                   (B, h)
+    sigmoid(A1, out=A1)  # A1 = sigmoid(Z1), in place: Z1 is not needed again                    (B, h)
+    A1W2 = np.matmul(A1, W2, out=ws.get(prefix + "A1W2", (B, k), dtype))  # A1 W2             (B, k)
+    Z2 = np.add(A1W2, b2, out=ws.get(prefix + "Z2", (B, k), dtype, order="F"))  # Z2 = A1 W2 + b2  (B, k)
+    return A1, Z2
 
 
 def loss_and_gradients(
@@ -193,52 +247,67 @@ def loss_and_gradients(
     X: (B, d) float, y: (B,) int labels. Returns the loss *without* the L2 term and gradients
     with the parameters' shapes and dtype. Everything is batched: no per-example loop.
     """
-    W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
+    W1, W2 = params.W1, params.W2
     B, h, k = X.shape[0], W1.shape[1], W2.shape[1]
     ws = workspace if workspace is not None else Workspace()
     dtype = W1.dtype
-    rows = np.arange(B)
+    rows = ws.rows(B)
 
     # ---- forward ----------------------------------------------------------------------------
-    A1 = np.matmul(X, W1, out=ws.get("A1", (B, h), dtype))  # Z1 = X W1 + b1          (B, h)
-    A1 += b1
-    sigmoid(A1, out=A1)  # A1 = sigmoid(Z1), in place: Z1 is not needed again               (B, h)
-    Z2 = np.matmul(A1, W2, out=ws.get("Z2", (B, k), dtype))  # Z2 = A1 W2 + b2        (B, k)
-    Z2 += b2
+    A1, Z2 = _hidden_and_scores(params, X, ws)  # Z1 = X W1 + b1, A1 = sigmoid(Z1), Z2 = A1 W2 + b2
     Z2 -= Z2.max(axis=1, keepdims=True)  # shift each row by its max: softmax unchanged, exp safe
-    P = np.exp(Z2, out=ws.get("P", (B, k), dtype))
+    P = np.exp(Z2, out=ws.get("P", (B, k), dtype, order="F"))
     sum_exp = P.sum(axis=1, keepdims=True)  # (B, 1)
     # J = -(1/B) sum_i log P[i, y_i],  log P[i, y_i] = Z2[i, y_i] - log sum_j exp(Z2[i, j])
-    loss = float(np.mean(np.log(sum_exp[:, 0]) - Z2[rows, y]))
+    loss = float(np.log(sum_exp).sum() - Z2[rows, y].sum()) / B
     P /= sum_exp  # P = softmax(Z2)                                                          (B, k)
 
     # ---- backward ---------------------------------------------------------------------------
     dZ2 = P  # reuse P's buffer: it is not needed after this line
     dZ2[rows, y] -= 1.0  # dJ/dz2 = yhat - y  (Y one-hot, never materialised)                (B, k)
     dZ2 /= B  # the loss is a mean over the batch                                            (B, k)
+    flush_subnormals(dZ2)  # (see its docstring: keeps the next two products fast)
     dW2 = np.matmul(A1.T, dZ2, out=ws.get("dW2", (h, k), dtype))  # dJ/dW2 = a1 (yhat - y)^T  (h, k)
     db2 = np.sum(dZ2, axis=0, out=ws.get("db2", (k,), dtype))  # dJ/db2 = yhat - y            (k,)
     dA1 = np.matmul(dZ2, W2.T, out=ws.get("dA1", (B, h), dtype))  # W2 (yhat - y)             (B, h)
     dZ1 = dA1  # in place: dA1 is not needed after this line
     dZ1 *= sigmoid_grad_from_output(A1, out=ws.get("S", (B, h), dtype))  # dJ/dz1 = (W2 (yhat - y)) * a1 (1 - a1)
     dW1 = np.matmul(X.T, dZ1, out=ws.get("dW1", W1.shape, dtype))  # dJ/dW1 = x (dJ/dz1)^T   (d, h)
-    db1 = np.sum(dZ1, axis=0, out=ws.get("db1", (h,), dtype))  # dJ/db1 = dJ/dz1              (h,)
+    # dJ/db1 = dJ/dz1 summed over the batch, written 1^T dZ1: a BLAS product on every core   (h,)
+    db1 = np.matmul(ws.ones(B, dtype), dZ1, out=ws.get("db1", (h,), dtype))
 
     if l2 > 0.0:  # J_reg = J + lambda (|W1|^2 + |W2|^2):  dJ_reg/dW = dJ/dW + 2 lambda W
-        dW1 += (2.0 * l2) * W1
-        dW2 += (2.0 * l2) * W2
+        dW1 += np.multiply(W1, 2.0 * l2, out=ws.get("2 lambda W1", W1.shape, dtype))
+        dW2 += np.multiply(W2, 2.0 * l2, out=ws.get("2 lambda W2", W2.shape, dtype))
     return loss, Gradients(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
+EVAL_BLOCK = 2_000  # rows per block in loss_and_accuracy: a (block, h) activation stays in cache
+
+
 def loss_and_accuracy(
-    params: Params, X: np.ndarray, y: np.ndarray, block: int = 10_000
+    params: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    block: int = EVAL_BLOCK,
+    workspace: Workspace | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split, computed in large blocks."""
+    """Mean cross-entropy and accuracy over a whole split, computed block by block.
+
+    The forward pass of ``loss_and_gradients`` (into reused buffers; pass the training run's
+    Workspace to keep them between calls), then per row: the loss logsumexp(Z2) - Z2[i, y_i]
+    and whether the highest score is the true class.
+    """
+    ws = workspace if workspace is not None else Workspace()
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), block):
-        Z2 = logits(params, X[start : start + block])
         labels = y[start : start + block]
-        total_loss += float(cross_entropy(Z2, labels).sum(dtype=np.float64))
+        A1, Z2 = _hidden_and_scores(params, X[start : start + block], ws, prefix="eval.")
+        Z2 -= Z2.max(axis=1, keepdims=True)  # the row max becomes 0: same argmax, exp safe
         correct += int(np.count_nonzero(Z2.argmax(axis=1) == labels))
+        E = np.exp(Z2, out=ws.get("eval.E", Z2.shape, Z2.dtype, order="F"))
+        # -log P[i, y_i] = log sum_j exp(Z2[i, j]) - Z2[i, y_i]   (after the shift)
+        losses = np.log(E.sum(axis=1)) - Z2[ws.rows(len(labels)), labels]
+        total_loss += float(losses.sum(dtype=np.float64))
     n = max(len(y), 1)
     return total_loss / n, correct / n

@@ -285,10 +285,11 @@ def train(
         start_batch = 0
         seconds = time.perf_counter() - epoch_start
 
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            train_loss, train_accuracy = loss_and_accuracy(params, data.X_train, data.y_train)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # forward only, the step's buffers
+            train_loss, train_accuracy = loss_and_accuracy(params, data.X_train, data.y_train, workspace=workspace)
             dev_loss, dev_accuracy = (
-                loss_and_accuracy(params, data.X_dev, data.y_dev) if len(data.y_dev) else (None, None)
+                loss_and_accuracy(params, data.X_dev, data.y_dev, workspace=workspace)
+                if len(data.y_dev) else (None, None)
             )
         if not all(math.isfinite(v) for v in (train_loss, dev_loss or 0.0)) or (
             reference_loss is not None and train_loss > DIVERGENCE_FACTOR * reference_loss
