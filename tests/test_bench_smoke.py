@@ -1,0 +1,73 @@
+"""The benchmark suite's smoke mode runs end to end and writes the JSON the full mode writes.
+
+Its numbers mean nothing (a few steps on a busy CI machine); what is checked is that every part
+ran and reported the fields that benchmarks/README.md and `make bench` rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "Targets:" in done.stdout and str(out) in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_smoke_records_the_machine(smoke_results: dict) -> None:
+    assert smoke_results["mode"] == "smoke"
+    info = smoke_results["machine"]
+    assert info["cores"] >= 1 and info["cpu"] and info["numpy"]
+    assert isinstance(info["blas"], list) and info["blas"]
+
+
+def test_smoke_times_every_epoch_contender(smoke_results: dict) -> None:
+    epochs = smoke_results["epochs"]
+    assert epochs["threads"] >= 1 and epochs["cases"]
+    for case in epochs["cases"]:
+        assert {"case", "hidden", "batch", "dtype", "init", "lr", "steps", "seconds", "tool_vs_floor"} <= set(case)
+        for name in ("tool", "floor") + (("torch", "torch_ftz", "torch_floor") if epochs["torch"] else ()):
+            assert case["seconds"][name]["median"] > 0, name
+        if epochs["torch"]:
+            assert case["torch_best"] in ("torch", "torch_ftz") and case["tool_vs_torch"] > 0
+        fractions = case["subnormal_fraction"]
+        assert {"A1", "dZ2", "dZ1", "W1", "W2"} <= set(fractions)
+        assert fractions["A1"] == 0.0  # the tanh form of the sigmoid saturates to exact 0 and 1
+
+
+def test_smoke_times_the_processes(smoke_results: dict) -> None:
+    assert 0 < smoke_results["startup"]["median"] < 30
+    if not (OFFLINE_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("offline MNIST copy not available: the dataset parts are skipped")
+    load = smoke_results["dataset_load"]
+    assert load["train"]["shape"] == [60000, 28, 28] and load["test"]["shape"] == [10000, 28, 28]
+    assert load["train"]["median"] > 0 and load["train_fresh_process"]["median"] > 0
+    assert smoke_results["end_to_end"]["tool"] > 0
+    assert smoke_results["eval"]["median"] > 0 and smoke_results["eval"]["output"]["examples"] == 10000
+    assert smoke_results["memory"]["max_rss_mb"] > 10
+    assert "skipped" in smoke_results["time_to_98"]
+
+
+def test_smoke_lists_every_target_unjudged(smoke_results: dict) -> None:
+    targets = smoke_results["targets"]
+    assert len(targets) == 9
+    for target in targets:
+        assert set(target) == {"target", "limit", "value", "met"}
+        assert target["met"] is None  # smoke numbers are never judged against the targets
