@@ -1,8 +1,9 @@
 """Per-epoch metrics: one JSON object per line in ``metrics.jsonl``.
 
 Each row: epoch, step, train_loss, train_accuracy, dev_loss, dev_accuracy, lr, seconds (the
-epoch's training time), examples_per_second, elapsed (seconds since the run started). Losses are
-the cross-entropy without the L2 term. A row is written whole and flushed, so a crash loses at
+epoch's training time), examples_per_second, elapsed (seconds since the run started) and
+stopped_early (true on the epoch after which early stopping ended the run). Losses are the
+cross-entropy without the L2 term. A row is written whole and flushed, so a crash loses at
 most the epoch in progress, and a row the disk has no room for is taken back; no row ever holds
 NaN (a non-finite loss stops the run first).
 """
@@ -35,6 +36,7 @@ class EpochMetrics:
     seconds: float
     examples_per_second: float
     elapsed: float
+    stopped_early: bool = False  # early stopping ended the run after this epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ the CLI wires to Ctrl-C) is honoured between two steps, never inside an update.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -310,6 +311,8 @@ def train(
         if plateau is not None:
             plateau.update(epoch, accuracy)  # the next epoch's rate; saved below with the state
         stop_early = stopper is not None and stopper.update(epoch, accuracy)
+        if stop_early:
+            row = dataclasses.replace(row, stopped_early=True)
         append_metrics(run_dir / METRICS_FILE, row)
         rows.append(row)
         done_epochs = epoch

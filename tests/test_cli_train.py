@@ -49,7 +49,9 @@ def test_train_writes_a_run_and_eval_reads_it(mnist_data_dir: Path, tmp_path: Pa
     assert json.loads(dev.stdout)["examples"] == 1000
 
 
-def test_plain_progress_lines_when_not_a_terminal_and_quiet_prints_nothing(mnist_data_dir: Path, tmp_path: Path) -> None:
+def test_plain_progress_lines_when_not_a_terminal_and_quiet_prints_nothing(
+    mnist_data_dir: Path, tmp_path: Path
+) -> None:
     result = train(mnist_data_dir, tmp_path / "a", "--epochs", "2")
     assert result.exit_code == 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("epoch")]

@@ -179,6 +179,7 @@ def test_augmentation_plateau_and_early_stopping_resume_bit_identically(tmp_path
     train(cfg_part, augmented, tmp_path / "part", resume=load_checkpoint(tmp_path / "part" / "last.npz"))
     assert_same_params(tmp_path / "full" / "last.npz", tmp_path / "part" / "last.npz")
     assert [r["lr"] for r in read_metrics(tmp_path / "part")] == [r["lr"] for r in rows]
+    assert [r["stopped_early"] for r in rows] == [False] * (len(rows) - 1) + [len(rows) < 6]
     if len(rows) < 6:  # stopped early: resuming is refused with a hint
         assert full.rows[-1].epoch == len(rows)
         with pytest.raises(UsageError, match="stopped early"):
@@ -191,7 +192,8 @@ def test_augmentation_changes_training_and_is_deterministic(tmp_path: Path, data
     cfg_b, _ = _augmenting(tmp_path / "b", data, **{"early_stopping.enabled": False, "train.epochs": 2})
     run(cfg_b, augmented, tmp_path / "b")
     assert_same_params(tmp_path / "a" / "last.npz", tmp_path / "b" / "last.npz")
-    plain = TrainingData(augmented.X_train, augmented.y_train, augmented.X_dev, augmented.y_dev, augmented.preprocessing)
+    a_ = augmented
+    plain = TrainingData(a_.X_train, a_.y_train, a_.X_dev, a_.y_dev, a_.preprocessing)
     run(cfg_b, plain, tmp_path / "c")
     a, c = load_checkpoint(tmp_path / "a" / "last.npz"), load_checkpoint(tmp_path / "c" / "last.npz")
     assert not np.array_equal(a.params.W1, c.params.W1)
