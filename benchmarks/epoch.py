@@ -109,7 +109,7 @@ def tool_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) -> Call
                     raise RuntimeError(f"{case.name}: the tool's loss became {loss}")
                 optimizer.step(params.as_dict(), grads.as_dict(), lr)
 
-    epoch.params = params  # type: ignore[attr-defined]  (read by subnormal_census)
+    epoch.params = params  # type: ignore[attr-defined]  # read by subnormal_census
     return epoch
 
 
@@ -147,13 +147,14 @@ def torch_model_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) 
     dtype = {"float32": torch.float32, "float64": torch.float64}[case.dtype]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n, B = len(y), case.batch
-    hidden, output = torch.nn.Linear(X.shape[1], case.hidden), torch.nn.Linear(case.hidden, params.W2.shape[1])
+    hidden = torch.nn.Linear(X.shape[1], case.hidden, dtype=dtype)
+    output = torch.nn.Linear(case.hidden, params.W2.shape[1], dtype=dtype)
     with torch.no_grad():  # the tool's initial weights (nn.Linear keeps W transposed)
         hidden.weight.copy_(torch.from_numpy(params.W1.T.copy()))
         hidden.bias.zero_()
         output.weight.copy_(torch.from_numpy(params.W2.T.copy()))
         output.bias.zero_()
-    model = torch.nn.Sequential(hidden, torch.nn.Sigmoid(), output).to(dtype)
+    model = torch.nn.Sequential(hidden, torch.nn.Sigmoid(), output)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[case.init])
 
     def epoch() -> None:
@@ -245,7 +246,7 @@ def subnormal_census(case: Case, epoch: Callable[[], None], X: np.ndarray, y: np
     """After the timed epochs, one more epoch of the tool's step, reading its Workspace after
     every step: the fraction of subnormal entries in what enters the matrix products, and the
     fraction of A1 that the sigmoid saturated to exactly 0 or 1."""
-    params: Params = epoch.params  # type: ignore[attr-defined]  (set by tool_epoch)
+    params: Params = epoch.params  # type: ignore[attr-defined]  # set by tool_epoch
     ws = Workspace()
     tiny = np.finfo(np.dtype(case.dtype)).tiny
     # buffer -> what it holds after a step (see loss_and_gradients)

@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlp_cli.model import CLASSES, INPUTS
+from mlp_cli.model import CLASSES, EVAL_BLOCK, INPUTS  # EVAL_BLOCK: loss_and_accuracy's block size
 
-EVAL_BLOCK = 10_000  # loss_and_accuracy's block size
 ITEMSIZE = {"float32": 4, "float64": 8}
 # Per parameter and step: FLOPs of the update and arrays of state (see optim.py).
 OPTIMIZER_FLOPS = {"sgd": 2, "momentum": 4, "nesterov": 6, "adam": 12, "adamw": 13}
