@@ -52,9 +52,9 @@ def load_split(
         dataset, "test" if split == "test" else "train", data_dir=data_dir, mirrors=mirrors, reporter=reporter
     )
     if split != "test":
-        train_idx, dev_idx = split_train_dev(len(labels), dev_size, split_seed)
-        if limit is not None:
-            train_idx = train_idx[: int(limit)]
+        train_idx, dev_idx = split_train_dev(
+            len(labels), dev_size, split_seed, None if limit is None else int(limit)
+        )
         index = dev_idx if split == "dev" else train_idx
         if len(index) == 0:
             raise UsageError(f"the checkpoint's run has no {split} split (data.dev_size = {dev_size})")

@@ -83,7 +83,13 @@ def _pixel_mean_std(images: np.ndarray, block: int = 5_000) -> tuple[float, floa
     return float(mean), float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
 
 
-def split_train_dev(n: int, dev_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, dev) of a seeded permutation of ``n`` examples; dev comes first."""
+def split_train_dev(
+    n: int, dev_size: int, split_seed: int, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, dev) of a seeded permutation of ``n`` examples; dev comes first.
+
+    ``limit`` keeps only the first ``limit`` training indices (``data.limit``); dev is unchanged.
+    """
     permutation = np.random.RandomState(split_seed).permutation(n)
-    return permutation[dev_size:], permutation[:dev_size]
+    train = permutation[dev_size:]
+    return (train if limit is None else train[:limit]), permutation[:dev_size]

@@ -110,9 +110,9 @@ def prepare_data(
             f"data.dev_size = {config.data.dev_size} leaves no training examples out of "
             f"{len(labels)}; expected fewer than {len(labels)}"
         )
-    train_idx, dev_idx = split_train_dev(len(labels), config.data.dev_size, config.data.split_seed)
-    if config.data.limit is not None:
-        train_idx = train_idx[: config.data.limit]
+    train_idx, dev_idx = split_train_dev(
+        len(labels), config.data.dev_size, config.data.split_seed, config.data.limit
+    )
     check_against_data(config, len(train_idx))
     train_images = images[train_idx]
     prep = preprocessing or fit_preprocessing(config.data.preprocess, train_images)
@@ -299,11 +299,9 @@ def train(
         row = EpochMetrics(
             epoch=epoch, step=step, train_loss=train_loss, train_accuracy=train_accuracy,
             dev_loss=dev_loss, dev_accuracy=dev_accuracy, lr=float(lr), seconds=seconds,
-            examples_per_second=n / seconds if seconds > 0 else float("inf"),
+            examples_per_second=n / seconds if seconds > 0 else 0.0,
             elapsed=time.perf_counter() - run_start,
         )
-        if not math.isfinite(row.examples_per_second):
-            row = EpochMetrics(**{**row.to_dict(), "examples_per_second": 0.0})
         accuracy = dev_accuracy if dev_accuracy is not None else train_accuracy
         is_best = accuracy > best_accuracy
         if is_best:

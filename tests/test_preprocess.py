@@ -56,3 +56,10 @@ def test_round_trip_and_validation() -> None:
                 {"method": "scale"}, None, {"method": "scale", "mean": "nan", "std": 1}):
         with pytest.raises(CheckpointError):
             Preprocessing.from_dict(bad)
+
+
+def test_limit_keeps_the_first_training_indices_and_the_same_dev_set() -> None:
+    train, dev = split_train_dev(1000, 100, 7)
+    small, same_dev = split_train_dev(1000, 100, 7, limit=50)
+    np.testing.assert_array_equal(small, train[:50])
+    np.testing.assert_array_equal(same_dev, dev)
