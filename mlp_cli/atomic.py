@@ -3,11 +3,17 @@
 Everything the tool writes (downloads, caches, checkpoints, configs, metrics snapshots) goes to a
 temporary file in the destination's directory, is flushed and fsynced, then ``os.replace``d into
 place, which is atomic on POSIX and Windows.
+
+The temporary file is hidden and named after its destination and its writer's process id,
+``.last.npz.<pid>.<random>.tmp``. A writer killed outright (SIGKILL, power loss) cannot delete
+its own; the next successful write of the same destination deletes those whose process is gone,
+so a killed run leaves no litter once it is resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +29,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as err:
         raise naming(err, path) from err
     try:
@@ -39,6 +45,32 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         if isinstance(err, OSError):
             raise naming(err, path) from err
         raise
+    remove_orphans(path)
+
+
+def remove_orphans(path: Path) -> None:
+    """Delete the temporary siblings of ``path`` left by writers whose process no longer exists.
+
+    Only on POSIX, where ``os.kill(pid, 0)`` asks whether a process exists (on Windows it would
+    terminate it). A file whose writer is alive, or whose name has no process id, is kept.
+    """
+    if os.name != "posix":
+        return
+    for orphan in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
+        pid = os.path.basename(orphan)[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(orphan)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
 
 
 def naming(err: OSError, path: str | os.PathLike[str]) -> OSError:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -54,6 +57,21 @@ def test_write_is_atomic_and_leaves_no_temporary_files(good: Path, monkeypatch) 
         save_checkpoint(good, init_params(8, np.random.default_rng(1)), {}, META)
     assert good.read_bytes() == before
     assert sorted(p.name for p in good.parent.iterdir()) == ["good.npz"]
+
+
+def test_a_successful_write_removes_the_temporary_files_of_killed_writers(good: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)  # that process has exited: its pid is free
+    killed = good.parent / f".good.npz.{dead_pid}.x1y2z3.tmp"  # what a SIGKILLed save leaves
+    alive = good.parent / f".good.npz.{os.getppid()}.a1b2c3.tmp"  # a save still in progress
+    other = good.parent / f".other.npz.{dead_pid}.q1w2e3.tmp"  # another destination's
+    for path in (killed, alive, other):
+        path.write_bytes(b"partial")
+
+    save_checkpoint(good, init_params(8, np.random.default_rng(1)), {}, META)
+
+    assert sorted(p.name for p in good.parent.iterdir()) == sorted(["good.npz", alive.name, other.name])
 
 
 def meta_with(**changes) -> np.ndarray:
