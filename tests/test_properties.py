@@ -40,6 +40,7 @@ from mlp_cli.model import (
     l2_penalty,
     log_softmax,
     logits,
+    loss_and_accuracy,
     loss_and_gradients,
     softmax,
 )
@@ -81,6 +82,23 @@ def test_loss_and_gradients_are_finite_with_the_right_shapes(problem):
         assert np.isfinite(grads[name]).all(), name
     expected = float(cross_entropy(logits(params, X).astype(np.float64), y).mean())
     assert loss == pytest.approx(expected, rel=1e-4 if X.dtype == np.float32 else 1e-10, abs=1e-4)
+
+
+@FAST
+@given(problems(max_scale=1e3))
+def test_evaluation_agrees_with_the_plain_forward_pass(problem):
+    params, X, y, _ = problem
+
+    loss, accuracy = loss_and_accuracy(params, X, y, block=3)
+
+    Z2 = logits(params, X).astype(np.float64)
+    expected = float(cross_entropy(Z2, y).mean())
+    assert loss == pytest.approx(expected, rel=1e-4 if X.dtype == np.float32 else 1e-10, abs=1e-4)
+    # only a row whose top two scores tie within rounding may be counted differently
+    top2 = np.sort(Z2, axis=1)[:, -2:]
+    near_ties = np.count_nonzero(top2[:, 1] - top2[:, 0] <= 1e-3 * (1 + np.abs(top2[:, 1])))
+    correct = np.count_nonzero(Z2.argmax(axis=1) == y)
+    assert abs(round(accuracy * len(y)) - correct) <= near_ties
 
 
 @FAST
