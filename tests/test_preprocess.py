@@ -29,6 +29,16 @@ def test_standardize_matches_numpy_float64_statistics() -> None:
     assert abs(float(X.mean())) < 1e-3 and float(X.std()) == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize(("dtype", "high"), [(np.uint8, 256), (np.uint16, 65_536), (np.int32, 2**20)])
+def test_standardize_statistics_are_exact_at_the_top_of_the_pixel_range(dtype, high) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(high - 3, high, (6_001, 4, 4)).astype(dtype)  # squares near the dtype's limit
+    prep = fit_preprocessing("standardize", images)
+    pixels = images.astype(np.float64)
+    assert prep.mean == pytest.approx(pixels.mean(), rel=1e-12)
+    assert prep.std == pytest.approx(pixels.std(), rel=1e-9)
+
+
 def test_standardize_on_the_real_cs229_training_split(mnist_data_dir) -> None:
     from mlp_cli.data import load_dataset
 
