@@ -254,6 +254,36 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
 
+def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_previous_checkpoint(
+    mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    real_fsync = os.fsync
+    saves = []
+
+    def fsync(fd: int) -> None:  # Ctrl-C twice while the second last.npz is being written
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.npz."):
+            saves.append(fd)
+            if len(saves) == 2:
+                signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
+                signal.raise_signal(signal.SIGINT)  # ...the second: stop now
+        real_fsync(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", fsync)
+        result = mlp(*train_args(mnist_data_dir, out, "--epochs", "3", "-q"))
+
+    assert result.exit_code == 130
+    last = out / "last.npz"
+    assert one_error_line(result) == (
+        f"error: stopped at once by a second Ctrl-C; the last checkpoint is {last} (epoch 1, step 20); "
+        f"continue with: mlp train --resume {last}"
+    )
+    assert load_checkpoint(last).epoch == 1
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_read_only_run_directory_is_one_line_and_exit_2(
     mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

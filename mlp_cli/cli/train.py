@@ -101,9 +101,12 @@ def train_command(
         run_dir = create_run_dir(resolved, config_name, overwrite=overwrite)
     observer = _make_observer(quiet or json_output)
     stop = _StopOnInterrupt()
-    with stop, observer:
-        result = train(resolved, data, run_dir, resume=checkpoint, observer=observer,
-                       stop_requested=stop.requested)
+    try:
+        with stop, observer:
+            result = train(resolved, data, run_dir, resume=checkpoint, observer=observer,
+                           stop_requested=stop.requested)
+    except KeyboardInterrupt:  # a second Ctrl-C before the first one's checkpoint was written
+        raise _stopped_at_once(run_dir) from None
     summary = _summary(result)
     if json_output:
         typer.echo(json.dumps(summary))
@@ -113,6 +116,24 @@ def train_command(
         from mlp_cli.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
+
+
+def _stopped_at_once(run_dir: Path) -> Exception:
+    """What a second Ctrl-C leaves: the last checkpoint written before it, if any (writes are
+    atomic, so one interrupted mid-write leaves the previous file whole)."""
+    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.errors import MlpError
+    from mlp_cli.train import TrainingInterrupted
+
+    last = run_dir / "last.npz"
+    try:
+        saved = load_checkpoint(last)
+    except MlpError:
+        return TrainingInterrupted("stopped at once by a second Ctrl-C, before any checkpoint was saved")
+    return TrainingInterrupted(
+        f"stopped at once by a second Ctrl-C; the last checkpoint is {last} (epoch {saved.epoch}, "
+        f"step {saved.step}); continue with: mlp train --resume {last}"
+    )
 
 
 class _StopOnInterrupt:
