@@ -31,7 +31,8 @@ class Preprocessing:
 
     def apply(self, images: np.ndarray, dtype: str | np.dtype = "float32") -> np.ndarray:
         """uint8 images (n, 28, 28) or (n, 784) -> float inputs X (n, 784)."""
-        X = np.asarray(images).reshape(len(images), -1).astype(dtype)
+        images = np.asarray(images)
+        X = images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(dtype)  # also for 0 images
         if self.mean != 0.0:
             X -= X.dtype.type(self.mean)
         if self.std != 1.0:

@@ -145,10 +145,15 @@ def create_run_dir(config: Config, config_name: str | None, overwrite: bool = Fa
         run_dir = Path("runs") / (config.run.name or default_run_name(config_name))
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    # a directory holding only the config.yaml of a run that stopped before its first save
+    # (divergence, a bad setting found late) has nothing to lose: it is reused
+    kept = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.is_dir() else []
+    if kept and kept != ["config.yaml"] and not overwrite:
+        resume = (f"--resume {run_dir / 'last.npz'} to continue it, " if (run_dir / "last.npz").exists()
+                  else "")
         raise RunDirError(
             f"run directory {run_dir} already exists; pass --overwrite to replace it, "
-            f"--resume {run_dir}/last.npz to continue it, or choose another --out"
+            f"{resume}or choose another --out"
         )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,48 @@ def test_existing_run_dir_is_refused_unless_overwrite(mnist_data_dir: Path, tmp_
     assert (tmp_path / "run" / "last.npz").read_bytes() != before
 
 
+def test_a_run_dir_left_by_a_run_that_saved_nothing_is_reused(mnist_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    diverged = train(mnist_data_dir, out, "--epochs", "1", "--lr", "1e4")
+    assert diverged.exit_code == 1 and "learning rate" in diverged.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    retried = train(mnist_data_dir, out, "--epochs", "1", "--lr", "0.5")
+    assert retried.exit_code == 0, retried.output
+    assert load_checkpoint(out / "last.npz").epoch == 1
+    # a directory holding something else is refused, and --resume is offered only with a checkpoint
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    refused = train(mnist_data_dir, other, "--epochs", "1")
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr and "--resume" not in refused.stderr
+    again = train(mnist_data_dir, out, "--epochs", "1")
+    assert again.exit_code == 2 and f"--resume {out / 'last.npz'}" in again.stderr
+
+
+def test_without_a_dev_set_best_is_chosen_by_train_accuracy(mnist_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(mnist_data_dir, out, "--epochs", "2", "--set", "data.dev_size=0", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dev_accuracy"] is None and summary["best_by"] == "train_accuracy"
+    rows = read_metrics(out)
+    assert summary["best_accuracy"] == max(r["train_accuracy"] for r in rows)
+    no_dev = runner.invoke(app, ["eval", str(out / "best.npz"), "--split", "dev", "--data-dir", str(mnist_data_dir)])
+    assert no_dev.exit_code == 2 and "no dev split" in no_dev.stderr
+
+
+def test_the_summary_says_when_early_stopping_ended_the_run(mnist_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--epochs", "6", "--set", "early_stopping.enabled=true", "--set", "early_stopping.patience=1",
+            "--set", "early_stopping.min_delta=0.5"]  # no epoch can gain 50 points: stops after epoch 2
+    result = train(mnist_data_dir, out, *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped_early"] is True and summary["epochs"] == 2 and summary["planned_epochs"] == 6
+    shown = train(mnist_data_dir, tmp_path / "shown", *args)
+    assert "stopped early" in shown.stdout and "epoch 2 of 6" in shown.stdout
+
+
 def test_eval_rejects_bad_checkpoints_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_text("not a checkpoint")

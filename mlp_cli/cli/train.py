@@ -107,7 +107,7 @@ def train_command(
                            stop_requested=stop.requested)
     except KeyboardInterrupt:  # a second Ctrl-C before the first one's checkpoint was written
         raise _stopped_at_once(run_dir) from None
-    summary = _summary(result)
+    summary = _summary(result, resolved)
     if json_output:
         typer.echo(json.dumps(summary))
     elif not quiet:
@@ -173,7 +173,7 @@ def _make_observer(quiet: bool) -> Any:
     return progress.PlainObserver()
 
 
-def _summary(result: Any) -> dict[str, Any]:
+def _summary(result: Any, config: Any) -> dict[str, Any]:
     last = result.rows[-1].to_dict() if result.rows else {}
     return {
         "run_dir": str(result.run_dir),
@@ -185,6 +185,9 @@ def _summary(result: Any) -> dict[str, Any]:
         "dev_accuracy": last.get("dev_accuracy"),
         "best_epoch": result.best_epoch,
         "best_accuracy": result.best_accuracy,
+        "best_by": "dev_accuracy" if config.data.dev_size else "train_accuracy",  # no dev set: train
+        "planned_epochs": config.train.epochs,
+        "stopped_early": bool(last.get("stopped_early", False)),
         "seconds": result.seconds,
         "last_checkpoint": str(result.run_dir / "last.npz"),
         "best_checkpoint": str(result.run_dir / "best.npz"),
@@ -209,7 +212,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("epochs", str(summary["epochs"]))
     table.add_row("train loss / accuracy", f"{num(summary['train_loss'])} / {pct(summary['train_accuracy'])}")
     table.add_row("dev loss / accuracy", f"{num(summary['dev_loss'])} / {pct(summary['dev_accuracy'])}")
-    table.add_row("best dev accuracy", f"{pct(summary['best_accuracy'])} (epoch {summary['best_epoch']})")
+    best_by = "dev" if summary["best_by"] == "dev_accuracy" else "train (no dev set)"
+    table.add_row(f"best {best_by} accuracy", f"{pct(summary['best_accuracy'])} (epoch {summary['best_epoch']})")
+    if summary["stopped_early"]:
+        table.add_row("stopped early", f"epoch {summary['epochs']} of {summary['planned_epochs']}: no dev gain")
     table.add_row("time", f"{summary['seconds']:.1f} s")
     table.add_row("checkpoints", f"{summary['last_checkpoint']}, {summary['best_checkpoint']}")
     Console(highlight=False).print(table)
