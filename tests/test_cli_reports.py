@@ -355,3 +355,20 @@ def test_confusion_table_colours_only_on_a_colour_console() -> None:
     assert not colour_codes(render(force_terminal=True, color_system="truecolor", no_color=True))
     plain = render(force_terminal=False)
     assert "\x1b" not in plain and re.search(r"│\s+1 │\s+2 │\s+6 │\s+8 │", plain)
+
+
+def test_config_names_work_from_any_directory_and_unknown_ones_get_a_suggestion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./configs here: the checkout's configs/ is used
+    found = runner.invoke(app, ["info", "--config", "cs229", "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["hidden"] == 300
+    typo = runner.invoke(app, ["info", "--config", "cs228"])
+    assert typo.exit_code == 2
+    line = typo.stderr.strip()
+    assert "\n" not in line and "did you mean 'cs229'?" in line and "record-800" in line
+    (tmp_path / "configs").mkdir()  # a local configs/ comes first
+    (tmp_path / "configs" / "cs229.yaml").write_text("model:\n  hidden: 7\n")
+    local = runner.invoke(app, ["info", "--config", "cs229", "--json"])
+    assert json.loads(local.stdout)["hidden"] == 7

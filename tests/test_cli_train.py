@@ -48,6 +48,10 @@ def test_train_writes_a_run_and_eval_reads_it(mnist_data_dir: Path, tmp_path: Pa
     assert json.loads(dev.stdout)["accuracy"] == pytest.approx(rows[-1]["dev_accuracy"])
     assert json.loads(dev.stdout)["examples"] == 1000
 
+    quiet = runner.invoke(app, ["eval", str(out / "last.npz"), "--data-dir", str(mnist_data_dir), "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert quiet.stdout == f"loss {report['loss']:.4f}  accuracy {100 * report['accuracy']:.2f}%\n"
+
 
 def test_plain_progress_lines_when_not_a_terminal_and_quiet_prints_nothing(
     mnist_data_dir: Path, tmp_path: Path

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.options import DataDir, Mirror, download_reporter
 
 EXAMPLES_EVAL = """
 Examples:
@@ -38,7 +38,9 @@ def eval_command(
     ] = False,
     data_dir: DataDir = None,
     mirror: Mirror = None,
-    quiet: Quiet = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the loss and accuracy line (and errors).")
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint: accuracy, per-class metrics, confusion matrix, worst mistakes.
 
@@ -61,7 +63,9 @@ def eval_command(
     report = build_report(ckpt.params, X, y, split, errors=errors, images=images)
     if json_output:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **report.to_dict()}))
-    elif not quiet:
+    elif quiet:
+        typer.echo(f"loss {report.loss:.4f}  accuracy {100 * report.accuracy:.2f}%")
+    else:
         _print_report(checkpoint, ckpt.epoch, report)
 
 

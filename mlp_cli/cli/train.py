@@ -24,14 +24,35 @@ Examples:
   mlp train --resume runs/cosine/last.npz
 """
 
+# The configs/ folder of the checkout this package runs from (the set-up installs it editable),
+# so that ``--config cs229`` works from any directory, not only the repository's root.
+CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
 def resolve_config_path(config: str | None) -> Path | None:
-    """A path, or the name of a file in ./configs (``cs229`` -> configs/cs229.yaml)."""
+    """A path, or the name of a file in ./configs or the checkout's configs/ (``cs229`` ->
+    configs/cs229.yaml). An unknown name is a ConfigError listing the names there are."""
     if config is None:
         return None
     path = Path(config)
-    if not path.exists() and path.suffix == "" and (Path("configs") / f"{config}.yaml").exists():
-        return Path("configs") / f"{config}.yaml"
-    return path
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path  # a path: load_config reports a missing or bad file
+    folders = [Path("configs"), CHECKOUT_CONFIGS]
+    for folder in folders:
+        if (folder / f"{config}.yaml").is_file():
+            return folder / f"{config}.yaml"
+    import difflib
+
+    from mlp_cli.errors import ConfigError
+
+    names = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(config, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    known = f"; the configs there: {', '.join(names)}" if names else ""
+    raise ConfigError(
+        f"config {config!r} not found{hint}: no such file, and no {config}.yaml in ./configs "
+        f"or {CHECKOUT_CONFIGS}{known}"
+    )
 
 
 @app.command("train", epilog=EXAMPLES_TRAIN)
