@@ -29,7 +29,7 @@ import numpy as np
 
 from mlp_cli import __version__
 from mlp_cli.atomic import atomic_write_bytes
-from mlp_cli.errors import CheckpointError
+from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
 from mlp_cli.model import CLASSES, INPUTS, PARAM_NAMES, Params
 from mlp_cli.preprocess import Preprocessing
 
@@ -74,9 +74,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; raise CheckpointError naming the file on any problem."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found")
+        raise MissingFileError(f"checkpoint {path} not found")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
+        raise MissingFileError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(ZIP_MAGIC))
@@ -165,8 +165,24 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     for name in PARAM_NAMES:
         if not np.isfinite(params[name]).all():
             raise bad(f"{name} contains NaN or infinite values")
+    _check_stored_config(meta["config"], h, dtype, bad)
     optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+
+
+def _check_stored_config(config: dict[str, Any], hidden: int, dtype: np.dtype, bad: Any) -> None:
+    """The config saved with the weights passes the config validator and describes them: it is
+    what ``--resume`` continues and what ``mlp eval`` rebuilds the data split from."""
+    from mlp_cli.config import build_config
+
+    try:
+        stored = build_config(config)
+    except ConfigError as err:
+        raise bad(f"its stored config is invalid: {err}") from None
+    if stored.model.hidden != hidden:
+        raise bad(f"its stored config says model.hidden = {stored.model.hidden} but W1 has {hidden} columns")
+    if np.dtype(stored.model.dtype) != dtype:
+        raise bad(f"its stored config says model.dtype = {stored.model.dtype} but the weights are {dtype}")
 
 
 def _is_count(value: Any) -> bool:

@@ -19,6 +19,10 @@ class UsageError(MlpError):
     exit_code = 2
 
 
+class MissingFileError(UsageError):
+    """A file named on the command line does not exist or is a directory (exit code 2)."""
+
+
 class ConfigError(MlpError):
     """A configuration file or override is invalid (exit code 2)."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.errors import UsageError
+from mlp_cli.errors import MissingFileError, MlpError
 
 SIDE = 28  # MNIST field
 BOX = 20  # the digit's larger side after scaling
@@ -37,8 +37,8 @@ NOISE = 0.1  # ink below this fraction of full ink is background
 MIN_CONTRAST = 24.0  # grey levels between background and ink below which the image is blank
 
 
-class ImageError(UsageError):
-    """An input image is missing, unreadable, or has no digit in it."""
+class ImageError(MlpError):
+    """An input image is unreadable, or has no digit in it (a missing one is a MissingFileError)."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,9 @@ def read_grayscale(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.exists():
-        raise ImageError(f"image {path} not found")
+        raise MissingFileError(f"image {path} not found")
     if path.is_dir():
-        raise ImageError(f"image {path} is a directory, not an image file")
+        raise MissingFileError(f"image {path} is a directory, not an image file")
     try:
         with Image.open(path) as opened:
             opened.load()

@@ -163,7 +163,7 @@ def create_run_dir(config: Config, config_name: str | None, overwrite: bool = Fa
             for old in run_dir.glob("epoch-*.npz"):
                 old.unlink()
     except OSError as err:
-        raise RunDirError(f"cannot create run directory {run_dir}: {err.strerror}") from None
+        raise MlpError(f"cannot create run directory {run_dir}: {err.strerror}") from None
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     return run_dir
 

@@ -1,8 +1,8 @@
 """Bad inputs through every way in: config files, checkpoints, dataset files, command lines.
 
-Each one gives a one-line error naming what is at fault, the right exit code (2 for usage and
-config, 1 otherwise), no traceback, and writes nothing: no run directory, no cached file that
-was not verified.
+Each one gives a one-line error naming what is at fault, the right exit code (2 for what was
+typed: options, config, paths naming no file; 1 for bad contents), no traceback, and writes
+nothing: no run directory, no cached file that was not verified.
 """
 
 from __future__ import annotations
@@ -306,9 +306,10 @@ def test_resume_with_a_mangled_metrics_file_names_it(good_checkpoint, mnist_data
 
 
 def test_checkpoint_path_that_is_a_directory_or_missing(tmp_path):
-    assert "is a directory" in error_line(mlp("eval", tmp_path), 1)
-    assert f"checkpoint {tmp_path / 'none.npz'} not found" in error_line(mlp("eval", tmp_path / "none.npz"), 1)
-    assert "not found" in error_line(mlp("train", "--resume", tmp_path / "none.npz"), 1)
+    # a path that names no file is a mistake on the command line: exit 2, like a bad option
+    assert "is a directory" in error_line(mlp("eval", tmp_path), 2)
+    assert f"checkpoint {tmp_path / 'none.npz'} not found" in error_line(mlp("eval", tmp_path / "none.npz"), 2)
+    assert "not found" in error_line(mlp("train", "--resume", tmp_path / "none.npz"), 2)
 
 
 # -- dataset files -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from mlp_cli.errors import CheckpointError
+from mlp_cli.errors import CheckpointError, MissingFileError
 from mlp_cli.model import init_params
 
 META = {"config": {"model": {"hidden": 8}}, "epoch": 3, "step": 150,
@@ -74,6 +75,22 @@ def test_a_successful_write_removes_the_temporary_files_of_killed_writers(good: 
     assert sorted(p.name for p in good.parent.iterdir()) == sorted(["good.npz", alive.name, other.name])
 
 
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"model": {"hidden": "abc"}}, "its stored config is invalid: model.hidden"),
+        ({"model": {"hidden": 100}}, "model.hidden = 100 but W1 has 8 columns"),
+        ({"model": {"hidden": 8, "dtype": "float64"}}, "model.dtype = float64 but the weights are float32"),
+        ({"model": {"hidden": 8}, "data": {"dev_size": -1}}, "its stored config is invalid: data.dev_size"),
+    ],
+)
+def test_a_stored_config_that_does_not_describe_the_weights_is_refused(tmp_path: Path, config, fragment) -> None:
+    path = tmp_path / "tampered.npz"
+    save_checkpoint(path, init_params(8, np.random.default_rng(1)), {}, {**META, "config": config})
+    with pytest.raises(CheckpointError, match=re.escape(fragment)):
+        load_checkpoint(path)
+
+
 def meta_with(**changes) -> np.ndarray:
     meta = {"format_version": FORMAT_VERSION, **META, **changes}
     return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -131,7 +148,11 @@ def test_truncated_and_non_zip_files(good: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("readme.txt", "not numpy")
     other.write_bytes(buffer.getvalue())
-    for path in (truncated, text, other, tmp_path / "missing.npz", tmp_path):
+    for path in (truncated, text, other):
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(path)
         assert str(path) in str(info.value)
+    for path in (tmp_path / "missing.npz", tmp_path):  # no file at all: a usage error (exit 2)
+        with pytest.raises(MissingFileError) as missing:
+            load_checkpoint(path)
+        assert str(path) in str(missing.value) and missing.value.exit_code == 2

@@ -233,13 +233,35 @@ def test_predict_bad_files(run_dir: Path, tmp_path: Path) -> None:
     text.write_text("hello")
     good = tmp_path / "good.png"
     Image.new("L", (30, 30), 0).save(good)
-    for path, message in ((tmp_path / "missing.png", "not found"), (text, "not an image")):
+    for path, message, code in ((tmp_path / "missing.png", "not found", 2), (text, "not an image", 1)):
         result = invoke("predict", run_dir / "best.npz", path)
-        assert result.exit_code == 2 and str(path) in result.stderr and message in result.stderr
+        assert result.exit_code == code and str(path) in result.stderr and message in result.stderr
         assert result.stdout == "" and "Traceback" not in result.output
     blank = invoke("predict", run_dir / "best.npz", good)
-    assert blank.exit_code == 2 and "no digit" in blank.stderr
+    assert blank.exit_code == 1 and "no digit" in blank.stderr
     assert invoke("predict", run_dir / "best.npz", good, "--top", "11").exit_code == 2
+
+
+def test_predict_classifies_the_good_images_and_reports_each_bad_one(run_dir: Path, tmp_path: Path) -> None:
+    good = tmp_path / "seven.png"
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255
+    Image.fromarray(image).save(good)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (30, 30), 0).save(blank)
+    missing = tmp_path / "missing.png"
+
+    result = invoke("predict", run_dir / "best.npz", blank, good, missing, "--json")
+
+    assert result.exit_code == 2  # the worst of the failures: a path that names no file
+    data = json.loads(result.stdout)
+    assert [p["image"] for p in data["predictions"]] == [str(good)]
+    assert [(e["image"], "no digit" in e["error"] or "not found" in e["error"]) for e in data["errors"]] == [
+        (str(blank), True), (str(missing), True)]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: image ") for line in lines)
+    text = invoke("predict", run_dir / "best.npz", good, blank)
+    assert text.exit_code == 1 and f"{good}: " in text.stdout and "no digit" in text.stderr
 
 
 # -- mlp gradcheck ----------------------------------------------------------------------------
@@ -304,7 +326,7 @@ def test_info_for_a_checkpoint(run_dir: Path) -> None:
     both = invoke("info", run_dir / "best.npz", "--config", "cs229")
     assert both.exit_code == 2 and "not both" in both.stderr
     missing = invoke("info", run_dir / "nope.npz")
-    assert missing.exit_code == 1 and "not found" in missing.stderr
+    assert missing.exit_code == 2 and "not found" in missing.stderr
 
 
 # -- renderings -------------------------------------------------------------------------------

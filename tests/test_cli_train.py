@@ -170,7 +170,7 @@ def test_eval_rejects_bad_checkpoints_in_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", str(bad)])
     assert result.exit_code == 1 and str(bad) in result.stderr and "Traceback" not in result.output
     missing = runner.invoke(app, ["eval", str(tmp_path / "none.npz")])
-    assert missing.exit_code == 1 and "not found" in missing.stderr
+    assert missing.exit_code == 2 and "not found" in missing.stderr
     split = runner.invoke(app, ["eval", str(bad), "--split", "validation"])
     assert split.exit_code == 2 and "validation" in split.stderr
 

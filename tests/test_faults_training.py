@@ -77,7 +77,7 @@ from mlp_cli.model import init_params
 
 path, pause = sys.argv[1], sys.argv[2] == "pause"
 params = init_params(256, np.random.default_rng(0))  # W1 alone is 784 x 256 float32: 800 kB
-meta = {"config": {}, "preprocessing": {"method": "none", "mean": 0.0, "std": 1.0}}
+meta = {"config": {"model": {"hidden": 256}}, "preprocessing": {"method": "none", "mean": 0.0, "std": 1.0}}
 real_fsync = os.fsync
 
 def announced_fsync(fd):  # the new file is written, not yet renamed: say so, and linger there
@@ -284,7 +284,7 @@ def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_previous_check
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
-def test_read_only_run_directory_is_one_line_and_exit_2(
+def test_read_only_run_directory_is_one_line_and_exit_1(
     mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = tmp_path / "runs"
@@ -293,7 +293,7 @@ def test_read_only_run_directory_is_one_line_and_exit_2(
         read_only(patch, runs)
         result = mlp(*train_args(mnist_data_dir, runs / "a", "--epochs", "1"))
 
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # the disk is at fault, not the command line
     assert one_error_line(result) == f"error: cannot create run directory {runs / 'a'}: Read-only file system"
     assert list(runs.iterdir()) == []
 

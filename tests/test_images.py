@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mlp_cli.data import load_dataset
-from mlp_cli.errors import UsageError
+from mlp_cli.errors import MissingFileError
 from mlp_cli.images import ImageError, load_digit, to_mnist
 
 
@@ -109,17 +109,17 @@ def test_bad_files_are_one_line_errors_naming_them(tmp_path: Path) -> None:
     truncated.write_bytes(good.read_bytes()[:200])
     blank = save(tmp_path / "blank.png", np.full((40, 40), 200, dtype=np.uint8))
     cases = {
-        tmp_path / "missing.png": "not found",
-        tmp_path: "is a directory",
-        text: "not an image file",
-        truncated: "cannot be read",
-        blank: "no digit",
+        tmp_path / "missing.png": ("not found", MissingFileError, 2),  # nothing there: a usage error
+        tmp_path: ("is a directory", MissingFileError, 2),
+        text: ("not an image file", ImageError, 1),  # a file whose content is unusable
+        truncated: ("cannot be read", ImageError, 1),
+        blank: ("no digit", ImageError, 1),
     }
-    for path, message in cases.items():
-        with pytest.raises(ImageError, match=message) as caught:
+    for path, (message, kind, code) in cases.items():
+        with pytest.raises(kind, match=message) as caught:
             load_digit(path)
         assert str(path) in str(caught.value) and "\n" not in str(caught.value)
-        assert isinstance(caught.value, UsageError) and caught.value.exit_code == 2
+        assert caught.value.exit_code == code
 
 
 def test_an_mnist_digit_survives_the_round_trip(mnist_data_dir: Path, tmp_path: Path) -> None:

@@ -24,12 +24,17 @@ def _stderr_console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail(err: MlpError) -> NoReturn:
-    """Print one red line naming what is wrong, then exit with the error's exit code."""
+def print_error(err: MlpError) -> None:
+    """One red line naming what is wrong, on stderr."""
     from rich.markup import escape
 
     message = " ".join(str(err).split("\n")) if str(err) else type(err).__name__
     _stderr_console().print(f"[bold red]error:[/] {escape(message)}")
+
+
+def fail(err: MlpError) -> NoReturn:
+    """Print one red line naming what is wrong, then exit with the error's exit code."""
+    print_error(err)
     raise typer.Exit(code=err.exit_code)
 
 

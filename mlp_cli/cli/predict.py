@@ -44,12 +44,22 @@ def predict_command(
     import numpy as np
 
     from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.errors import MlpError
     from mlp_cli.images import load_digit
     from mlp_cli.model import forward
     from mlp_cli.preprocess import Preprocessing
 
     ckpt = load_checkpoint(checkpoint)
-    digits = [load_digit(path) for path in images]  # every file is checked before any output
+    # one unreadable or blank image does not cost the others their predictions: each failure is
+    # reported on its own line after them, and the exit code is the worst failure's
+    digits, failures = [], []
+    for path in images:
+        try:
+            digits.append(load_digit(path))
+        except MlpError as err:
+            failures.append((path, err))
+    if not digits:
+        _exit_with(failures)
     prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
     X = prep.apply(np.stack([d.pixels for d in digits]), ckpt.params.dtype)  # (n, 784)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -64,9 +74,21 @@ def predict_command(
         for i, digit in enumerate(digits)
     ]
     if json_output:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results}))
-        return
-    _print_predictions(results, [d.pixels for d in digits] if show else None)
+        errors = [{"image": str(path), "error": str(err)} for path, err in failures]
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": errors}))
+    else:
+        _print_predictions(results, [d.pixels for d in digits] if show else None)
+    if failures:
+        _exit_with(failures)
+
+
+def _exit_with(failures: list[Any]) -> None:
+    """One error line per image that could not be classified, then the worst exit code."""
+    from mlp_cli.cli.app import print_error
+
+    for _, err in failures:
+        print_error(err)
+    raise typer.Exit(code=max(err.exit_code for _, err in failures))
 
 
 def _print_predictions(results: list[dict[str, Any]], pixels: list[Any] | None) -> None:
