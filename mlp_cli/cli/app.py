@@ -32,6 +32,24 @@ def print_error(err: MlpError) -> None:
     _stderr_console().print(f"[bold red]error:[/] {escape(message)}")
 
 
+def fail_usage(err: Any) -> NoReturn:
+    """click's usage errors as one line too, pointing at the command's help. ``mlp`` alone (no
+    arguments) still prints the help, which is what click's NoArgsIsHelpError does."""
+    if type(err).__name__ == "NoArgsIsHelpError":
+        raise err
+    from mlp_cli.errors import UsageError
+
+    command = err.ctx.command_path if getattr(err, "ctx", None) is not None else "mlp"
+    message = " ".join(err.format_message().split())
+    if type(err).__name__ == "NoSuchOption":  # click lists every option that shares a prefix
+        import difflib
+
+        names = {option.lstrip("-"): option for option in err.possibilities or ()}
+        close = [names[c] for c in difflib.get_close_matches(err.option_name.lstrip("-"), list(names), n=1)]
+        message = f"No such option: {err.option_name}" + (f" (did you mean {close[0]}?)" if close else "")
+    fail(UsageError(f"{message} (see: {command} --help)"))
+
+
 def fail(err: MlpError) -> NoReturn:
     """Print one red line naming what is wrong, then exit with the error's exit code."""
     print_error(err)
@@ -62,7 +80,13 @@ class MlpGroup(TyperGroup):
             fail(MlpError(f"{err.strerror or err}{where}"))
         except ClickUsageError as err:
             self._attach_usage(err, ctx)
-            raise
+            fail_usage(err)
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:  # errors in the options of ``mlp`` itself (``mlp --bogus``)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as err:
+            fail_usage(err)
 
     def _attach_usage(self, err: Any, ctx: Any) -> None:
         """A missing option value (``--hidden`` at the end) is found before the command's

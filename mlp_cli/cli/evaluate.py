@@ -27,7 +27,9 @@ Examples:
 
 @app.command("eval", epilog=EXAMPLES_EVAL)
 def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file (.npz) written by mlp train.")
+    ],
     split: Annotated[str, typer.Option(help="test (the official 10,000), dev or train.")] = "test",
     errors: Annotated[
         int, typer.Option("--errors", "-e", min=0, metavar="N",

@@ -26,7 +26,8 @@ Examples:
 @app.command("info", epilog=EXAMPLES_INFO)
 def info_command(
     checkpoint: Annotated[
-        Path | None, typer.Argument(help="Describe this checkpoint's network and run (instead of a config).")
+        Path | None,
+        typer.Argument(metavar="[CHECKPOINT]", help="Describe this checkpoint's network and run, not a config."),
     ] = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229).")

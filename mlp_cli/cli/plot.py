@@ -33,8 +33,8 @@ Curves in a file need matplotlib: pip install 'mlp[plot]'. --terminal and --weig
 def plot_command(
     runs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Run directories (or their metrics.jsonl files); several share the axes.",
-                       show_default=False),
+        typer.Argument(metavar="[RUN]...", show_default=False,
+                       help="Run directories (or their metrics.jsonl files); several share the axes."),
     ] = None,
     out: Annotated[
         Path | None,

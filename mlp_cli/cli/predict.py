@@ -25,9 +25,12 @@ Examples:
 
 @app.command("predict", epilog=EXAMPLES_PREDICT)
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.npz) written by mlp train.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file (.npz) written by mlp train.")
+    ],
     images: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, ... of any size) with one digit each.")
+        list[Path],
+        typer.Argument(metavar="IMAGE...", help="Image files (PNG, JPEG, ... of any size) with one digit each."),
     ],
     top: Annotated[int, typer.Option("--top", "-k", min=1, max=10, help="How many classes to list per image.")] = 3,
     show: Annotated[
