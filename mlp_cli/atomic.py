@@ -13,6 +13,7 @@ so a killed run leaves no litter once it is resumed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import tempfile
@@ -71,6 +72,16 @@ def _process_exists(pid: int) -> bool:
     except OSError:  # PermissionError: it exists, owned by someone else
         return True
     return True
+
+
+def make_parents(path: str | os.PathLike[str]) -> None:
+    """Create the missing directories above ``path``. One of them that exists as a file is named
+    in the error (``mkdir`` would only say "File exists")."""
+    path = Path(path)
+    for ancestor in reversed(path.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{ancestor} is a file, not a directory", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def naming(err: OSError, path: str | os.PathLike[str]) -> OSError:

@@ -323,7 +323,7 @@ def save_png(picture: np.ndarray, out: str | Path, scale: int = 4) -> tuple[int,
     returns its (width, height)."""
     from PIL import Image
 
-    from mlp_cli.atomic import atomic_write_bytes
+    from mlp_cli.atomic import atomic_write_bytes, make_parents
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -332,7 +332,7 @@ def save_png(picture: np.ndarray, out: str | Path, scale: int = 4) -> tuple[int,
     buffer = io.BytesIO()
     Image.fromarray(big).save(buffer, format="PNG")  # 2-D uint8: mode "L", grey
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(out)
         atomic_write_bytes(out, buffer.getvalue())
     except OSError as err:
         raise AugmentError(f"cannot write {out}: {err.strerror or err}") from None

@@ -122,7 +122,7 @@ def _ensure(
         if stale or _load_arrays(directory, split_name, split) is None:
             _build_arrays(directory, split_name, split)
             rebuilt.append(split_name)
-    if not fresh:
+    if not fresh and not getattr(reporter, "summary_follows", False):
         reporter.note(
             f"all {len(files)} {spec.name} files were already in {directory} and verified; "
             "no network request made"
@@ -224,6 +224,6 @@ def _make_dir(directory: Path) -> Path:
     except OSError as err:
         raise DownloadError(
             f"cannot create the data directory {directory}: {err.strerror or err}; "
-            f"pass --data-dir or set {DATA_DIR_ENV} to a writable directory"
+            f"choose a writable one with --data-dir or {DATA_DIR_ENV}"
         ) from err
     return directory

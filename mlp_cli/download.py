@@ -537,7 +537,7 @@ def _write_guard(directory: Path, action: Any, *args: Any) -> Any:
 def _unwritable(directory: Path, err: OSError) -> DownloadError:
     return DownloadError(
         f"cannot write to the data directory {directory}: {err.strerror or err}; "
-        "pass --data-dir or set MLP_DATA_DIR to a writable directory"
+        "choose a writable one with --data-dir or MLP_DATA_DIR"
     )
 
 

@@ -65,6 +65,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
+    elif path.suffix == ".npz":
+        raise MlpError(f"{path} is a checkpoint, not a run's metrics: give its run directory "
+                       f"{path.parent}, or draw its weights with --weights {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:

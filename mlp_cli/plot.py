@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.atomic import atomic_write_bytes
+from mlp_cli.atomic import atomic_write_bytes, make_parents
 from mlp_cli.errors import MlpError, UsageError
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -146,7 +146,7 @@ def curves_figure(runs: Sequence[RunCurves], *, title: str | None = None, dpi: i
 def write_file(out: Path, data: bytes) -> None:
     """Atomically, creating missing parent directories; a one-line PlotError if it fails."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(out)
         atomic_write_bytes(out, data)
     except OSError as err:
         raise PlotError(f"cannot write {out}: {err.strerror or err}") from None

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.atomic import atomic_write_text
+from mlp_cli.atomic import atomic_write_text, make_parents
 from mlp_cli.augment import augment, batch_rng, is_identity
 from mlp_cli.checkpoint import Checkpoint, save_checkpoint
 from mlp_cli.config import Config, check_against_data
@@ -156,7 +156,7 @@ def create_run_dir(config: Config, config_name: str | None, overwrite: bool = Fa
             f"{resume}or choose another --out"
         )
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_parents(run_dir / "config.yaml")
         if overwrite:
             for name in (METRICS_FILE, "last.npz", "best.npz", "summary.json"):
                 (run_dir / name).unlink(missing_ok=True)

@@ -167,6 +167,30 @@ def test_rich_reporter_shows_a_finished_bar(monkeypatch):
     assert "\x1b[3" not in out  # NO_COLOR: no colour codes
 
 
+def test_with_a_summary_to_follow_cached_files_are_not_announced_twice(tiny_mnist, mirror_server, tmp_path):
+    stream = Terminal()
+    reporter = RichReporter(stream)
+    reporter.summary_follows = True
+    reporter.done("b.gz", "cached")
+    reporter.start("c.gz", 10, "https://m/")
+    reporter.done("c.gz", "downloaded")
+    assert "b.gz" not in stream.getvalue() and "c.gz from https://m/" in stream.getvalue()
+
+    from mlp_cli.data import ensure_dataset
+
+    url = mirror_server.add("m", tiny_mnist.gz)
+    cache = tmp_path / "cache"
+    ensure_dataset("mnist", data_dir=cache, mirrors=(url,), reporter=PlainReporter(io.StringIO()))
+    quiet_terminal = Terminal()
+    reporter = RichReporter(quiet_terminal)
+    reporter.summary_follows = True
+    ensure_dataset("mnist", data_dir=cache, mirrors=(url,), reporter=reporter)
+    assert quiet_terminal.getvalue() == ""  # the summary table says it all
+    told = io.StringIO()
+    ensure_dataset("mnist", data_dir=cache, mirrors=(url,), reporter=PlainReporter(told))
+    assert "no network request made" in told.getvalue()
+
+
 def test_human_size():
     assert [human_size(n) for n in (None, 999, 28_902, 47_040_016, 3 * 10**12)] == [
         "?", "999 B", "28.9 kB", "47.0 MB", "3000.0 GB",

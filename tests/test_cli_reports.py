@@ -394,3 +394,15 @@ def test_config_names_work_from_any_directory_and_unknown_ones_get_a_suggestion(
     (tmp_path / "configs" / "cs229.yaml").write_text("model:\n  hidden: 7\n")
     local = runner.invoke(app, ["info", "--config", "cs229", "--json"])
     assert json.loads(local.stdout)["hidden"] == 7
+
+
+def test_plot_mix_ups_are_explained(run_dir: Path, tmp_path: Path) -> None:
+    checkpoint = invoke("plot", run_dir / "best.npz", "--terminal")
+    assert checkpoint.exit_code == 1
+    assert f"--weights {run_dir / 'best.npz'}" in checkpoint.stderr and "is a checkpoint" in checkpoint.stderr
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a directory was meant")
+    out = blocker / "weights.png"
+    nested = invoke("plot", "--weights", run_dir / "best.npz", "--out", out)
+    assert nested.exit_code == 1
+    assert nested.stderr.strip() == f"error: cannot write {out}: {blocker} is a file, not a directory"

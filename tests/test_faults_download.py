@@ -268,7 +268,7 @@ def test_read_only_cache_is_one_line_naming_the_directory(tiny_mnist, mirror_ser
     assert result.exit_code == 1 and "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
     assert f"data directory {cache / 'mnist'}: Read-only file system" in line
-    assert "pass --data-dir or set MLP_DATA_DIR" in line
+    assert "choose a writable one with --data-dir or MLP_DATA_DIR" in line
     assert mirror_server.hits == []  # found out before any request
     assert sorted(p.name for p in cache.rglob("*")) == (["mnist"] if layout != "no dataset directory" else [])
 

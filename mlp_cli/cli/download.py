@@ -84,6 +84,8 @@ def download_data(
     from mlp_cli.data import ensure_dataset
 
     reporter = make_reporter(quiet or json_output)
+    if isinstance(reporter, RichReporter) and is_interactive(sys.stdout):
+        reporter.summary_follows = True  # the table below gives each file's status on the same screen
     report = ensure_dataset(
         dataset.value, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
         reporter=reporter,
@@ -186,6 +188,9 @@ class RichReporter:
         self.console = Console(file=stream or sys.stderr, highlight=False)
         self._progress: Any = None
         self._task: Any = None
+        # set when a summary table of the same facts follows on the same terminal: files found
+        # in the cache are then not announced one by one
+        self.summary_follows = False
 
     def start(self, filename: str, total: int | None, mirror: str) -> None:
         if self._progress is None:
@@ -219,6 +224,8 @@ class RichReporter:
         text = STATUS_TEXT.get(status, status)
         colour = "red" if status == "failed" else "green"
         if self._progress is None:
+            if status == "cached" and self.summary_follows:
+                return
             self.console.print(f"{escape(filename)}: [{colour}]{escape(text)}[/]")
             return
         if status == "failed":  # a full bar says the rest; the summary gives the status
