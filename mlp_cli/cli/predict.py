@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -85,7 +85,7 @@ def predict_command(
         _exit_with(failures)
 
 
-def _exit_with(failures: list[Any]) -> None:
+def _exit_with(failures: list[Any]) -> NoReturn:
     """One error line per image that could not be classified, then the worst exit code."""
     from mlp_cli.cli.app import print_error
 
