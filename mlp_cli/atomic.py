@@ -4,10 +4,12 @@ Everything the tool writes (downloads, caches, checkpoints, configs, metrics sna
 temporary file in the destination's directory, is flushed and fsynced, then ``os.replace``d into
 place, which is atomic on POSIX and Windows.
 
-The temporary file is hidden and named after its destination and its writer's process id,
-``.last.npz.<pid>.<random>.tmp``. A writer killed outright (SIGKILL, power loss) cannot delete
-its own; the next successful write of the same destination deletes those whose process is gone,
-so a killed run leaves no litter once it is resumed.
+The temporary file is hidden and named after its destination, the machine and process-id space
+its writer runs in, and its process id: ``.last.npz.<where>-<pid>.<random>.tmp``. A writer killed
+outright (SIGKILL, power loss) cannot delete its own; the next successful write of the same
+destination, from the same machine and process-id space, deletes those whose process is gone, so
+a killed run leaves no litter once it is resumed. A temporary file written from another machine
+or container (a shared or network directory) is never touched: its process cannot be seen.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp")
     except OSError as err:
         raise naming(err, path) from err
     try:
@@ -49,17 +51,34 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     remove_orphans(path)
 
 
-def remove_orphans(path: Path) -> None:
-    """Delete the temporary siblings of ``path`` left by writers whose process no longer exists.
+def _where() -> str:
+    """A short name for this machine and process-id space: pids are only comparable within it."""
+    import hashlib
+    import socket
 
-    Only on POSIX, where ``os.kill(pid, 0)`` asks whether a process exists (on Windows it would
-    terminate it). A file whose writer is alive, or whose name has no process id, is kept.
+    try:
+        space = os.stat("/proc/self/ns/pid").st_ino  # Linux: each container has its own
+    except OSError:
+        space = 0
+    return hashlib.sha1(f"{socket.gethostname()}/{space}".encode()).hexdigest()[:8]
+
+
+_WRITER = f"{_where()}-{os.getpid()}"
+
+
+def remove_orphans(path: Path) -> None:
+    """Delete the temporary siblings of ``path`` left by writers that no longer exist.
+
+    Only files written from this machine and process-id space, and only on POSIX, where
+    ``os.kill(pid, 0)`` asks whether a process exists (on Windows it would terminate it). A file
+    whose writer is alive, or whose name does not say who wrote it, is kept.
     """
     if os.name != "posix":
         return
-    for orphan in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
-        pid = os.path.basename(orphan)[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
+    where = _WRITER.split("-")[0]
+    for orphan in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.{where}-*.tmp")):
+        pid = os.path.basename(orphan)[len(path.name) + len(where) + 3 :].split(".", 1)[0]
+        if pid.isascii() and pid.isdigit() and len(pid) <= 9 and not _process_exists(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(orphan)
 

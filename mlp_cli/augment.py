@@ -334,6 +334,8 @@ def save_png(picture: np.ndarray, out: str | Path, scale: int = 4) -> tuple[int,
     try:
         make_parents(out)
         atomic_write_bytes(out, buffer.getvalue())
+    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
+        raise UsageError(f"cannot write {out}: {err.strerror}") from None
     except OSError as err:
         raise AugmentError(f"cannot write {out}: {err.strerror or err}") from None
     return big.shape[1], big.shape[0]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.atomic import atomic_write_text, naming
-from mlp_cli.errors import MlpError
+from mlp_cli.errors import MissingFileError, MlpError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -63,6 +63,8 @@ def append_metrics(path: str | Path, row: EpochMetrics) -> None:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a metrics file (or of ``<run dir>/metrics.jsonl``); a bad line is an error."""
     path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path} not found: expected a run directory or its {METRICS_FILE}")
     if path.is_dir():
         path = path / METRICS_FILE
     elif path.suffix == ".npz":

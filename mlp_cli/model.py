@@ -301,7 +301,11 @@ def loss_and_accuracy(
     W1_half = np.multiply(W1, half, out=ws.get("eval.W1/2", W1.shape, dtype))  # W1 / 2      (d, h)
     b1_half = params.b1 * half  # b1 / 2                                                         (h,)
     W2_half = W2 * half  # W2 / 2                                                                (h, k)
-    b2_shifted = params.b2 + W2_half.sum(axis=0)  # b2 + 1^T W2 / 2                              (k,)
+    with np.errstate(over="ignore"):
+        b2_shifted = params.b2 + W2_half.sum(axis=0)  # b2 + 1^T W2 / 2                          (k,)
+    # with weights near the dtype's limit the column sums overflow (and the two terms would
+    # cancel as inf - inf): then A1 = (1 + T) / 2 is formed and used as in training
+    folded = bool(np.isfinite(b2_shifted).all())
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), block):
         labels = y[start : start + block]
@@ -309,8 +313,14 @@ def loss_and_accuracy(
         T = np.matmul(X[start : start + block], W1_half, out=ws.get("eval.T", (n, h), dtype))
         T += b1_half
         np.tanh(T, out=T)  # T = tanh(Z1 / 2)                                                   (n, h)
-        TW2 = np.matmul(T, W2_half, out=ws.get("eval.TW2", (n, k), dtype))
-        Z2 = np.add(TW2, b2_shifted, out=ws.get("eval.Z2", (n, k), dtype, order="F"))  # (n, k)
+        if folded:
+            TW2 = np.matmul(T, W2_half, out=ws.get("eval.TW2", (n, k), dtype))
+            Z2 = np.add(TW2, b2_shifted, out=ws.get("eval.Z2", (n, k), dtype, order="F"))  # (n, k)
+        else:
+            T += 1.0
+            T *= half  # A1 = sigmoid(Z1)
+            A1W2 = np.matmul(T, W2, out=ws.get("eval.TW2", (n, k), dtype))
+            Z2 = np.add(A1W2, params.b2, out=ws.get("eval.Z2", (n, k), dtype, order="F"))  # (n, k)
         Z2 -= Z2.max(axis=1, keepdims=True)  # the row max becomes 0: same argmax, exp safe
         correct += int(np.count_nonzero(Z2.argmax(axis=1) == labels))
         E = np.exp(Z2, out=ws.get("eval.E", (n, k), dtype, order="F"))

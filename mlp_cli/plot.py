@@ -148,6 +148,8 @@ def write_file(out: Path, data: bytes) -> None:
     try:
         make_parents(out)
         atomic_write_bytes(out, data)
+    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
+        raise UsageError(f"cannot write {out}: {err.strerror}") from None
     except OSError as err:
         raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
 

@@ -145,16 +145,14 @@ def create_run_dir(config: Config, config_name: str | None, overwrite: bool = Fa
         run_dir = Path("runs") / (config.run.name or default_run_name(config_name))
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} exists and is not a directory")
-    # a directory holding only the config.yaml of a run that stopped before its first save
-    # (divergence, a bad setting found late) has nothing to lose: it is reused
-    kept = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.is_dir() else []
-    if kept and kept != ["config.yaml"] and not overwrite:
-        resume = (f"--resume {run_dir / 'last.npz'} to continue it, " if (run_dir / "last.npz").exists()
-                  else "")
-        raise RunDirError(
-            f"run directory {run_dir} already exists; pass --overwrite to replace it, "
-            f"{resume}or choose another --out"
-        )
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        if (run_dir / "last.npz").exists():
+            advice = f"pass --overwrite to replace it, --resume {run_dir / 'last.npz'} to continue it"
+        elif [p.name for p in run_dir.iterdir()] == ["config.yaml"]:  # a run that saved nothing
+            advice = "it holds only a config.yaml, no checkpoint; pass --overwrite to reuse it"
+        else:
+            advice = "pass --overwrite to replace it"
+        raise RunDirError(f"run directory {run_dir} already exists; {advice}, or choose another --out")
     try:
         make_parents(run_dir / "config.yaml")
         if overwrite:
@@ -162,7 +160,9 @@ def create_run_dir(config: Config, config_name: str | None, overwrite: bool = Fa
                 (run_dir / name).unlink(missing_ok=True)
             for old in run_dir.glob("epoch-*.npz"):
                 old.unlink()
-    except OSError as err:
+    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
+        raise RunDirError(f"cannot create run directory {run_dir}: {err.strerror}") from None
+    except OSError as err:  # the disk is at fault (read-only, full, permissions)
         raise MlpError(f"cannot create run directory {run_dir}: {err.strerror}") from None
     atomic_write_text(run_dir / "config.yaml", config.to_yaml())
     return run_dir

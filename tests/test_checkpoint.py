@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlp_cli import atomic
 from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from mlp_cli.errors import CheckpointError, MissingFileError
 from mlp_cli.model import init_params
@@ -64,15 +65,19 @@ def test_a_successful_write_removes_the_temporary_files_of_killed_writers(good: 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)  # that process has exited: its pid is free
-    killed = good.parent / f".good.npz.{dead_pid}.x1y2z3.tmp"  # what a SIGKILLed save leaves
-    alive = good.parent / f".good.npz.{os.getppid()}.a1b2c3.tmp"  # a save still in progress
-    other = good.parent / f".other.npz.{dead_pid}.q1w2e3.tmp"  # another destination's
-    for path in (killed, alive, other):
+    here = atomic._WRITER.split("-")[0]  # this machine and process-id space
+    killed = good.parent / f".good.npz.{here}-{dead_pid}.x1y2z3.tmp"  # what a SIGKILLed save leaves
+    alive = good.parent / f".good.npz.{here}-{os.getppid()}.a1b2c3.tmp"  # a save still in progress
+    other = good.parent / f".other.npz.{here}-{dead_pid}.q1w2e3.tmp"  # another destination's
+    elsewhere = good.parent / f".good.npz.0badc0de-{dead_pid}.r1t2y3.tmp"  # another container's: unseen
+    odd = good.parent / f".good.npz.{here}-{'9' * 30}.u1i2o3.tmp"  # not a pid at all
+    for path in (killed, alive, other, elsewhere, odd):
         path.write_bytes(b"partial")
 
     save_checkpoint(good, init_params(8, np.random.default_rng(1)), {}, META)
 
-    assert sorted(p.name for p in good.parent.iterdir()) == sorted(["good.npz", alive.name, other.name])
+    kept = ["good.npz", alive.name, other.name, elsewhere.name, odd.name]
+    assert sorted(p.name for p in good.parent.iterdir()) == sorted(kept)
 
 
 @pytest.mark.parametrize(

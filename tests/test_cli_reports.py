@@ -172,7 +172,7 @@ def test_plot_usage_errors(run_dir: Path, tmp_path: Path) -> None:
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)
     missing = invoke("plot", tmp_path / "nope", "--out", tmp_path / "c.png")
-    assert missing.exit_code == 1 and "not found" in missing.stderr
+    assert missing.exit_code == 2 and "not found" in missing.stderr  # a path naming no file
     assert list(tmp_path.iterdir()) == []
 
 
@@ -404,5 +404,8 @@ def test_plot_mix_ups_are_explained(run_dir: Path, tmp_path: Path) -> None:
     blocker.write_text("a file where a directory was meant")
     out = blocker / "weights.png"
     nested = invoke("plot", "--weights", run_dir / "best.npz", "--out", out)
-    assert nested.exit_code == 1
+    assert nested.exit_code == 2  # a typed path with a file in the way
     assert nested.stderr.strip() == f"error: cannot write {out}: {blocker} is a file, not a directory"
+    missing = invoke("plot", tmp_path / "no-such-run", "--terminal")
+    assert missing.exit_code == 2 and "not found: expected a run directory" in missing.stderr
+    assert "--weights" not in invoke("plot", tmp_path / "none.npz", "--terminal").stderr

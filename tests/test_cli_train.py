@@ -122,12 +122,16 @@ def test_existing_run_dir_is_refused_unless_overwrite(mnist_data_dir: Path, tmp_
     assert (tmp_path / "run" / "last.npz").read_bytes() != before
 
 
-def test_a_run_dir_left_by_a_run_that_saved_nothing_is_reused(mnist_data_dir: Path, tmp_path: Path) -> None:
+def test_the_advice_for_an_existing_run_dir_fits_what_it_holds(mnist_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     diverged = train(mnist_data_dir, out, "--epochs", "1", "--lr", "1e4")
     assert diverged.exit_code == 1 and "learning rate" in diverged.stderr
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
-    retried = train(mnist_data_dir, out, "--epochs", "1", "--lr", "0.5")
+    refused = train(mnist_data_dir, out, "--epochs", "1", "--lr", "0.5")
+    assert refused.exit_code == 2
+    assert "holds only a config.yaml, no checkpoint; pass --overwrite" in refused.stderr
+    assert "--resume" not in refused.stderr
+    retried = train(mnist_data_dir, out, "--epochs", "1", "--lr", "0.5", "--overwrite")
     assert retried.exit_code == 0, retried.output
     assert load_checkpoint(out / "last.npz").epoch == 1
     # a directory holding something else is refused, and --resume is offered only with a checkpoint
@@ -138,6 +142,9 @@ def test_a_run_dir_left_by_a_run_that_saved_nothing_is_reused(mnist_data_dir: Pa
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr and "--resume" not in refused.stderr
     again = train(mnist_data_dir, out, "--epochs", "1")
     assert again.exit_code == 2 and f"--resume {out / 'last.npz'}" in again.stderr
+    # a file where a directory of --out should be: the path typed is wrong, exit 2
+    in_a_file = train(mnist_data_dir, other / "notes.txt" / "run", "--epochs", "1")
+    assert in_a_file.exit_code == 2 and f"{other / 'notes.txt'} is a file, not a directory" in in_a_file.stderr
 
 
 def test_without_a_dev_set_best_is_chosen_by_train_accuracy(mnist_data_dir: Path, tmp_path: Path) -> None:

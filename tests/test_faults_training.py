@@ -133,7 +133,7 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_truncated_last_npz(tmp_
     # what a killed write leaves behind is a hidden temporary file, never read by anything, and
     # the next writer's first successful save deletes it: only the last killed writer's remain
     assert {p.name for p in tmp_path.iterdir() if not p.name.endswith(".tmp")} == {"last.npz"}
-    assert {p.name.split(".")[3] for p in tmp_path.glob(".last.npz.*.tmp")} <= {str(proc.pid)}
+    assert {p.name.split(".")[3].split("-")[1] for p in tmp_path.glob(".last.npz.*.tmp")} <= {str(proc.pid)}
 
 
 def test_sigkill_during_training_then_resume_finishes(mnist_data_dir: Path, tmp_path: Path) -> None:

@@ -170,3 +170,16 @@ def test_loss_and_accuracy_blocks_agree_with_one_pass() -> None:
     assert whole[0] == pytest.approx(blocks[0], rel=1e-12)
     assert whole[1] == blocks[1]
     assert whole[1] == np.mean(logits(params, X).argmax(1) == y)
+
+
+def test_evaluation_stays_finite_when_the_folded_bias_would_overflow() -> None:
+    rng = np.random.default_rng(0)
+    params = init_params(300, rng, "xavier", "float32")
+    params.W2[:] = 3e36  # the column sums of W2 / 2 overflow float32: inf - inf in the tanh form
+    params.b1[:] = -100.0  # every hidden unit off: the true scores are just b2
+    X = rng.standard_normal((50, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    with np.errstate(all="raise"):
+        loss, accuracy = loss_and_accuracy(params, X, y, block=16)
+    assert loss == pytest.approx(float(cross_entropy(logits(params, X), y).mean()), rel=1e-6)
+    assert accuracy == np.mean(logits(params, X).argmax(axis=1) == y)

@@ -74,10 +74,10 @@ def test_bad_suffix_and_empty_inputs(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unwritable_target_is_a_plot_error(tmp_path: Path) -> None:
+def test_a_file_in_the_way_of_the_target_is_named(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(PlotError, match="cannot write"):
+    with pytest.raises(UsageError, match=f"cannot write .*: {blocker} is a file, not a directory"):
         plot_curves([RunCurves.from_rows("r", rows(2))], blocker / "curves.png")
 
 

@@ -62,6 +62,8 @@ def predict_command(
         except MlpError as err:
             failures.append((path, err))
     if not digits:
+        if json_output:
+            typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": [], "errors": _listed(failures)}))
         _exit_with(failures)
     prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
     X = prep.apply(np.stack([d.pixels for d in digits]), ckpt.params.dtype)  # (n, 784)
@@ -77,12 +79,15 @@ def predict_command(
         for i, digit in enumerate(digits)
     ]
     if json_output:
-        errors = [{"image": str(path), "error": str(err)} for path, err in failures]
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": errors}))
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": _listed(failures)}))
     else:
         _print_predictions(results, [d.pixels for d in digits] if show else None)
     if failures:
         _exit_with(failures)
+
+
+def _listed(failures: list[Any]) -> list[dict[str, str]]:
+    return [{"image": str(path), "error": str(err)} for path, err in failures]
 
 
 def _exit_with(failures: list[Any]) -> NoReturn:
