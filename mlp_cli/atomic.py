@@ -32,7 +32,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WHERE}-{os.getpid()}.", suffix=".tmp")
     except OSError as err:
         raise naming(err, path) from err
     try:
@@ -63,7 +63,7 @@ def _where() -> str:
     return hashlib.sha1(f"{socket.gethostname()}/{space}".encode()).hexdigest()[:8]
 
 
-_WRITER = f"{_where()}-{os.getpid()}"
+_WHERE = _where()
 
 
 def remove_orphans(path: Path) -> None:
@@ -75,9 +75,9 @@ def remove_orphans(path: Path) -> None:
     """
     if os.name != "posix":
         return
-    where = _WRITER.split("-")[0]
-    for orphan in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.{where}-*.tmp")):
-        pid = os.path.basename(orphan)[len(path.name) + len(where) + 3 :].split(".", 1)[0]
+    prefix = f".{path.name}.{_WHERE}-"  # then the pid, a random part and ".tmp"
+    for orphan in glob.glob(os.path.join(glob.escape(str(path.parent)), glob.escape(prefix) + "*.tmp")):
+        pid = os.path.basename(orphan)[len(prefix) :].split(".", 1)[0]
         if pid.isascii() and pid.isdigit() and len(pid) <= 9 and not _process_exists(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(orphan)

@@ -65,7 +65,7 @@ def test_a_successful_write_removes_the_temporary_files_of_killed_writers(good: 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)  # that process has exited: its pid is free
-    here = atomic._WRITER.split("-")[0]  # this machine and process-id space
+    here = atomic._WHERE  # this machine and process-id space
     killed = good.parent / f".good.npz.{here}-{dead_pid}.x1y2z3.tmp"  # what a SIGKILLed save leaves
     alive = good.parent / f".good.npz.{here}-{os.getppid()}.a1b2c3.tmp"  # a save still in progress
     other = good.parent / f".other.npz.{here}-{dead_pid}.q1w2e3.tmp"  # another destination's
