@@ -262,6 +262,9 @@ def test_predict_classifies_the_good_images_and_reports_each_bad_one(run_dir: Pa
     assert len(lines) == 2 and all(line.startswith("error: image ") for line in lines)
     text = invoke("predict", run_dir / "best.npz", good, blank)
     assert text.exit_code == 1 and f"{good}: " in text.stdout and "no digit" in text.stderr
+    none_good = invoke("predict", run_dir / "best.npz", blank, "--json")  # a script still gets its JSON
+    assert none_good.exit_code == 1
+    assert json.loads(none_good.stdout)["predictions"] == [] and len(json.loads(none_good.stdout)["errors"]) == 1
 
 
 # -- mlp gradcheck ----------------------------------------------------------------------------

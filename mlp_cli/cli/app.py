@@ -90,7 +90,7 @@ class MlpGroup(TyperGroup):
 
     def _attach_usage(self, err: Any, ctx: Any) -> None:
         """A missing option value (``--hidden`` at the end) is found before the command's
-        context exists, so click would print the error without the command's usage line."""
+        context exists: give the error that context, so that its line names the command."""
         name = ctx.invoked_subcommand
         command = self.get_command(ctx, name) if name else None
         if getattr(err, "ctx", True) is None and command is not None:

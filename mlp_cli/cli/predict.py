@@ -44,13 +44,9 @@ def predict_command(
 
     Then it is centred by its centre of mass in 28x28 and normalised with the checkpoint's preprocessing.
     """
-    import numpy as np
-
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.errors import MlpError
     from mlp_cli.images import load_digit
-    from mlp_cli.model import forward
-    from mlp_cli.preprocess import Preprocessing
 
     ckpt = load_checkpoint(checkpoint)
     # one unreadable or blank image does not cost the others their predictions: each failure is
@@ -61,15 +57,28 @@ def predict_command(
             digits.append(load_digit(path))
         except MlpError as err:
             failures.append((path, err))
-    if not digits:
-        if json_output:
-            typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": [], "errors": _listed(failures)}))
+    results = _classify(ckpt, digits, top) if digits else []
+    if json_output:
+        errors = [{"image": str(path), "error": str(err)} for path, err in failures]
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": errors}))
+    else:
+        _print_predictions(results, [d.pixels for d in digits] if show else None)
+    if failures:
         _exit_with(failures)
+
+
+def _classify(ckpt: Any, digits: list[Any], top: int) -> list[dict[str, Any]]:
+    """The network's prediction and ``top`` most likely classes for each MNIST-like digit."""
+    import numpy as np
+
+    from mlp_cli.model import forward
+    from mlp_cli.preprocess import Preprocessing
+
     prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
     X = prep.apply(np.stack([d.pixels for d in digits]), ckpt.params.dtype)  # (n, 784)
     with np.errstate(over="ignore", invalid="ignore"):
         P = forward(ckpt.params, X).astype(np.float64)  # (n, k)
-    results = [
+    return [
         {
             "image": str(digit.path),
             "prediction": int(P[i].argmax()),
@@ -78,16 +87,6 @@ def predict_command(
         }
         for i, digit in enumerate(digits)
     ]
-    if json_output:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": _listed(failures)}))
-    else:
-        _print_predictions(results, [d.pixels for d in digits] if show else None)
-    if failures:
-        _exit_with(failures)
-
-
-def _listed(failures: list[Any]) -> list[dict[str, str]]:
-    return [{"image": str(path), "error": str(err)} for path, err in failures]
 
 
 def _exit_with(failures: list[Any]) -> NoReturn:
