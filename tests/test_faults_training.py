@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -223,24 +224,39 @@ def test_lr_1e6_on_resume_keeps_the_last_good_checkpoint(mnist_data_dir: Path, t
 # -- the disk ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name open files")
-def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
-    mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = tmp_path / "run"
+NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name open files")
+
+
+def train_hooking_the_second_save(
+    data_dir: Path, out: Path, monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]
+):
+    """``mlp train`` for 3 epochs, calling ``hook`` when the second last.npz has been written to
+    its temporary file and is about to be fsynced (not yet renamed into place)."""
     real_fsync = os.fsync
     saves = []
 
-    def fsync(fd: int) -> None:  # the second write of last.npz finds the disk full
+    def fsync(fd: int) -> None:
         if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.npz."):
             saves.append(fd)
             if len(saves) == 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                hook()
         real_fsync(fd)
 
     with monkeypatch.context() as patch:
         patch.setattr(os, "fsync", fsync)
-        result = mlp(*train_args(mnist_data_dir, out, "--epochs", "3", "-q"))
+        return mlp(*train_args(data_dir, out, "--epochs", "3", "-q"))
+
+
+@NEEDS_PROC
+def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
+    mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+
+    def disk_full() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    result = train_hooking_the_second_save(mnist_data_dir, out, monkeypatch, disk_full)
 
     assert result.exit_code == 1
     assert one_error_line(result) == f"error: No space left on device: {out / 'last.npz'}"
@@ -254,24 +270,17 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
 
+@NEEDS_PROC
 def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_previous_checkpoint(
     mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "run"
-    real_fsync = os.fsync
-    saves = []
 
-    def fsync(fd: int) -> None:  # Ctrl-C twice while the second last.npz is being written
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.npz."):
-            saves.append(fd)
-            if len(saves) == 2:
-                signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
-                signal.raise_signal(signal.SIGINT)  # ...the second: stop now
-        real_fsync(fd)
+    def ctrl_c_twice() -> None:
+        signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
+        signal.raise_signal(signal.SIGINT)  # ...the second: stop now
 
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "fsync", fsync)
-        result = mlp(*train_args(mnist_data_dir, out, "--epochs", "3", "-q"))
+    result = train_hooking_the_second_save(mnist_data_dir, out, monkeypatch, ctrl_c_twice)
 
     assert result.exit_code == 130
     last = out / "last.npz"
