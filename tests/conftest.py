@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from loopback import LoopbackServer
 
 from mlp_cli import datasets, download
 from mlp_cli.download import RetryPolicy
@@ -183,7 +184,7 @@ class Hit:
     sent: int = 0  # body bytes written
 
 
-class MirrorServer:
+class MirrorServer(LoopbackServer):
     """A threading HTTP server on 127.0.0.1 whose paths ``/<mirror>/<file>`` misbehave on
     purpose; it records every request in ``hits``."""
 
@@ -191,17 +192,7 @@ class MirrorServer:
         self.routes: dict[str, Route] = {}
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def base(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        super().__init__(_make_handler(self))
 
     def add(self, name: str, files: dict[str, bytes], mode: str = "ok", **options: Any) -> str:
         """Serve ``files`` under ``/<name>/``; returns the mirror URL."""
@@ -214,10 +205,6 @@ class MirrorServer:
                 h for h in self.hits
                 if h.mirror == mirror and (filename is None or h.filename == filename)
             ]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _make_handler(server: MirrorServer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -30,6 +30,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopback import LoopbackServer
+
 HTML_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>\n"
     b"<body><h1>Service Unavailable</h1><p>Please try again later.</p></body></html>\n"
@@ -61,23 +63,23 @@ class Hit:
     sent: int = 0
 
 
-class FaultServer:
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Clients that vanish mid-answer are the point here: no tracebacks on stderr (which a
+    later test's CliRunner may be capturing when a leftover handler thread wakes up)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class FaultServer(LoopbackServer):
+    server_class = _QuietServer
+
     def __init__(self) -> None:
         self.routes: dict[str, Script] = {}
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
         self.released = threading.Event()  # ends stalls and throttling
-        self.httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def base(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        super().__init__(_handler(self))
 
     def add(
         self, name: str, files: dict[str, bytes], *actions: str, then: str = "ok",
@@ -98,16 +100,7 @@ class FaultServer:
 
     def close(self) -> None:
         self.released.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    """Clients that vanish mid-answer are the point here: no tracebacks on stderr (which a
-    later test's CliRunner may be capturing when a leftover handler thread wakes up)."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
+        super().close()
 
 
 def _handler(server: FaultServer) -> type[http.server.BaseHTTPRequestHandler]:
