@@ -144,17 +144,11 @@ def torch_model_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) 
     import torch
     import torch.nn.functional as F
 
-    dtype = {"float32": torch.float32, "float64": torch.float64}[case.dtype]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n, B = len(y), case.batch
-    hidden = torch.nn.Linear(X.shape[1], case.hidden, dtype=dtype)
-    output = torch.nn.Linear(case.hidden, params.W2.shape[1], dtype=dtype)
-    with torch.no_grad():  # the tool's initial weights (nn.Linear keeps W transposed)
-        hidden.weight.copy_(torch.from_numpy(params.W1.T.copy()))
-        hidden.bias.zero_()
-        output.weight.copy_(torch.from_numpy(params.W2.T.copy()))
-        output.bias.zero_()
-    model = torch.nn.Sequential(hidden, torch.nn.Sigmoid(), output)
+    from benchmarks.torch_network import torch_network
+
+    model = torch_network(params)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[case.init])
 
     def epoch() -> None:

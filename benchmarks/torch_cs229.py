@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import torch.nn.functional as F
 
+    from benchmarks.torch_network import torch_network
     from mlp_cli.data import load_dataset
     from mlp_cli.model import init_params
     from mlp_cli.preprocess import fit_preprocessing, split_train_dev
@@ -53,14 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     y_dev = torch.from_numpy(np.asarray(labels[dev_idx], dtype=np.int64))
 
     hidden, batch, lr = 300, 1000, 5.0
-    init = init_params(hidden, np.random.default_rng(100), "normal", "float32")
-    first, second = torch.nn.Linear(784, hidden), torch.nn.Linear(hidden, 10)
-    with torch.no_grad():  # the tool's initial weights (nn.Linear keeps W transposed)
-        first.weight.copy_(torch.from_numpy(init.W1.T.copy()))
-        first.bias.zero_()
-        second.weight.copy_(torch.from_numpy(init.W2.T.copy()))
-        second.bias.zero_()
-    model = torch.nn.Sequential(first, torch.nn.Sigmoid(), second)
+    model = torch_network(init_params(hidden, np.random.default_rng(100), "normal", "float32"))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
     def evaluate(X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
