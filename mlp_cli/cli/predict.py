@@ -36,13 +36,17 @@ def predict_command(
     show: Annotated[
         bool, typer.Option("--show", help="Also draw each image as the network sees it (28x28, MNIST-style).")
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the predictions (and any failed images) as JSON.")
+    ] = False,
 ) -> None:
     """Classify your own images of handwritten digits (PNG, JPEG, ... of any size).
 
     Each image is made MNIST-like: grayscale, inverted if dark on light, cropped, scaled to fit 20x20.
 
     Then it is centred by its centre of mass in 28x28 and normalised with the checkpoint's preprocessing.
+
+    An image that is missing, unreadable or blank gets an error line; the others are still classified.
     """
     from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.errors import MlpError
