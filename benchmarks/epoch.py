@@ -4,8 +4,8 @@ The contenders train (or compute) on the same data, batch by batch, and are time
 a time, interleaved (tool with each initialisation, floor, torch, torch with flush-to-zero,
 PyTorch's floor, then again), so that a slow stretch of the machine hits all of them alike:
 
-- ``tool``: ``mlp_cli.model.loss_and_gradients`` and the optimiser's ``step`` exactly as
-  ``mlp_cli.train.train`` calls them (batches taken in order as views, one Workspace, the
+- ``tool``: ``mlp_cli.nn.network.loss_and_gradients`` and the optimiser's ``step`` exactly as
+  ``mlp_cli.training.loop.train`` calls them (batches taken in order as views, one Workspace, the
   divergence check on the loss); plain SGD.
 - ``floor``: the five matrix products of one step alone (X W1, A1 W2, A1^T dZ2, dZ2 W2^T,
   X^T dZ1) into preallocated outputs, same shapes and dtype: what numpy's BLAS needs at least.
@@ -38,8 +38,8 @@ import numpy as np
 from benchmarks import machine
 from benchmarks.machine import LoadMeter, wait_for_quiet
 from benchmarks.process import REPO_ROOT
-from mlp_cli.model import Params, Workspace, init_params, loss_and_gradients
-from mlp_cli.optim import make_optimizer, make_schedule
+from mlp_cli.nn.network import Params, Workspace, init_params, loss_and_gradients
+from mlp_cli.nn.optim import make_optimizer, make_schedule
 
 # The learning rate each initialisation is trained with: CS229's, and the tool's default.
 LEARNING_RATES = {"normal": 5.0, "xavier": 0.5}
@@ -91,7 +91,7 @@ def standardized(images: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def tool_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) -> Callable[[], None]:
-    """One epoch of the tool's own step, as ``mlp_cli.train.train`` runs it (in-order batches)."""
+    """One epoch of the tool's own step, as ``mlp_cli.training.loop.train`` runs it (in-order batches)."""
     params = params.copy()
     optimizer = make_optimizer("sgd", params.as_dict())
     n, B = len(y), case.batch

@@ -68,7 +68,7 @@ def offline_mirror() -> str | None:
 
 def prepare_cache(data_dir: Path) -> bool:
     """A dataset cache in ``data_dir`` built from the offline copy (or already there)."""
-    from mlp_cli.data import ensure_dataset, load_dataset
+    from mlp_cli.data.cache import ensure_dataset, load_dataset
 
     try:
         load_dataset("mnist", "train", data_dir=data_dir, download=False)
@@ -86,7 +86,7 @@ def prepare_cache(data_dir: Path) -> bool:
 def epoch_data(smoke: bool, have_mnist: bool, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """uint8 images (n, 28, 28) and int64 labels: MNIST's 60,000, or synthetic for smoke."""
     if have_mnist and not smoke:
-        from mlp_cli.data import load_dataset
+        from mlp_cli.data.cache import load_dataset
 
         images, labels = load_dataset("mnist", "train", data_dir=data_dir)
         return np.asarray(images), np.asarray(labels, dtype=np.int64), "MNIST train, 60,000 images"
@@ -144,7 +144,7 @@ def bench_dataset_load(args: argparse.Namespace, data_dir: Path) -> dict[str, An
     """In-process ``load_dataset`` of the cached train and test splits, median of repeats."""
     import statistics
 
-    from mlp_cli.data import load_dataset
+    from mlp_cli.data.cache import load_dataset
 
     log("dataset load ...")
     out: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def bench_dataset_load(args: argparse.Namespace, data_dir: Path) -> dict[str, An
         out[split] = {"median": statistics.median(samples), "first": samples[0],
                       "samples": [round(s, 5) for s in samples], "shape": list(images.shape)}
     # In a fresh process, imports excluded: what `mlp train` pays once.
-    code = ("import time; from mlp_cli.data import load_dataset; t = time.perf_counter(); "
+    code = ("import time; from mlp_cli.data.cache import load_dataset; t = time.perf_counter(); "
             f"load_dataset('mnist', 'train', data_dir={str(data_dir)!r}); print(time.perf_counter() - t)")
     fresh = [float(checked(run_process([sys.executable, "-c", code])).output.strip().splitlines()[-1])
              for _ in range(1 if args.smoke else 5)]
@@ -244,8 +244,8 @@ def bench_time_to_accuracy(
         return {"skipped": "configs/best.yaml does not exist"}
     if args.smoke:
         return {"skipped": "smoke mode"}
-    from mlp_cli.checkpoint import load_checkpoint
-    from mlp_cli.evaluate import evaluate, load_split
+    from mlp_cli.reports.evaluate import evaluate, load_split
+    from mlp_cli.training.checkpoint import load_checkpoint
 
     out = work / "best"
     machine.wait_for_quiet(max_wait=args.max_wait, log=log)

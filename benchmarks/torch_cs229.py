@@ -3,7 +3,7 @@
     python -m benchmarks.torch_cs229 --data-dir DIR --out DIR [--epochs 30] [--threads N]
 
 The same work as ``mlp train --config configs/cs229.yaml``, done the straightforward PyTorch
-way: load the cached MNIST with ``mlp_cli.data.load_dataset``, the CS229 split and one scalar
+way: load the cached MNIST with ``mlp_cli.data.cache.load_dataset``, the CS229 split and one scalar
 mean/std, 784-300-10 sigmoid/softmax with N(0, 1) weights (the tool's initial values), SGD
 with learning rate 5 on batches of 1000 in order, 30 epochs; after each epoch the loss and
 accuracy on train and dev, one JSON line appended to metrics.jsonl, ``last.pt`` saved and
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch.nn.functional as F
 
     from benchmarks.torch_network import torch_network
-    from mlp_cli.data import load_dataset
-    from mlp_cli.model import init_params
-    from mlp_cli.preprocess import fit_preprocessing, split_train_dev
+    from mlp_cli.data.cache import load_dataset
+    from mlp_cli.data.preprocess import fit_preprocessing, split_train_dev
+    from mlp_cli.nn.network import init_params
 
     if args.threads:
         torch.set_num_threads(args.threads)

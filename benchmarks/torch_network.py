@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.model import Params
+from mlp_cli.nn.network import Params
 
 
 def torch_network(params: Params) -> Any:

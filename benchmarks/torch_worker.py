@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
 
     from benchmarks.epoch import Case, torch_floor_epoch, torch_model_epoch
-    from mlp_cli.model import init_params
+    from mlp_cli.nn.network import init_params
 
     with np.load(first["data"], allow_pickle=False) as data:
         X, y = np.array(data["X"]), np.array(data["y"])

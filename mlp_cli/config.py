@@ -90,7 +90,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random distortions of every training batch (see mlp_cli.augment); off by default."""
+    """Random distortions of every training batch (see mlp_cli.data.augment); off by default."""
 
     enabled: bool = False
     shift: float = field(default=0.0, metadata=_range(0.0, 14.0))  # pixels, each axis in [-shift, shift]
@@ -104,7 +104,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    """Stop when dev accuracy stops improving (see mlp_cli.early_stopping); off by default."""
+    """Stop when dev accuracy stops improving (see mlp_cli.training.early_stopping); off by default."""
 
     enabled: bool = False
     patience: int = field(default=10, metadata=_range(1))  # epochs without improvement before stopping
@@ -159,80 +159,7 @@ FLAG_KEYS = {
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    sets: list[str] | tuple[str, ...] = (),
-    base: dict[str, Any] | None = None,
-) -> Config:
-    """Resolve a config: ``base`` (e.g. a checkpoint's config) or the defaults, then the YAML file
-    at ``path``, then ``overrides`` ({"section.key": value}, from flags), then the
-    ``--set section.key=value`` strings. Everything is validated; returns a frozen Config."""
-    merged = _base_sections(base)
-    raw = read_yaml(path) if path is not None else {}
-    for section, values in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(_unknown("section", str(section), list(SECTIONS), where=path))
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"{_at(path)}section {section!r} must be a mapping of keys to values, "
-                f"got {_show(values)}"
-            )
-        merged.setdefault(section, {}).update(values)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _put(merged, key, value, source="flag")
-    for item in sets:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        _put(merged, key.strip(), parse_scalar(text.strip()), source="--set")
-    return build_config(merged, where=path)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Load a YAML mapping, turning every way it can fail into a one-line ConfigError."""
-    import yaml
-
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config {path} is a directory; give a YAML file such as configs/default.yaml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (the shipped ones are in configs/)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config {path}: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path}{line}: YAML syntax error: {problem}") from None
-    except RecursionError:  # PyYAML recurses once per level of nesting
-        raise ConfigError(f"config {path}: YAML nested too deeply to be a config") from None
-    if data is None:
-        raise ConfigError(f"config {path} is empty; start from configs/default.yaml")
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, got {_show(data)}")
-    return data
-
-
-def parse_scalar(text: str) -> Any:
-    """Parse a ``--set`` value the way YAML would (``0.1`` -> float, ``true`` -> bool, ...)."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except (yaml.YAMLError, RecursionError):
-        return text
-    return value
+# Validation
 
 
 def _yaml11_number(value: Any) -> Any:
@@ -252,7 +179,7 @@ def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None
         kwargs = {}
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(_unknown("key", f"{section}.{key}", [f"{section}.{k}" for k in known], where))
+                raise ConfigError(unknown_name("key", f"{section}.{key}", [f"{section}.{k}" for k in known], where))
             spec = next(f for f in dataclasses.fields(cls) if f.name == key)
             kwargs[key] = _check(f"{section}.{key}", value, hints[key], spec.metadata, where)
         sections[section] = cls(**kwargs)
@@ -264,12 +191,12 @@ def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None
 def _check_consistency(config: Config, where: str | Path | None) -> None:
     if config.schedule.min_lr > config.optimizer.lr:
         raise ConfigError(
-            f"{_at(where)}schedule.min_lr = {config.schedule.min_lr} is above optimizer.lr = "
+            f"{where_prefix(where)}schedule.min_lr = {config.schedule.min_lr} is above optimizer.lr = "
             f"{config.optimizer.lr}; expected min_lr <= lr"
         )
     if config.schedule.warmup_epochs >= config.train.epochs and config.schedule.warmup_epochs:
         raise ConfigError(
-            f"{_at(where)}schedule.warmup_epochs = {config.schedule.warmup_epochs} must be "
+            f"{where_prefix(where)}schedule.warmup_epochs = {config.schedule.warmup_epochs} must be "
             f"smaller than train.epochs = {config.train.epochs}"
         )
     if config.data.dev_size == 0:
@@ -281,7 +208,7 @@ def _check_consistency(config: Config, where: str | Path | None) -> None:
         ]
         if needs_dev:
             raise ConfigError(
-                f"{_at(where)}{' and '.join(needs_dev)} watch dev accuracy, but data.dev_size = 0 "
+                f"{where_prefix(where)}{' and '.join(needs_dev)} watch dev accuracy, but data.dev_size = 0 "
                 "leaves no dev set; expected data.dev_size > 0"
             )
 
@@ -304,34 +231,8 @@ def check_against_data(config: Config, n_train: int) -> None:
 # Helpers
 
 
-def _base_sections(base: Any) -> dict[str, dict[str, Any]]:
-    """A copy of ``base`` (e.g. a checkpoint's recorded config), checked to be sections of keys."""
-    if base is None:
-        return {}
-    if not isinstance(base, dict):
-        raise ConfigError(f"the recorded config must be a mapping of sections, got {_show(base)}")
-    merged = {}
-    for section, values in base.items():
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"section {section!r} of the recorded config must be a mapping of keys to values, "
-                f"got {_show(values)}"
-            )
-        merged[section] = dict(values)
-    return merged
-
-
-def _put(merged: dict[str, dict[str, Any]], dotted: str, value: Any, source: str) -> None:
-    section, sep, key = dotted.partition(".")
-    if not sep or not key or "." in key:
-        raise ConfigError(f"{source} key {dotted!r} must look like section.key (e.g. model.hidden)")
-    if section not in SECTIONS:
-        raise ConfigError(_unknown("section", section, list(SECTIONS), where=None))
-    merged.setdefault(section, {})[key] = value
-
-
 def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None) -> Any:
-    at = _at(where)
+    at = where_prefix(where)
     allowed = [a for a in get_args(hint)] if _is_union(hint) else [hint]
     optional = type(None) in allowed
     base = next(a for a in allowed if a is not type(None))
@@ -341,18 +242,18 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
         raise ConfigError(f"{at}{key} = null; expected {_describe(base, meta)}")
     if base is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{at}{key} = {_show(value)}; expected true or false")
+            raise ConfigError(f"{at}{key} = {show_value(value)}; expected true or false")
         return value
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
                 value = int(value)
             else:
-                raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+                raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
     elif base is float:
         value = _yaml11_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+            raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         try:
             value = float(value)
         except OverflowError:  # an integer beyond the float range
@@ -361,7 +262,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             raise ConfigError(f"{at}{key} = {value}; expected a finite number")
     elif base is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{at}{key} = {_show(value)}; expected {_describe(base, meta)}")
+            raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         choices = meta.get("choices")
         if choices and value not in choices:
             hint_text = _suggest(value, choices)
@@ -394,7 +295,7 @@ def _describe(base: type, meta: Any) -> str:
     return kind
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
@@ -406,12 +307,12 @@ def _suggest(word: str, options: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _unknown(kind: str, name: str, options: list[str], where: str | Path | None) -> str:
+def unknown_name(kind: str, name: str, options: list[str], where: str | Path | None) -> str:
     hint = _suggest(name, options)
     if not hint:
         hint = f"; known {kind}s: {', '.join(options)}" if len(options) <= 8 else ""
-    return f"{_at(where)}unknown {kind} {name!r}{hint}"  # repr: names come from the user
+    return f"{where_prefix(where)}unknown {kind} {name!r}{hint}"  # repr: names come from the user
 
 
-def _at(where: str | Path | None) -> str:
+def where_prefix(where: str | Path | None) -> str:
     return f"config {where}: " if where is not None else ""

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 from loopback import LoopbackServer
 
-from mlp_cli import datasets, download
-from mlp_cli.download import RetryPolicy
+from mlp_cli.data import download
+from mlp_cli.data import registry as datasets
+from mlp_cli.data.download import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
@@ -87,7 +88,7 @@ def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, offline_mnist_url: 
     Pass it explicitly: ``load_dataset("mnist", "train", data_dir=mnist_data_dir)`` (each
     test's own ``MLP_DATA_DIR`` points elsewhere). Treat it as read-only.
     """
-    from mlp_cli.data import ensure_dataset
+    from mlp_cli.data.cache import ensure_dataset
 
     directory = tmp_path_factory.mktemp("mnist-data")
     ensure_dataset("mnist", data_dir=directory, mirrors=(offline_mnist_url,))

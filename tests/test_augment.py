@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp_cli.augment import (
+from mlp_cli.config import AugmentConfig, Config
+from mlp_cli.config_file import load_config
+from mlp_cli.data.augment import (
     Distortions,
     augment,
     batch_rng,
@@ -25,7 +27,6 @@ from mlp_cli.augment import (
     smoothing_matrix,
     source_coordinates,
 )
-from mlp_cli.config import AugmentConfig, Config, load_config
 from mlp_cli.errors import ConfigError
 
 ALL = AugmentConfig(enabled=True, shift=2.0, rotate=15.0, scale=0.15, shear=15.0, elastic_alpha=34.0)
@@ -49,7 +50,7 @@ def only(n: int, **values: float) -> Distortions:
 
 
 def mnist(mnist_data_dir: Path, n: int) -> np.ndarray:
-    from mlp_cli.data import load_dataset
+    from mlp_cli.data.cache import load_dataset
 
     images, _ = load_dataset("mnist", "train", data_dir=mnist_data_dir)
     return np.asarray(images[:n])
@@ -230,7 +231,7 @@ def test_smoothing_matrix_is_scipys_gaussian_filter(sigma: float) -> None:
 @pytest.mark.parametrize("sigma", [1.0, 4.0, 8.0])
 def test_fields_have_the_covariance_of_smoothed_uniform_noise(sigma: float) -> None:
     """Cov(G U G^T) = (1/3) (G G^T) (x) (G G^T): the eigenbasis draw reproduces G G^T."""
-    from mlp_cli.augment import _eigen_factor
+    from mlp_cli.data.augment import _eigen_factor
 
     G = smoothing_matrix(28, sigma)
     A = _eigen_factor(28, sigma).astype(np.float64)

@@ -20,13 +20,13 @@ import pytest
 from conftest import TinyDataset, closed_port, idx_images, idx_labels, sha256
 from typer.testing import CliRunner
 
-from mlp_cli import datasets
-from mlp_cli.checkpoint import FORMAT_VERSION, save_checkpoint
 from mlp_cli.cli import app
-from mlp_cli.config import load_config
-from mlp_cli.data import ensure_dataset, load_dataset
+from mlp_cli.config_file import load_config
+from mlp_cli.data import registry as datasets
+from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.errors import DataError
-from mlp_cli.model import init_params
+from mlp_cli.nn.network import init_params
+from mlp_cli.training.checkpoint import FORMAT_VERSION, save_checkpoint
 
 runner = CliRunner()
 

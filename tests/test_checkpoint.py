@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from mlp_cli import atomic
-from mlp_cli.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from mlp_cli.errors import CheckpointError, MissingFileError
-from mlp_cli.model import init_params
+from mlp_cli.nn.network import init_params
+from mlp_cli.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 META = {"config": {"model": {"hidden": 8}}, "epoch": 3, "step": 150,
         "preprocessing": {"method": "scale", "mean": 0.0, "std": 255.0}}

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.cli.download import PlainReporter, RichReporter, human_size, make_reporter
-from mlp_cli.download import NullReporter
+from mlp_cli.data.download import NullReporter
 
 runner = CliRunner()
 
@@ -176,7 +176,7 @@ def test_with_a_summary_to_follow_cached_files_are_not_announced_twice(tiny_mnis
     reporter.done("c.gz", "downloaded")
     assert "b.gz" not in stream.getvalue() and "c.gz from https://m/" in stream.getvalue()
 
-    from mlp_cli.data import ensure_dataset
+    from mlp_cli.data.cache import ensure_dataset
 
     url = mirror_server.add("m", tiny_mnist.gz)
     cache = tmp_path / "cache"

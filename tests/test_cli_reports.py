@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mlp_cli.checkpoint import load_checkpoint
 from mlp_cli.cli import app
 from mlp_cli.cli.render import (
     column_chart,
@@ -23,10 +22,11 @@ from mlp_cli.cli.render import (
     sparkline,
     training_sparklines,
 )
-from mlp_cli.data import load_dataset
-from mlp_cli.metrics import read_metrics
-from mlp_cli.model import forward
-from mlp_cli.preprocess import Preprocessing
+from mlp_cli.data.cache import load_dataset
+from mlp_cli.data.preprocess import Preprocessing
+from mlp_cli.nn.network import forward
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.metrics import read_metrics
 
 runner = CliRunner()
 
@@ -147,7 +147,7 @@ def test_plot_weights_grid(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_plot_weights_minus_init_matches_how_training_started(run_dir: Path, tmp_path: Path) -> None:
-    from mlp_cli.plot import initial_weights
+    from mlp_cli.reports.plot import initial_weights
 
     ckpt = load_checkpoint(run_dir / "best.npz")
     W0 = initial_weights(ckpt)
@@ -283,7 +283,7 @@ def test_gradcheck_passes_with_the_config_settings() -> None:
 
 
 def test_gradcheck_fails_with_exit_1_on_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlp_cli import model
+    from mlp_cli.nn import network as model
 
     real = model.loss_and_gradients
 

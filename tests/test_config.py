@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlp_cli.config import Config, check_against_data, load_config
+from mlp_cli.config import Config, check_against_data
+from mlp_cli.config_file import load_config
 from mlp_cli.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

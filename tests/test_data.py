@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp_cli import datasets
-from mlp_cli.data import (
+from mlp_cli.data import registry as datasets
+from mlp_cli.data.cache import (
     dataset_checksums,
     dataset_dir,
     ensure_dataset,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import RecordingReporter, TinyDataset, closed_port, sha256
 
-from mlp_cli.data import ensure_dataset, load_dataset
-from mlp_cli.download import Downloader, RetryPolicy
+from mlp_cli.data.cache import ensure_dataset, load_dataset
+from mlp_cli.data.download import Downloader, RetryPolicy
 from mlp_cli.errors import DownloadError
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -217,7 +217,7 @@ def test_concurrent_processes_share_one_request(tiny_mnist, mirror_server, tmp_p
     digest = tiny_mnist.spec.checksums[TRAIN_IMAGES]
     script = (  # each process imports, says it is ready, and starts when all three are
         "import json, os, sys, time; from pathlib import Path\n"
-        "from mlp_cli.download import Downloader\n"
+        "from mlp_cli.data.download import Downloader\n"
         "gate = Path(sys.argv[3]) / 'gate'; gate.mkdir(exist_ok=True)\n"
         "(gate / str(os.getpid())).touch()\n"
         "while len(list(gate.iterdir())) < 3: time.sleep(0.01)\n"
@@ -345,6 +345,6 @@ def test_retry_policy_backs_off_exponentially_with_a_cap():
 
 
 def test_data_layer_imports_no_requests_until_it_downloads():
-    code = "import sys, mlp_cli.data; print('requests' in sys.modules)"
+    code = "import sys, mlp_cli.data.cache; print('requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

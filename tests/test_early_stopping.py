@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from mlp_cli.config import Config, EarlyStoppingConfig, load_config
-from mlp_cli.early_stopping import EarlyStopping
+from mlp_cli.config import Config, EarlyStoppingConfig
+from mlp_cli.config_file import load_config
 from mlp_cli.errors import CheckpointError, ConfigError
-from mlp_cli.optim import PlateauSchedule, make_schedule
+from mlp_cli.nn.optim import PlateauSchedule, make_schedule
+from mlp_cli.training.early_stopping import EarlyStopping
 
 # Dev accuracy after epochs 1, 2, ...: rises, stalls (with one tiny rise), rises again, stalls.
 CURVE = [0.90, 0.93, 0.95, 0.95, 0.9502, 0.94, 0.95, 0.96, 0.96, 0.955, 0.958, 0.959, 0.96, 0.957]

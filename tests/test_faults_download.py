@@ -27,13 +27,14 @@ from fault_disk import FullDisk, read_only
 from fault_server import FaultServer
 from typer.testing import CliRunner
 
-from mlp_cli import data as data_module
-from mlp_cli import datasets, download
 from mlp_cli.cli import app
-from mlp_cli.data import ensure_dataset, load_dataset
-from mlp_cli.download import RetryPolicy
+from mlp_cli.data import cache as data_module
+from mlp_cli.data import download
+from mlp_cli.data import registry as datasets
+from mlp_cli.data.cache import ensure_dataset, load_dataset
+from mlp_cli.data.download import RetryPolicy
+from mlp_cli.data.idx import sha256_of_payload
 from mlp_cli.errors import DownloadError
-from mlp_cli.idx import sha256_of_payload
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 # No waiting between retries; a read timeout short enough that a stalled server costs 0.25 s.

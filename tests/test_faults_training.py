@@ -20,10 +20,10 @@ import pytest
 from fault_disk import read_only
 from typer.testing import CliRunner
 
-from mlp_cli.checkpoint import load_checkpoint
 from mlp_cli.cli import app
-from mlp_cli.metrics import EpochMetrics, append_metrics, read_metrics
-from mlp_cli.model import PARAM_NAMES
+from mlp_cli.nn.network import PARAM_NAMES
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.metrics import EpochMetrics, append_metrics, read_metrics
 
 runner = CliRunner()
 SMALL = ["--hidden", "32", "--batch", "100", "--set", "data.limit=2000", "--set", "data.dev_size=1000"]
@@ -73,8 +73,8 @@ def assert_no_nan_written(run_dir: Path) -> None:
 WRITER = """
 import os, sys, time
 import numpy as np
-from mlp_cli.checkpoint import save_checkpoint
-from mlp_cli.model import init_params
+from mlp_cli.training.checkpoint import save_checkpoint
+from mlp_cli.nn.network import init_params
 
 path, pause = sys.argv[1], sys.argv[2] == "pause"
 params = init_params(256, np.random.default_rng(0))  # W1 alone is 784 x 256 float32: 800 kB

@@ -11,7 +11,7 @@ from conftest import idx_images, idx_labels, sha256
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlp_cli import idx
+from mlp_cli.data import idx
 from mlp_cli.errors import DataError
 
 RNG = np.random.default_rng(0)

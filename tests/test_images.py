@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlp_cli.data import load_dataset
+from mlp_cli.data.cache import load_dataset
+from mlp_cli.data.images import ImageError, load_digit, to_mnist
 from mlp_cli.errors import MissingFileError
-from mlp_cli.images import ImageError, load_digit, to_mnist
 
 
 def ink_box(pixels: np.ndarray) -> tuple[int, int]:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mlp_cli.config import load_config
-from mlp_cli.info import info_for_config, network_info
+from mlp_cli.config_file import load_config
+from mlp_cli.reports.info import info_for_config, network_info
 
 
 def test_parameters_and_shapes_follow_the_derivation() -> None:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mlp_cli.model import (
+from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
     Workspace,

@@ -1,4 +1,4 @@
-"""Tests for mlp_cli.optim: update rules against hand-written references, in-place and
+"""Tests for mlp_cli.nn.optim: update rules against hand-written references, in-place and
 dtype-preserving steps, convergence on a quadratic, resumable state, and the schedules."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlp_cli.errors import CheckpointError, ConfigError
-from mlp_cli.optim import OPTIMIZERS, SCHEDULES, Optimizer, make_optimizer, make_schedule
+from mlp_cli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, make_optimizer, make_schedule
 
 SHAPES = {"W1": (5, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mlp_cli.errors import UsageError
-from mlp_cli.plot import (
+from mlp_cli.reports.plot import (
     PlotError,
     RunCurves,
     curves_figure,
@@ -119,9 +119,9 @@ def test_weights_png_size(tmp_path: Path) -> None:
 
 
 def test_remove_initial_recovers_what_training_added() -> None:
-    from mlp_cli.checkpoint import Checkpoint
-    from mlp_cli.model import Params, init_params
-    from mlp_cli.plot import initial_weights, remove_initial
+    from mlp_cli.nn.network import Params, init_params
+    from mlp_cli.reports.plot import initial_weights, remove_initial
+    from mlp_cli.training.checkpoint import Checkpoint
 
     rng = np.random.default_rng(1)
     W0 = init_params(12, np.random.default_rng(7), "normal", "float64").W1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlp_cli.data.preprocess import Preprocessing, fit_preprocessing, split_train_dev
 from mlp_cli.errors import CheckpointError
-from mlp_cli.preprocess import Preprocessing, fit_preprocessing, split_train_dev
 
 
 def test_split_is_the_cs229_permutation_with_dev_first() -> None:
@@ -40,7 +40,7 @@ def test_standardize_statistics_are_exact_at_the_top_of_the_pixel_range(dtype, h
 
 
 def test_standardize_on_the_real_cs229_training_split(mnist_data_dir) -> None:
-    from mlp_cli.data import load_dataset
+    from mlp_cli.data.cache import load_dataset
 
     images, _ = load_dataset("mnist", "train", data_dir=mnist_data_dir)
     train, _ = split_train_dev(len(images), 10_000, 100)

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mlp_cli import idx
-from mlp_cli.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from mlp_cli.config import SECTIONS, Config, load_config
+from mlp_cli.config import SECTIONS, Config
+from mlp_cli.config_file import load_config
+from mlp_cli.data import idx
 from mlp_cli.errors import CheckpointError, ConfigError, DataError
-from mlp_cli.model import (
+from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
     cross_entropy,
@@ -44,6 +44,7 @@ from mlp_cli.model import (
     loss_and_gradients,
     softmax,
 )
+from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

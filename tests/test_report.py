@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from mlp_cli import report
-from mlp_cli.model import init_params, loss_and_accuracy
-from mlp_cli.report import build_report, class_metrics, confident_mistakes, confusion_matrix
+from mlp_cli.nn.network import init_params, loss_and_accuracy
+from mlp_cli.reports import confusion as report
+from mlp_cli.reports.confusion import build_report, class_metrics, confident_mistakes, confusion_matrix
 
 
 def test_confusion_rows_are_true_classes_and_columns_predictions() -> None:

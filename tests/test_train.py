@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp_cli.checkpoint import load_checkpoint
-from mlp_cli.config import Config, load_config
+from mlp_cli.config import Config
+from mlp_cli.config_file import load_config
+from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, RunDirError, TrainingError, UsageError
-from mlp_cli.metrics import read_metrics
-from mlp_cli.model import PARAM_NAMES
-from mlp_cli.preprocess import Preprocessing
-from mlp_cli.train import TrainingData, TrainingInterrupted, create_run_dir, train
+from mlp_cli.nn.network import PARAM_NAMES
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.loop import TrainingData, TrainingInterrupted, create_run_dir, train
+from mlp_cli.training.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")

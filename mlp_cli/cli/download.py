@@ -1,6 +1,6 @@
 """`mlp download-data`, and the progress reporters every command that downloads uses.
 
-Heavy imports (numpy via mlp_cli.data, requests, rich.progress) stay inside functions so that
+Heavy imports (numpy via mlp_cli.data.cache, requests, rich.progress) stay inside functions so that
 ``mlp --help`` stays instant.
 """
 
@@ -17,8 +17,8 @@ import typer
 from mlp_cli.cli.app import app, is_interactive
 
 if TYPE_CHECKING:
-    from mlp_cli.data import DatasetReport
-    from mlp_cli.download import Reporter
+    from mlp_cli.data.cache import DatasetReport
+    from mlp_cli.data.download import Reporter
 
 EXAMPLES = """\
 Examples:
@@ -81,7 +81,7 @@ def download_data(
 
     A second run finds the verified files in the cache and sends no request.
     """
-    from mlp_cli.data import ensure_dataset
+    from mlp_cli.data.cache import ensure_dataset
 
     reporter = make_reporter(quiet or json_output)
     if isinstance(reporter, RichReporter) and is_interactive(sys.stdout):
@@ -97,7 +97,7 @@ def download_data(
 
 
 def report_to_dict(report: DatasetReport) -> dict[str, Any]:
-    """A :class:`mlp_cli.data.DatasetReport` as plain JSON-able values."""
+    """A :class:`mlp_cli.data.cache.DatasetReport` as plain JSON-able values."""
     return {
         "dataset": report.name,
         "directory": str(report.directory),
@@ -144,7 +144,7 @@ def make_reporter(quiet: bool = False, stream: Any = None) -> Reporter:
     """The reporter for a download: nothing when quiet, a progress bar on a terminal, plain
     lines otherwise (logs, pipes, CI). Writes to ``stream`` (default stderr)."""
     if quiet:
-        from mlp_cli.download import NullReporter
+        from mlp_cli.data.download import NullReporter
 
         return NullReporter()
     if is_interactive(stream):

@@ -52,10 +52,10 @@ def eval_command(
 
     --errors N draws the N test images the network is most confidently wrong about.
     """
-    from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.errors import UsageError
-    from mlp_cli.evaluate import SPLITS, load_split
-    from mlp_cli.report import build_report
+    from mlp_cli.reports.confusion import build_report
+    from mlp_cli.reports.evaluate import SPLITS, load_split
+    from mlp_cli.training.checkpoint import load_checkpoint
 
     if split not in SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(SPLITS)}")

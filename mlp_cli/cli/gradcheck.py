@@ -43,9 +43,8 @@ def gradcheck_command(
 
     Per parameter: ||analytic - numeric|| / (||analytic|| + ||numeric||) over sampled entries; < 1e-6 passes.
     """
-    from mlp_cli.cli.train import resolve_config_path
-    from mlp_cli.config import load_config
-    from mlp_cli.gradcheck import gradcheck
+    from mlp_cli.config_file import load_config, resolve_config_path
+    from mlp_cli.nn.gradcheck import gradcheck
 
     overrides = {"model.hidden": hidden, "train.l2": l2}
     resolved = load_config(resolve_config_path(config), overrides)

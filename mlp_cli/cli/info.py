@@ -44,17 +44,16 @@ def info_command(
 
     Without arguments: the built-in defaults (configs/default.yaml).
     """
-    from mlp_cli.cli.train import resolve_config_path
-    from mlp_cli.config import load_config
+    from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.errors import UsageError
-    from mlp_cli.info import info_for_config
+    from mlp_cli.reports.info import info_for_config
 
     if checkpoint is not None and config is not None:
         raise UsageError("give a checkpoint or --config, not both")
     overrides = {"train.batch_size": batch}
     source = "built-in defaults"
     if checkpoint is not None:
-        from mlp_cli.checkpoint import load_checkpoint
+        from mlp_cli.training.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
         resolved = load_config(None, {**overrides, "model.hidden": hidden or ckpt.params.hidden,

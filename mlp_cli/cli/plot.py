@@ -10,7 +10,7 @@ import typer
 from mlp_cli.cli.app import app
 
 if TYPE_CHECKING:  # matplotlib-free, but numpy: keep it out of `mlp --help`
-    from mlp_cli.plot import RunCurves
+    from mlp_cli.reports.plot import RunCurves
 
 EXAMPLES_PLOT = """
 Examples:
@@ -83,7 +83,7 @@ def plot_command(
 
         typer.echo("\n\n".join(run_chart(c.label, rows) for c, rows in curves))
         return
-    from mlp_cli.plot import output_format, plot_curves
+    from mlp_cli.reports.plot import output_format, plot_curves
 
     target = out or Path("curves.png")
     output_format(target)  # a bad suffix is an error before anything is read or drawn
@@ -93,8 +93,8 @@ def plot_command(
 
 def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]:
     """(RunCurves, rows) per run; labels are directory names, or paths where names clash."""
-    from mlp_cli import plot as plotting
-    from mlp_cli.metrics import METRICS_FILE, read_metrics
+    from mlp_cli.reports import plot as plotting
+    from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 
     def directory(run: Path) -> Path:
         return run.parent if run.name == METRICS_FILE or run.suffix == ".jsonl" else run
@@ -110,8 +110,8 @@ def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]
 
 
 def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
-    from mlp_cli.checkpoint import load_checkpoint
-    from mlp_cli.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
+    from mlp_cli.reports.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
+    from mlp_cli.training.checkpoint import load_checkpoint
 
     output_format(out, IMAGE_FORMATS)
     checkpoint = load_checkpoint(checkpoint_path)

@@ -48,9 +48,9 @@ def predict_command(
 
     An image that is missing, unreadable or blank gets an error line; the others are still classified.
     """
-    from mlp_cli.checkpoint import load_checkpoint
+    from mlp_cli.data.images import load_digit
     from mlp_cli.errors import MlpError
-    from mlp_cli.images import load_digit
+    from mlp_cli.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     # one unreadable or blank image does not cost the others their predictions: each failure is
@@ -75,8 +75,8 @@ def _classify(ckpt: Any, digits: list[Any], top: int) -> list[dict[str, Any]]:
     """The network's prediction and ``top`` most likely classes for each MNIST-like digit."""
     import numpy as np
 
-    from mlp_cli.model import forward
-    from mlp_cli.preprocess import Preprocessing
+    from mlp_cli.data.preprocess import Preprocessing
+    from mlp_cli.nn.network import forward
 
     prep = Preprocessing.from_dict(ckpt.meta["preprocessing"])
     X = prep.apply(np.stack([d.pixels for d in digits]), ckpt.params.dtype)  # (n, 784)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.train import Observer
+from mlp_cli.training.loop import Observer
 
 
 def _pct(value: float | None) -> str:

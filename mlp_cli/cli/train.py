@@ -24,37 +24,6 @@ Examples:
   mlp train --resume runs/cosine/last.npz
 """
 
-# The configs/ folder of the checkout this package runs from (the set-up installs it editable),
-# so that ``--config cs229`` works from any directory, not only the repository's root.
-CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def resolve_config_path(config: str | None) -> Path | None:
-    """A path, or the name of a file in ./configs or the checkout's configs/ (``cs229`` ->
-    configs/cs229.yaml). An unknown name is a ConfigError listing the names there are."""
-    if config is None:
-        return None
-    path = Path(config)
-    if path.exists() or path.suffix or len(path.parts) > 1:
-        return path  # a path: load_config reports a missing or bad file
-    folders = [Path("configs"), CHECKOUT_CONFIGS]
-    for folder in folders:
-        if (folder / f"{config}.yaml").is_file():
-            return folder / f"{config}.yaml"
-    import difflib
-
-    from mlp_cli.errors import ConfigError
-
-    names = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(config, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    known = f"; the configs there: {', '.join(names)}" if names else ""
-    raise ConfigError(
-        f"config {config!r} not found{hint}: no such file, and no {config}.yaml in ./configs "
-        f"or {CHECKOUT_CONFIGS}{known}"
-    )
-
-
 @app.command("train", epilog=EXAMPLES_TRAIN)
 def train_command(
     config: Annotated[
@@ -91,10 +60,11 @@ def train_command(
 
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
     """
-    from mlp_cli.checkpoint import load_checkpoint
-    from mlp_cli.config import FLAG_KEYS, load_config
-    from mlp_cli.preprocess import Preprocessing
-    from mlp_cli.train import check_resumable, create_run_dir, prepare_data, train
+    from mlp_cli.config import FLAG_KEYS
+    from mlp_cli.config_file import load_config, resolve_config_path
+    from mlp_cli.data.preprocess import Preprocessing
+    from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.loop import check_resumable, create_run_dir, prepare_data, train
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name}
@@ -134,7 +104,7 @@ def train_command(
     elif not quiet:
         _print_summary(summary)
         from mlp_cli.cli.render import training_sparklines
-        from mlp_cli.metrics import read_metrics
+        from mlp_cli.training.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
 
@@ -142,9 +112,9 @@ def train_command(
 def _stopped_at_once(run_dir: Path) -> Exception:
     """What a second Ctrl-C leaves: the last checkpoint written before it, if any (writes are
     atomic, so one interrupted mid-write leaves the previous file whole)."""
-    from mlp_cli.checkpoint import load_checkpoint
     from mlp_cli.errors import MlpError
-    from mlp_cli.train import TrainingInterrupted
+    from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.loop import TrainingInterrupted
 
     last = run_dir / "last.npz"
     try:

@@ -198,7 +198,7 @@ def diverging(values: np.ndarray) -> np.ndarray:
 
 def initial_weights(checkpoint: Any) -> np.ndarray:
     """W1 (784, h) float64 as the checkpoint's run initialised it, re-drawn from its seed."""
-    from mlp_cli.model import init_params
+    from mlp_cli.nn.network import init_params
 
     scheme = checkpoint.meta.get("rng", {}).get("init")
     if scheme != "default_rng(seed)":

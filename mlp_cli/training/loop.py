@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 
 from mlp_cli.atomic import atomic_write_text, make_parents
-from mlp_cli.augment import augment, batch_rng, is_identity
-from mlp_cli.checkpoint import Checkpoint, save_checkpoint
 from mlp_cli.config import Config, check_against_data
-from mlp_cli.early_stopping import EarlyStopping
+from mlp_cli.data.augment import augment, batch_rng, is_identity
+from mlp_cli.data.preprocess import Preprocessing, fit_preprocessing, split_train_dev
 from mlp_cli.errors import (
     CheckpointError,
     ConfigError,
@@ -36,10 +35,11 @@ from mlp_cli.errors import (
     TrainingError,
     UsageError,
 )
-from mlp_cli.metrics import METRICS_FILE, EpochMetrics, append_metrics, truncate_metrics
-from mlp_cli.model import Workspace, init_params, loss_and_accuracy, loss_and_gradients
-from mlp_cli.optim import PlateauSchedule, make_optimizer, make_schedule
-from mlp_cli.preprocess import Preprocessing, fit_preprocessing, split_train_dev
+from mlp_cli.nn.network import Workspace, init_params, loss_and_accuracy, loss_and_gradients
+from mlp_cli.nn.optim import PlateauSchedule, make_optimizer, make_schedule
+from mlp_cli.training.checkpoint import Checkpoint, save_checkpoint
+from mlp_cli.training.early_stopping import EarlyStopping
+from mlp_cli.training.metrics import METRICS_FILE, EpochMetrics, append_metrics, truncate_metrics
 
 # A loss this many times the run's first batch loss (or log k, if larger) means divergence: with
 # a saturated sigmoid a far too large learning rate gives huge but finite losses, not NaN.
@@ -100,7 +100,7 @@ def prepare_data(
     preprocessing: Preprocessing | None = None,
 ) -> TrainingData:
     """Load the training split, cut off the dev set, fit (or reuse) the normalisation."""
-    from mlp_cli.data import dataset_checksums, load_dataset
+    from mlp_cli.data.cache import dataset_checksums, load_dataset
 
     images, labels = load_dataset(
         config.data.dataset, "train", data_dir=data_dir, mirrors=tuple(mirrors), reporter=reporter

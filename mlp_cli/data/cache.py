@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp_cli import idx
 from mlp_cli.atomic import atomic_open
-from mlp_cli.datasets import DatasetSpec, Split, get_spec, mirror_list
-from mlp_cli.download import Downloader, FetchResult, NullReporter, Reporter, RetryPolicy
+from mlp_cli.data import idx
+from mlp_cli.data.download import Downloader, FetchResult, NullReporter, Reporter, RetryPolicy
+from mlp_cli.data.registry import DatasetSpec, Split, get_spec, mirror_list
 from mlp_cli.errors import DataError, DownloadError, UsageError
 
 DATA_DIR_ENV = "MLP_DATA_DIR"

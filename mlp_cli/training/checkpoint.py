@@ -29,9 +29,9 @@ import numpy as np
 
 from mlp_cli import __version__
 from mlp_cli.atomic import atomic_write_bytes
+from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
-from mlp_cli.model import CLASSES, INPUTS, PARAM_NAMES, Params
-from mlp_cli.preprocess import Preprocessing
+from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlp_cli.model import CLASSES, EVAL_BLOCK, INPUTS  # EVAL_BLOCK: loss_and_accuracy's block size
+from mlp_cli.nn.network import CLASSES, EVAL_BLOCK, INPUTS  # EVAL_BLOCK: loss_and_accuracy's block size
 
 ITEMSIZE = {"float32": 4, "float64": 8}
 # Per parameter and step: FLOPs of the update and arrays of state (see optim.py).
@@ -187,7 +187,7 @@ def network_info(
 
 def info_for_config(config: Any, hidden: int | None = None) -> NetworkInfo:
     """The account for a resolved :class:`mlp_cli.config.Config` (``hidden`` overrides it)."""
-    from mlp_cli.datasets import get_spec
+    from mlp_cli.data.registry import get_spec
 
     available = get_spec(config.data.dataset).splits["train"].count
     dev = min(config.data.dev_size, available)

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli import model
-from mlp_cli.model import CLASSES, INPUTS, PARAM_NAMES, Params
+from mlp_cli.nn import network as model
+from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 
 EPS = 1e-5  # finite-difference step
 TOLERANCE = 1e-6  # largest relative error that passes (typical: 1e-10 .. 1e-8)

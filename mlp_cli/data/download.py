@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlparse
 
 from mlp_cli import __version__
+from mlp_cli.data.idx import sha256_of_payload
 from mlp_cli.errors import DataError, DownloadError
-from mlp_cli.idx import sha256_of_payload
 
 if TYPE_CHECKING:
     import requests

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.model import CLASSES, Params, cross_entropy, logits, softmax
+from mlp_cli.nn.network import CLASSES, Params, cross_entropy, logits, softmax
 
 BLOCK = 10_000  # examples per forward pass: bounds the memory of the (block, h) activations
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.checkpoint import Checkpoint
+from mlp_cli.data.preprocess import Preprocessing, split_train_dev
 from mlp_cli.errors import CheckpointError, UsageError
-from mlp_cli.model import loss_and_accuracy
-from mlp_cli.preprocess import Preprocessing, split_train_dev
+from mlp_cli.nn.network import loss_and_accuracy
+from mlp_cli.training.checkpoint import Checkpoint
 
 SPLITS = ("test", "dev", "train")
 
@@ -37,7 +37,7 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8 (n, 28, 28), X float (n, 784), y int64 (n,)) of ``split``, as the checkpoint's
     run defined it (same dataset, dev split and preprocessing)."""
-    from mlp_cli.data import load_dataset
+    from mlp_cli.data.cache import load_dataset
 
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")

@@ -1,0 +1,1 @@
+"""Reports on trained networks: evaluation, confusion and per-class metrics, info, plots."""
