@@ -109,7 +109,6 @@ class EarlyStoppingConfig:
     enabled: bool = False
     patience: int = field(default=10, metadata=_range(1))  # epochs without improvement before stopping
     min_delta: float = field(default=0.0, metadata=_range(0.0, 1.0))  # a rise of dev accuracy must exceed this
-    restore_best: bool = True  # end with the weights of the best dev epoch
 
 
 @dataclass(frozen=True)
@@ -140,6 +139,14 @@ class Config:
 
 
 SECTIONS: dict[str, type] = dict(get_type_hints(Config))
+
+# Keys of older releases, and why they are gone (a checkpoint's stored config drops them).
+REMOVED_KEYS = {
+    "early_stopping.restore_best": (
+        "was removed: a run's model is always its best.npz (the best dev epoch's weights; "
+        "`mlp eval RUN_DIR` evaluates it) and last.npz its latest state; delete the key"
+    ),
+}
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 
@@ -178,6 +185,8 @@ def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None
         known = [f.name for f in dataclasses.fields(cls)]
         kwargs = {}
         for key, value in values.items():
+            if f"{section}.{key}" in REMOVED_KEYS:
+                raise ConfigError(f"{where_prefix(where)}{section}.{key} {REMOVED_KEYS[f'{section}.{key}']}")
             if key not in known:
                 raise ConfigError(unknown_name("key", f"{section}.{key}", [f"{section}.{k}" for k in known], where))
             spec = next(f for f in dataclasses.fields(cls) if f.name == key)

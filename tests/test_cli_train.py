@@ -126,7 +126,7 @@ def test_the_advice_for_an_existing_run_dir_fits_what_it_holds(mnist_data_dir: P
     out = tmp_path / "run"
     diverged = train(mnist_data_dir, out, "--epochs", "1", "--lr", "1e4")
     assert diverged.exit_code == 1 and "learning rate" in diverged.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml"]  # .lock: the writers' lock
     refused = train(mnist_data_dir, out, "--epochs", "1", "--lr", "0.5")
     assert refused.exit_code == 2
     assert "holds only a config.yaml, no checkpoint; pass --overwrite" in refused.stderr

@@ -55,10 +55,10 @@ def test_patience_one_stops_at_the_first_stall() -> None:
 
 def test_from_config() -> None:
     assert EarlyStopping.from_config(EarlyStoppingConfig()) is None  # off by default
-    config = EarlyStoppingConfig(enabled=True, patience=4, min_delta=0.01, restore_best=False)
+    config = EarlyStoppingConfig(enabled=True, patience=4, min_delta=0.01)
     stopper = EarlyStopping.from_config(config)
     assert stopper is not None
-    assert (stopper.patience, stopper.min_delta, stopper.restore_best) == (4, 0.01, False)
+    assert (stopper.patience, stopper.min_delta) == (4, 0.01)
 
 
 @pytest.mark.parametrize("cut", range(len(CURVE) + 1))
@@ -194,8 +194,7 @@ def test_plateau_invalid_options(option: dict, key: str) -> None:
 def test_defaults_are_off() -> None:
     config = Config()
     assert not config.early_stopping.enabled and config.schedule.name == "constant"
-    assert (config.early_stopping.patience, config.early_stopping.min_delta, config.early_stopping.restore_best) == (
-        10, 0.0, True)
+    assert (config.early_stopping.patience, config.early_stopping.min_delta) == (10, 0.0)
     assert (config.schedule.plateau_patience, config.schedule.plateau_factor, config.schedule.plateau_min_delta) == (
         5, 0.5, 0.0)
 
@@ -203,10 +202,10 @@ def test_defaults_are_off() -> None:
 def test_keys_are_read() -> None:
     config = load_config(None, sets=[
         "early_stopping.enabled=true", "early_stopping.patience=3", "early_stopping.min_delta=0.001",
-        "early_stopping.restore_best=false", "schedule.name=plateau", "schedule.plateau_patience=2",
+        "schedule.name=plateau", "schedule.plateau_patience=2",
         "schedule.plateau_factor=0.2", "schedule.plateau_min_delta=1e-4",
     ])
-    assert config.early_stopping == EarlyStoppingConfig(enabled=True, patience=3, min_delta=0.001, restore_best=False)
+    assert config.early_stopping == EarlyStoppingConfig(enabled=True, patience=3, min_delta=0.001)
     assert (config.schedule.name, config.schedule.plateau_patience, config.schedule.plateau_factor,
             config.schedule.plateau_min_delta) == ("plateau", 2, 0.2, 1e-4)
 
@@ -215,7 +214,7 @@ def test_keys_are_read() -> None:
     ("early_stopping.patience", 0, r"early_stopping\.patience = 0; expected an integer >= 1"),
     ("early_stopping.patience", 2.5, r"early_stopping\.patience = 2\.5 .*expected an integer"),
     ("early_stopping.min_delta", 2, r"early_stopping\.min_delta = 2\.0; expected a number in \[0\.0, 1\.0\]"),
-    ("early_stopping.restore_best", "no", r"early_stopping\.restore_best = 'no' \(str\); expected true or false"),
+    ("early_stopping.restore_best", True, r"early_stopping\.restore_best was removed: a run's model is always its best"),
     ("schedule.plateau_factor", 1, r"schedule\.plateau_factor = 1\.0; expected a number in \(0\.0, 1\.0\)"),
     ("schedule.plateau_patience", 0, r"schedule\.plateau_patience = 0; expected an integer >= 1"),
     ("schedule.name", "plateu", r"did you mean 'plateau'"),

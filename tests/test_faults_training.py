@@ -270,27 +270,44 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
 
 
+# ``mlp train`` in a subprocess that sends itself a signal twice while the second last.npz is
+# written to its temporary file, before it is renamed into place.
+SIGNAL_TWICE_WHILE_SAVING = """
+import os, signal, sys
+real_fsync, saves, SIGNUM = os.fsync, [], int(sys.argv[1])
+def fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.npz."):
+        saves.append(fd)
+        if len(saves) == 2:
+            os.kill(os.getpid(), SIGNUM)  # the first: finish the step and save...
+            os.kill(os.getpid(), SIGNUM)  # ...the second: stop now
+    real_fsync(fd)
+os.fsync = fsync
+sys.argv = ["mlp", *sys.argv[2:]]
+from mlp_cli.cli import main
+main()
+"""
+
+
 @NEEDS_PROC
-def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_previous_checkpoint(
-    mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_second_signal_while_saving_stops_at_once_and_keeps_the_previous_checkpoint(
+    mnist_data_dir: Path, tmp_path: Path, signum: int
 ) -> None:
     out = tmp_path / "run"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", SIGNAL_TWICE_WHILE_SAVING, str(int(signum)),
+               *train_args(mnist_data_dir, out, "--epochs", "3", "-q")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
-    def ctrl_c_twice() -> None:
-        signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
-        signal.raise_signal(signal.SIGINT)  # ...the second: stop now
-
-    result = train_hooking_the_second_save(mnist_data_dir, out, monkeypatch, ctrl_c_twice)
-
-    assert result.exit_code == 130
+    assert done.returncode == 128 + signum, done.stderr
     last = out / "last.npz"
-    assert one_error_line(result) == (
-        f"error: stopped at once by a second Ctrl-C; the last checkpoint is {last} (epoch 1, step 20); "
+    assert error_line(done.stderr) == (
+        f"error: stopped at once by a second signal; the last checkpoint is {last} (epoch 1, step 20); "
         f"continue with: mlp train --resume {last}"
     )
     assert load_checkpoint(last).epoch == 1
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 def test_read_only_run_directory_is_one_line_and_exit_1(

@@ -14,7 +14,9 @@ from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, RunDirError, TrainingError, UsageError
 from mlp_cli.nn.network import PARAM_NAMES
 from mlp_cli.training.checkpoint import load_checkpoint
-from mlp_cli.training.loop import TrainingData, TrainingInterrupted, create_run_dir, train
+from mlp_cli.training.inputs import TrainingData
+from mlp_cli.training.loop import TrainingInterrupted, train
+from mlp_cli.training.session import new_session, run_session
 from mlp_cli.training.metrics import read_metrics
 
 
@@ -133,16 +135,19 @@ def test_divergence_stops_with_a_clear_error_and_no_nan_is_written(tmp_path: Pat
     assert all(np.isfinite(v) for r in read_metrics(tmp_path) for v in r.values() if isinstance(v, float))
 
 
-def test_run_directory_is_never_silently_reused(tmp_path: Path) -> None:
-    cfg = config(tmp_path / "run")
-    run_dir = create_run_dir(cfg, "x")
-    assert (run_dir / "config.yaml").exists()
+def test_run_directory_is_never_silently_reused(tmp_path: Path, data: TrainingData) -> None:
+    cfg = config(tmp_path / "run", **{"train.epochs": 1})
+    with new_session(cfg, "x") as session:
+        run_session(session, data)
+    run_dir = session.run_dir
     assert load_config(run_dir / "config.yaml") == cfg
-    (run_dir / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(RunDirError, match="--overwrite"):
-        create_run_dir(cfg, "x")
-    create_run_dir(cfg, "x", overwrite=True)
-    assert not (run_dir / "metrics.jsonl").exists()
+        new_session(cfg, "x")
+    with new_session(cfg, "x", overwrite=True) as session:
+        (run_dir / "epoch-009.npz").write_bytes(b"old")  # from the run being replaced
+        run_session(session, data)
+    assert not (run_dir / "epoch-009.npz").exists()
+    assert len(read_metrics(run_dir)) == 1  # the replaced run's row is gone, not appended to
 
 
 def test_metrics_rows_are_json_lines(tmp_path: Path, data: TrainingData) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.signals import StopNow, StopOnSignals, stopped_at_once
 
 EXAMPLES_TRAIN = """
 Examples:
@@ -61,44 +61,23 @@ def train_command(
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
     """
     from mlp_cli.config import FLAG_KEYS
-    from mlp_cli.config_file import load_config, resolve_config_path
-    from mlp_cli.data.preprocess import Preprocessing
-    from mlp_cli.training.checkpoint import load_checkpoint
-    from mlp_cli.training.loop import check_resumable, create_run_dir, prepare_data, train
+    from mlp_cli.training.loop import TrainingInterrupted
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name}
     overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-    config_path = resolve_config_path(config)
-
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        resolved = load_config(config_path, overrides, tuple(set_ or ()), base=checkpoint.config)
-        check_resumable(resolved, checkpoint)  # before any data is loaded or downloaded
-        run_dir = resume.parent
-        config_name = None
-    else:
-        resolved = load_config(config_path, overrides, tuple(set_ or ()))
-        config_name = config_path.stem if config_path else "default"
-        run_dir = None
-
-    reporter = download_reporter(quiet or json_output)
-    data = prepare_data(
-        resolved, data_dir=data_dir, mirrors=tuple(mirror or ()), reporter=reporter,
-        preprocessing=Preprocessing.from_dict(checkpoint.meta["preprocessing"]) if checkpoint else None,
-    )
-    if run_dir is None:
-        run_dir = create_run_dir(resolved, config_name, overwrite=overwrite)
-    observer = _make_observer(quiet or json_output)
-    stop = _StopOnInterrupt()
-    try:
-        with stop, observer:
-            result = train(resolved, data, run_dir, resume=checkpoint, observer=observer,
-                           stop_requested=stop.requested)
-    except KeyboardInterrupt:  # a second Ctrl-C before the first one's checkpoint was written
-        raise _stopped_at_once(run_dir) from None
-    summary = _summary(result, resolved)
+    stop = StopOnSignals()
+    with stop:
+        try:
+            with stop.at_work():
+                result, session = _train(stop, config, overrides, tuple(set_ or ()), resume, out, overwrite,
+                                         data_dir, tuple(mirror or ()), quiet or json_output)
+        except TrainingInterrupted as err:
+            err.exit_code = stop.exit_code()
+            raise
+        except StopNow as now:
+            raise TrainingInterrupted(stopped_at_once(stop.run_dir), 128 + now.signum) from None
+    summary = _summary(result, session.config)
     if json_output:
         typer.echo(json.dumps(summary))
     elif not quiet:
@@ -109,49 +88,34 @@ def train_command(
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
 
 
-def _stopped_at_once(run_dir: Path) -> Exception:
-    """What a second Ctrl-C leaves: the last checkpoint written before it, if any (writes are
-    atomic, so one interrupted mid-write leaves the previous file whole)."""
-    from mlp_cli.errors import MlpError
+def _train(stop: StopOnSignals, config: str | None, overrides: dict[str, Any], sets: tuple[str, ...],
+           resume: Path | None, out: Path | None, overwrite: bool, data_dir: Path | None,
+           mirrors: tuple[str, ...], quiet: bool) -> tuple[Any, Any]:
+    from mlp_cli.training.session import load_inputs, run_session
+
+    session = _open_session(config, overrides, sets, resume, out, overwrite)
+    stop.run_dir = session.run_dir
+    with session:
+        data = load_inputs(session, data_dir=data_dir, mirrors=mirrors, reporter=download_reporter(quiet))
+        with _make_observer(quiet) as observer:
+            return run_session(session, data, observer=observer, stop_requested=stop.requested), session
+
+
+def _open_session(config: str | None, overrides: dict[str, Any], sets: tuple[str, ...], resume: Path | None,
+                  out: Path | None, overwrite: bool) -> Any:
+    """Settings and run directory, all checked before any data is loaded."""
+    from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.training.checkpoint import load_checkpoint
-    from mlp_cli.training.loop import TrainingInterrupted
+    from mlp_cli.training.session import new_session, resumed_session
 
-    last = run_dir / "last.npz"
-    try:
-        saved = load_checkpoint(last)
-    except MlpError:
-        return TrainingInterrupted("stopped at once by a second Ctrl-C, before any checkpoint was saved")
-    return TrainingInterrupted(
-        f"stopped at once by a second Ctrl-C; the last checkpoint is {last} (epoch {saved.epoch}, "
-        f"step {saved.step}); continue with: mlp train --resume {last}"
-    )
-
-
-class _StopOnInterrupt:
-    """First Ctrl-C: finish the current step, save, exit 130. Second Ctrl-C: stop at once."""
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._previous: Any = None
-
-    def requested(self) -> bool:
-        return self._flag
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self._flag:
-            raise KeyboardInterrupt
-        self._flag = True
-
-    def __enter__(self) -> _StopOnInterrupt:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (e.g. some test runners)
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    config_path = resolve_config_path(config)
+    if resume is None:
+        resolved = load_config(config_path, overrides, sets)
+        return new_session(resolved, config_path.stem if config_path else "default", overwrite)
+    checkpoint = load_checkpoint(resume)
+    base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
+    resolved = load_config(config_path, overrides, sets, base=base)
+    return resumed_session(resolved, checkpoint, resume, out, overwrite)
 
 
 def _make_observer(quiet: bool) -> Any:

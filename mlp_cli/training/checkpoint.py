@@ -36,6 +36,8 @@ from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
+MAX_EPOCHS = 100_000  # train.epochs' largest value
+MAX_STEPS = 2**53  # beyond this a JSON number is no longer an exact integer
 
 
 @dataclass
@@ -132,21 +134,15 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     for key in ("config", "epoch", "step", "preprocessing"):
         if key not in meta:
             raise bad(f"metadata lacks '{key}'")
-    for key in ("epoch", "step"):
-        if not _is_count(meta[key]):
-            raise bad(f"metadata '{key}' = {meta[key]!r}; expected a whole number >= 0")
+    _check_position(meta, bad)
     config = meta["config"]
     if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
         raise bad("metadata 'config' is not a mapping of sections")
+    _migrate(config)
     try:
         Preprocessing.from_dict(meta["preprocessing"])
     except CheckpointError as err:
         raise bad(str(err)) from None
-    if "best_epoch" in meta and not _is_count(meta["best_epoch"]):
-        raise bad(f"metadata 'best_epoch' = {meta['best_epoch']!r}; expected a whole number >= 0")
-    best = meta.get("best_accuracy")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-        raise bad(f"metadata 'best_accuracy' = {best!r}; expected a number")
 
     params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
     dtype = params.W1.dtype
@@ -183,6 +179,29 @@ def _check_stored_config(config: dict[str, Any], hidden: int, dtype: np.dtype, b
         raise bad(f"its stored config says model.hidden = {stored.model.hidden} but W1 has {hidden} columns")
     if np.dtype(stored.model.dtype) != dtype:
         raise bad(f"its stored config says model.dtype = {stored.model.dtype} but the weights are {dtype}")
+
+
+def _check_position(meta: dict[str, Any], bad: Any) -> None:
+    """Epoch, step and best epoch are whole numbers of a sane size; accuracies lie in [0, 1]
+    (``best_accuracy`` is -1 before the first epoch was evaluated)."""
+    for key, most in (("epoch", MAX_EPOCHS), ("step", MAX_STEPS), ("best_epoch", MAX_EPOCHS)):
+        value = meta.get(key, 0)
+        if not _is_count(value) or value > most:
+            raise bad(f"metadata '{key}' = {value!r:.40}; expected a whole number from 0 to {most}")
+    for key, allowed in (("best_accuracy", (-1.0,)), ("accuracy", (None,))):
+        value = meta.get(key, allowed[0])
+        if value in allowed and not isinstance(value, bool):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise bad(f"metadata '{key}' = {value!r:.40}; expected an accuracy in [0, 1]")
+
+
+def _migrate(config: dict[str, Any]) -> None:
+    """Stored configs of older releases: ``early_stopping.restore_best`` (removed, since best.npz
+    always holds the best epoch's weights) is dropped."""
+    section = config.get("early_stopping")
+    if isinstance(section, dict):
+        section.pop("restore_best", None)
 
 
 def _is_count(value: Any) -> bool:

@@ -7,8 +7,7 @@ returns True and the loop stops after saving that epoch's checkpoint.
 
 Two notions of "best" are kept apart on purpose. ``min_delta`` only decides what counts as
 progress; the weights worth keeping are those of the highest dev accuracy, whatever the margin
-(``best_epoch``, the same epoch as the loop's ``best.npz``). With ``restore_best`` the run ends
-with those weights rather than the last ones.
+(``best_epoch``, the same epoch as the loop's ``best.npz``, which is the run's model).
 
 ``state_dict`` / ``load_state_dict`` carry the counters through a checkpoint's JSON metadata, so
 a resumed run stops at the same epoch as an uninterrupted one.
@@ -28,12 +27,12 @@ if TYPE_CHECKING:
 class EarlyStopping:
     """Patience counter on dev accuracy (higher is better)."""
 
-    def __init__(self, patience: int, min_delta: float = 0.0, restore_best: bool = True) -> None:
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
         if patience < 1 or not (math.isfinite(min_delta) and min_delta >= 0):
             raise ValueError(f"patience must be >= 1 and min_delta >= 0, got {patience}, {min_delta}")
-        self.patience, self.min_delta, self.restore_best = int(patience), float(min_delta), bool(restore_best)
+        self.patience, self.min_delta = int(patience), float(min_delta)
         self.best_accuracy: float | None = None  # highest dev accuracy so far ...
-        self.best_epoch = 0  # ... and its epoch (the weights restore_best brings back)
+        self.best_epoch = 0  # ... and its epoch (best.npz's)
         self.reference: float | None = None  # the accuracy progress is measured from
         self.bad_epochs = 0  # epochs since the last progress
         self.stopped_epoch: int | None = None  # the first epoch update returned True, if any
@@ -43,7 +42,7 @@ class EarlyStopping:
         """The stopper a config asks for, or None when early stopping is off."""
         if not config.enabled:
             return None
-        return cls(config.patience, config.min_delta, config.restore_best)
+        return cls(config.patience, config.min_delta)
 
     @property
     def stopped(self) -> bool:

@@ -37,9 +37,13 @@ class EpochMetrics:
     examples_per_second: float
     elapsed: float
     stopped_early: bool = False  # early stopping ended the run after this epoch
+    changes: dict[str, list[Any]] | None = None  # settings changed on resume, from this epoch on: key -> [old, new]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if values["changes"] is None:
+            del values["changes"]
+        return values
 
 
 def append_metrics(path: str | Path, row: EpochMetrics) -> None:
