@@ -16,8 +16,8 @@ from mlp_cli.nn.network import PARAM_NAMES
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.inputs import TrainingData
 from mlp_cli.training.loop import TrainingInterrupted, train
-from mlp_cli.training.session import new_session, run_session
 from mlp_cli.training.metrics import read_metrics
+from mlp_cli.training.session import new_session, run_session
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import Config
 from mlp_cli.training.inputs import TrainingData
 from mlp_cli.training.metrics import METRICS_FILE, EpochMetrics, append_metrics
+from mlp_cli.training.run_dir import make_run_dir
 from mlp_cli.training.state import TrainState
 
 
@@ -27,6 +28,7 @@ class RunRecord:
 
     def _settings(self) -> None:
         if not self._config_written:
+            make_run_dir(self.run_dir)
             atomic_write_text(self.run_dir / "config.yaml", self.config.to_yaml())
             self._config_written = True
 
