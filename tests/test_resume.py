@@ -94,6 +94,9 @@ def test_a_resumed_run_equals_the_uninterrupted_one(
     for key in ("plateau", "early_stopping", "best_epoch", "best_accuracy", "epoch", "step"):
         assert cut_last.meta[key] == full_last.meta[key], key
     assert without_timings(read_metrics(tmp_path)) == without_timings(read_metrics(uninterrupted))
+    resumed_epoch = read_metrics(tmp_path)[5]  # epoch 6: whole, or from its 4th batch on
+    seen = 500 - (cut_steps - 5 * 8) * 64
+    assert round(resumed_epoch["examples_per_second"] * resumed_epoch["seconds"]) == seen
 
 
 def test_each_epoch_sees_its_own_order(data: TrainingData, tmp_path: Path) -> None:
