@@ -4,9 +4,9 @@ The contenders train (or compute) on the same data, batch by batch, and are time
 a time, interleaved (tool with each initialisation, floor, torch, torch with flush-to-zero,
 PyTorch's floor, then again), so that a slow stretch of the machine hits all of them alike:
 
-- ``tool``: ``mlp_cli.nn.network.loss_and_gradients`` and the optimiser's ``step`` exactly as
-  ``mlp_cli.training.loop.train`` calls them (batches taken in order as views, one Workspace, the
-  divergence check on the loss); plain SGD.
+- ``tool``: ``mlp_cli.training.step.train_step`` itself (the gradients and the optimiser's update),
+  as ``mlp_cli.training.loop.train`` calls it (batches taken in order as views, one Workspace, the
+  loss checked for finiteness); plain SGD.
 - ``floor``: the five matrix products of one step alone (X W1, A1 W2, A1^T dZ2, dZ2 W2^T,
   X^T dZ1) into preallocated outputs, same shapes and dtype: what numpy's BLAS needs at least.
 - ``torch`` / ``torch_ftz``: the same network in PyTorch (nn.Linear, nn.Sigmoid, cross_entropy,
@@ -38,8 +38,10 @@ import numpy as np
 from benchmarks import machine
 from benchmarks.machine import LoadMeter, wait_for_quiet
 from benchmarks.process import REPO_ROOT
+from mlp_cli.config_file import load_config
 from mlp_cli.nn.network import Params, Workspace, init_params, loss_and_gradients
-from mlp_cli.nn.optim import make_optimizer, make_schedule
+from mlp_cli.training.state import TrainState
+from mlp_cli.training.step import train_step
 
 # The learning rate each initialisation is trained with: CS229's, and the tool's default.
 LEARNING_RATES = {"normal": 5.0, "xavier": 0.5}
@@ -91,25 +93,23 @@ def standardized(images: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def tool_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) -> Callable[[], None]:
-    """One epoch of the tool's own step, as ``mlp_cli.training.loop.train`` runs it (in-order batches)."""
-    params = params.copy()
-    optimizer = make_optimizer("sgd", params.as_dict())
+    """One epoch of the tool's own ``train_step``, as ``mlp_cli.training.loop.train`` calls it
+    (in-order batches, one Workspace)."""
     n, B = len(y), case.batch
     steps = math.ceil(n / B)
-    schedule = make_schedule("constant", LEARNING_RATES[case.init], total_steps=steps, steps_per_epoch=steps)
+    config = load_config(None, {"model.hidden": case.hidden, "model.dtype": case.dtype, "train.batch_size": B,
+                                "optimizer.name": "sgd", "optimizer.lr": LEARNING_RATES[case.init]})
+    state = TrainState.around(config, params.copy(), steps)
     workspace = Workspace()
 
     def epoch() -> None:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for step in range(steps):
-                lo, hi = step * B, min(n, (step + 1) * B)
-                lr = schedule(step)
-                loss, grads = loss_and_gradients(params, X[lo:hi], y[lo:hi], 0.0, workspace)
-                if not math.isfinite(loss):
-                    raise RuntimeError(f"{case.name}: the tool's loss became {loss}")
-                optimizer.step(params.as_dict(), grads.as_dict(), lr)
+        for step in range(steps):
+            lo, hi = step * B, min(n, (step + 1) * B)
+            loss = train_step(state, X[lo:hi], y[lo:hi], 0.0, workspace)
+            if not math.isfinite(loss):
+                raise RuntimeError(f"{case.name}: the tool's loss became {loss}")
 
-    epoch.params = params  # type: ignore[attr-defined]  # read by subnormal_census
+    epoch.params = state.params  # type: ignore[attr-defined]  # read by subnormal_census
     return epoch
 
 

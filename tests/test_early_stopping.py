@@ -30,21 +30,21 @@ def stop_epoch(stopper: EarlyStopping, curve: list[float]) -> int | None:
 def test_stops_after_patience_epochs_without_improvement() -> None:
     stopper = EarlyStopping(patience=3)
     assert stop_epoch(stopper, CURVE) == 11  # 0.96 at epoch 8; 9, 10 and 11 do not exceed it
-    assert stopper.best_epoch == 8 and stopper.best_accuracy == 0.96 and stopper.stopped
+    assert stopper.reference == 0.96 and stopper.stopped
 
 
 def test_counts_restart_at_every_improvement() -> None:
     stopper = EarlyStopping(patience=2)
     flags = [stopper.update(e, a) for e, a in enumerate([0.5, 0.6, 0.6, 0.7, 0.65, 0.7, 0.7], start=1)]
     assert flags == [False, False, False, False, False, True, True]
-    assert stopper.stopped_epoch == 6 and stopper.best_epoch == 4
+    assert stopper.stopped_epoch == 6 and stopper.reference == 0.7
 
 
-def test_min_delta_decides_progress_but_the_best_weights_are_the_highest_accuracy() -> None:
+def test_min_delta_decides_progress() -> None:
     stopper = EarlyStopping(patience=2, min_delta=0.001)
-    # 0.9502 (epoch 5) beats 0.95 by less than min_delta: no progress, yet the best so far.
+    # 0.9502 (epoch 5) beats 0.95 by less than min_delta: no progress (best.npz still takes it).
     assert stop_epoch(stopper, CURVE[:6]) == 5
-    assert stopper.best_epoch == 5 and stopper.best_accuracy == 0.9502
+    assert stopper.reference == 0.95
     without_delta = EarlyStopping(patience=2)
     assert stop_epoch(without_delta, CURVE[:6]) is None  # there, epoch 5 was progress
 
@@ -73,6 +73,13 @@ def test_state_round_trip_through_json_stops_at_the_same_epoch(cut: int) -> None
     flags += [resumed.update(e, a) for e, a in enumerate(CURVE[cut:], start=cut + 1)]
     assert flags == expected
     assert resumed.state_dict() == reference.state_dict()
+
+
+def test_state_of_release_0_1_loads() -> None:
+    stopper = EarlyStopping(patience=3)
+    stopper.load_state_dict({"best_accuracy": 0.9, "best_epoch": 2, "reference": 0.9, "bad_epochs": 1,
+                             "stopped_epoch": None})
+    assert (stopper.reference, stopper.bad_epochs, stopper.stopped) == (0.9, 1, False)
 
 
 @pytest.mark.parametrize("state", [

@@ -5,9 +5,9 @@ accuracy more than ``min_delta`` above the reference (the accuracy of the last s
 is progress and resets the count; after ``patience`` epochs in a row without progress, ``update``
 returns True and the loop stops after saving that epoch's checkpoint.
 
-Two notions of "best" are kept apart on purpose. ``min_delta`` only decides what counts as
-progress; the weights worth keeping are those of the highest dev accuracy, whatever the margin
-(``best_epoch``, the same epoch as the loop's ``best.npz``, which is the run's model).
+``min_delta`` only decides what counts as progress. The weights worth keeping are those of the
+highest dev accuracy, whatever the margin: the training state tracks that epoch (best.npz, the
+run's model), not this class.
 
 ``state_dict`` / ``load_state_dict`` carry the counters through a checkpoint's JSON metadata, so
 a resumed run stops at the same epoch as an uninterrupted one.
@@ -31,8 +31,6 @@ class EarlyStopping:
         if patience < 1 or not (math.isfinite(min_delta) and min_delta >= 0):
             raise ValueError(f"patience must be >= 1 and min_delta >= 0, got {patience}, {min_delta}")
         self.patience, self.min_delta = int(patience), float(min_delta)
-        self.best_accuracy: float | None = None  # highest dev accuracy so far ...
-        self.best_epoch = 0  # ... and its epoch (best.npz's)
         self.reference: float | None = None  # the accuracy progress is measured from
         self.bad_epochs = 0  # epochs since the last progress
         self.stopped_epoch: int | None = None  # the first epoch update returned True, if any
@@ -51,8 +49,6 @@ class EarlyStopping:
     def update(self, epoch: int, dev_accuracy: float) -> bool:
         """Record the dev accuracy after ``epoch`` (1-based); True: stop training now."""
         dev_accuracy = float(dev_accuracy)
-        if self.best_accuracy is None or dev_accuracy > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = dev_accuracy, epoch
         if self.reference is None or dev_accuracy > self.reference + self.min_delta:
             self.reference, self.bad_epochs = dev_accuracy, 0
         else:
@@ -64,8 +60,6 @@ class EarlyStopping:
     def state_dict(self) -> dict[str, Any]:
         """The counters, as JSON-ready numbers."""
         return {
-            "best_accuracy": self.best_accuracy,
-            "best_epoch": self.best_epoch,
             "reference": self.reference,
             "bad_epochs": self.bad_epochs,
             "stopped_epoch": self.stopped_epoch,
@@ -73,8 +67,9 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s values; CheckpointError naming the problem if malformed."""
-        if not isinstance(state, dict) or set(state) != set(self.state_dict()):
-            raise CheckpointError(f"early stopping state is malformed: {state!r}")
+        legacy = {"best_accuracy", "best_epoch"}  # kept by release 0.1.0; the training state has them
+        if not isinstance(state, dict) or set(state) - legacy != set(self.state_dict()):
+            raise CheckpointError(f"early stopping state is malformed: {state!r:.200}")
 
         def accuracy(key: str) -> float | None:
             value = state[key]
@@ -92,14 +87,14 @@ class EarlyStopping:
                 raise CheckpointError(f"early stopping state {key!r} = {value!r}; expected an integer >= 0")
             return value
 
-        best_accuracy, reference = accuracy("best_accuracy"), accuracy("reference")
-        best_epoch, bad_epochs = count("best_epoch"), count("bad_epochs")
+        for key in legacy & set(state):  # still checked: a malformed one means a tampered file
+            accuracy(key) if key == "best_accuracy" else count(key)
+        reference, bad_epochs = accuracy("reference"), count("bad_epochs")
         stopped_epoch = count("stopped_epoch", optional=True)
-        self.best_accuracy, self.reference, self.stopped_epoch = best_accuracy, reference, stopped_epoch
-        self.best_epoch, self.bad_epochs = int(best_epoch or 0), int(bad_epochs or 0)
+        self.reference, self.stopped_epoch, self.bad_epochs = reference, stopped_epoch, int(bad_epochs or 0)
 
     def __repr__(self) -> str:
         return (
-            f"<EarlyStopping patience={self.patience} min_delta={self.min_delta}: best {self.best_accuracy} "
-            f"at epoch {self.best_epoch}, {self.bad_epochs} epochs without progress>"
+            f"<EarlyStopping patience={self.patience} min_delta={self.min_delta}: reference {self.reference}, "
+            f"{self.bad_epochs} epochs without progress>"
         )
