@@ -20,14 +20,13 @@ from mlp_cli.data.augment import (
     bilinear,
     distort,
     elastic_fields,
-    grid_image,
     is_identity,
-    preview_pairs,
     sample_distortions,
     smoothing_matrix,
     source_coordinates,
 )
 from mlp_cli.errors import ConfigError
+from mlp_cli.reports.preview import grid_image, preview_pairs
 
 ALL = AugmentConfig(enabled=True, shift=2.0, rotate=15.0, scale=0.15, shear=15.0, elastic_alpha=34.0)
 AFFINE = dataclasses.replace(ALL, elastic_alpha=0.0)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from mlp_cli.cli import app
 from mlp_cli.cli.render import halfblock_lines
 from mlp_cli.config import AugmentConfig
-from mlp_cli.data.augment import grid_image, preview_pairs
 from mlp_cli.data.cache import load_dataset
+from mlp_cli.reports.preview import grid_image, preview_pairs
 
 runner = CliRunner()
 ROTATE = ["--set", "augment.rotate=20", "--set", "augment.elastic_alpha=34"]

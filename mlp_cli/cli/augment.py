@@ -52,8 +52,9 @@ def augment_preview_command(
     The distortions are the config's augment section, drawn as training draws them (as if it were enabled).
     """
     from mlp_cli.config_file import load_config, resolve_config_path
-    from mlp_cli.data.augment import grid_image, is_identity, preview_pairs, save_png
+    from mlp_cli.data.augment import is_identity
     from mlp_cli.data.cache import load_dataset
+    from mlp_cli.reports.preview import grid_image, preview_pairs, save_png
 
     resolved = load_config(resolve_config_path(config), sets=tuple(set_ or ()))
     settings = resolved.augment
@@ -81,7 +82,7 @@ def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
     from rich.console import Console
 
     from mlp_cli.cli.render import halfblock_text, uses_colour
-    from mlp_cli.data.augment import grid_image
+    from mlp_cli.reports.preview import grid_image
 
     console = Console(highlight=False)
     per_band = max(1, (console.width + GAP) // (originals.shape[2] + GAP))

@@ -52,16 +52,11 @@ any generator state in the checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
-import io
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from mlp_cli.errors import MlpError, UsageError
 
 if TYPE_CHECKING:
     from mlp_cli.config import AugmentConfig
@@ -282,63 +277,6 @@ def bilinear(
     bottom *= fy
     result = np.add(top, bottom, out=None if out is None else out.reshape(-1))  # top + fy (bottom - top)
     return result.reshape(qy.shape)
-
-
-# --------------------------------------------------------------------------------------------
-# Preview (`mlp augment-preview`)
-
-
-class AugmentError(MlpError):
-    """The preview cannot be written."""
-
-
-def preview_pairs(
-    images: np.ndarray, settings: AugmentConfig, n: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """n images picked at random from ``images`` (N, H, W) and their distorted versions, both
-    uint8 (n, H, W). The settings apply as if ``enabled`` were true: a preview shows what
-    switching them on would do. The same seed picks and distorts the same images."""
-    if not 1 <= n <= len(images):
-        raise UsageError(f"cannot preview {n} images out of {len(images)}; expected 1 to {len(images)}")
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(len(images), size=n, replace=False))  # (n,)
-    originals = np.asarray(images[picked])
-    distorted = augment(originals, dataclasses.replace(settings, enabled=True), rng)
-    return originals.astype(np.uint8), np.clip(np.rint(distorted), 0, 255).astype(np.uint8)
-
-
-def grid_image(rows: list[np.ndarray], gap: int = 2, fill: int = 0) -> np.ndarray:
-    """Image rows (each (n, H, W) uint8) side by side: one uint8 picture of
-    (len(rows) H + (len(rows) - 1) gap, n W + (n - 1) gap), gaps filled with ``fill``."""
-    tiles = np.stack(rows)  # (R, n, H, W)
-    R, n, H, W = tiles.shape
-    padded = np.full((R, n, H + gap, W + gap), fill, dtype=np.uint8)
-    padded[:, :, :H, :W] = tiles  # each tile with its gap below and to the right
-    canvas = padded.transpose(0, 2, 1, 3).reshape(R * (H + gap), n * (W + gap))
-    return canvas[: R * (H + gap) - gap, : n * (W + gap) - gap]
-
-
-def save_png(picture: np.ndarray, out: str | Path, scale: int = 4) -> tuple[int, int]:
-    """Write a grey uint8 picture as a PNG, each pixel a ``scale`` x ``scale`` square, atomically;
-    returns its (width, height)."""
-    from PIL import Image
-
-    from mlp_cli.atomic import atomic_write_bytes, make_parents
-
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"cannot write {out}: the file name must end in .png")
-    big = picture.repeat(scale, axis=0).repeat(scale, axis=1)
-    buffer = io.BytesIO()
-    Image.fromarray(big).save(buffer, format="PNG")  # 2-D uint8: mode "L", grey
-    try:
-        make_parents(out)
-        atomic_write_bytes(out, buffer.getvalue())
-    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
-        raise UsageError(f"cannot write {out}: {err.strerror}") from None
-    except OSError as err:
-        raise AugmentError(f"cannot write {out}: {err.strerror or err}") from None
-    return big.shape[1], big.shape[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -154,6 +154,15 @@ def write_file(out: Path, data: bytes) -> None:
         raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
 
 
+def write_png(picture: np.ndarray, out: Path) -> None:
+    """The tool's one PNG writer: a uint8 picture, grey (H, W) or RGB (H, W, 3)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    write_file(out, buffer.getvalue())
+
+
 # --------------------------------------------------------------------------------------------
 # First-layer weights
 
@@ -223,12 +232,8 @@ def save_weights_image(
     W1: np.ndarray, out: str | Path, *, columns: int | None = None, scale: int = 2
 ) -> tuple[Path, tuple[int, int]]:
     """Write the weights grid as a PNG; return the path and the image's (width, height)."""
-    from PIL import Image
-
     out = Path(out)
     output_format(out, IMAGE_FORMATS)
     grid = weights_grid(W1, columns=columns, scale=scale)
-    buffer = io.BytesIO()
-    Image.fromarray(grid).save(buffer, format="PNG")
-    write_file(out, buffer.getvalue())
+    write_png(grid, out)
     return out, (grid.shape[1], grid.shape[0])
