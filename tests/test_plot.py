@@ -46,6 +46,23 @@ def test_figure_has_train_and_dev_of_every_run_on_shared_axes() -> None:
         plt.close(fig)
 
 
+def test_settings_changed_on_resume_are_marked_where_they_took_effect() -> None:
+    import matplotlib.pyplot as plt
+
+    recorded = rows(6)
+    recorded[3]["changes"] = {"optimizer.lr": [5.0, 1.0], "train.epochs": [4, 6]}  # from epoch 4 on
+    run = RunCurves.from_rows("resumed", recorded)
+    assert run.changes == [(4, "lr 5 -> 1, epochs 4 -> 6")]
+    fig = curves_figure([run])
+    try:
+        for ax in fig.axes:
+            marks = [line for line in ax.lines if line.get_linestyle() == ":"]
+            assert len(marks) == 1 and list(marks[0].get_xdata()) == [3.5, 3.5]
+            assert [text.get_text() for text in ax.texts] == ["lr 5 -> 1, epochs 4 -> 6"]
+    finally:
+        plt.close(fig)
+
+
 def test_run_without_dev_set_plots_train_only() -> None:
     import matplotlib.pyplot as plt
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class RunCurves:
     train_accuracy: list[float]
     dev_loss: list[float | None]
     dev_accuracy: list[float | None]
+    changes: list[tuple[int, str]] = field(default_factory=list)  # (epoch, "lr 5 -> 1"), resumes
 
     @classmethod
     def from_rows(cls, label: str, rows: Sequence[dict[str, Any]]) -> RunCurves:
@@ -65,11 +66,26 @@ class RunCurves:
             train_accuracy=[float(r["train_accuracy"]) for r in rows],
             dev_loss=[r.get("dev_loss") for r in rows],
             dev_accuracy=[r.get("dev_accuracy") for r in rows],
+            changes=[(int(r["epoch"]), describe_changes(r["changes"]))
+                     for r in rows if isinstance(r.get("changes"), dict)],
         )
 
     @property
     def has_dev(self) -> bool:
         return any(v is not None for v in self.dev_accuracy)
+
+
+def describe_changes(changes: dict[str, Any]) -> str:
+    """{"optimizer.lr": [5.0, 1.0]} -> "lr 5 -> 1" (the key's last part; at most three)."""
+    parts = []
+    for key, values in list(changes.items())[:3]:
+        old, new = values if isinstance(values, list) and len(values) == 2 else ("?", "?")
+        parts.append(f"{str(key).split('.')[-1]} {old:g} -> {new:g}" if _numbers(old, new) else f"{key}")
+    return ", ".join(parts)
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def output_format(path: str | Path, allowed: tuple[str, ...] = FIGURE_FORMATS) -> str:
@@ -129,6 +145,10 @@ def curves_figure(runs: Sequence[RunCurves], *, title: str | None = None, dpi: i
             if run.has_dev:
                 ax.plot(run.epochs, [np.nan if v is None else v for v in dev], linestyle="-",
                         color=colour, label=f"{run.label} dev")
+            for epoch, what in run.changes:  # a resume changed settings from this epoch on
+                ax.axvline(epoch - 0.5, color=colour, linestyle=":", linewidth=1)
+                ax.annotate(what, (epoch - 0.5, 1), xycoords=("data", "axes fraction"), rotation=90,
+                            va="top", ha="right", fontsize="x-small", color=colour)
     for ax, name in ((loss_ax, "loss (cross-entropy)"), (acc_ax, "accuracy")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
