@@ -205,3 +205,22 @@ def test_sigterm_and_sighup_save_and_exit_like_ctrl_c(mnist_data_dir: Path, tmp_
     assert len(line) == 1 and line[0].startswith("error: interrupted ") and "--resume" in line[0]
     saved = load_checkpoint(out / "last.npz")
     assert 1 <= saved.epoch < 40 and not (out / ".writer").exists()
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.05, 0.2])
+def test_two_quick_signals_always_end_with_a_line_naming_the_checkpoint(
+    mnist_data_dir: Path, tmp_path: Path, gap: float
+) -> None:
+    out = tmp_path / "run"
+    proc = start("train", "--out", out, "--data-dir", mnist_data_dir, *LONG)
+    wait_for(out / "last.npz", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip(), stderr
+    assert all(line.startswith("error: ") for line in stderr.strip().splitlines())
+    assert f"--resume {out / 'last.npz'}" in stderr
+    load_checkpoint(out / "last.npz")  # whole, whichever save the second signal met

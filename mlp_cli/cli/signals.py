@@ -6,8 +6,9 @@ the command exits with 128 + the signal's number (130, 143, 129) and one line sa
 continue. A second signal while the command is still at work stops it at once (``StopNow``
 unwinds through the atomic writes, so a checkpoint cut short leaves the previous file and no
 temporary one) with one line naming the checkpoint that remains; one that arrives while the
-command is already ending prints that line too. The handlers stay installed until the command
-returns, so no signal ever meets Python's default handler and its traceback.
+command is already ending prints that line too, and once the command has stopped on a signal the
+rest are ignored while it prints its line and exits. No signal ever meets Python's default handler
+and its traceback.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ class StopOnSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.signum is not None:
-            return  # the command is ending on a signal: a late one still prints what remains
+        if self.signum is not None:  # ending on a signal, with a line naming the checkpoint: a late
+            for signum in self._previous:  # one must not cut that short (nor kill the exit itself)
+                signal.signal(signum, signal.SIG_IGN)
+            return
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 
