@@ -39,7 +39,9 @@ from benchmarks import machine
 from benchmarks.machine import LoadMeter, wait_for_quiet
 from benchmarks.process import REPO_ROOT
 from mlp_cli.config_file import load_config
-from mlp_cli.nn.network import Params, Workspace, init_params, loss_and_gradients
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.network import Params, init_params
+from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.state import TrainState
 from mlp_cli.training.step import train_step
 
