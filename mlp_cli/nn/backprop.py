@@ -1,14 +1,15 @@
 """Backpropagation: the seed's equations as a plain reference, and the tuned step training runs.
 
-``backprop`` is the batched derivation of /work/shared/docs/MATH.md, one line per equation, in
-row notation (X is (B, d), rows are examples). Read it first. Backpropagation is the chain rule
+``backprop`` is the batched derivation the README gives ("The network and its gradients"), one
+line per equation, in row notation (X is (B, d), rows are examples). Read it first. Backpropagation is the chain rule
 applied to the forward lines from the bottom up; because the loss is the cross-entropy of a
 softmax, the two derivatives collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (see
 ``network.log_softmax_backward`` for when that holds); the sigmoid's derivative is taken from its
 saved output, A1 (1 - A1), so Z1 need not be kept.
 
 ``loss_and_gradients`` computes the same numbers with the buffers of a :class:`StepBuffers`
-(allocated once per batch shape, so the hot loop allocates nothing) and in-place kernels named
+(allocated once per batch shape, so the hot loop allocates no arrays; numpy keeps its own fixed
+iterator buffers for the two broadcast additions) and in-place kernels named
 for what they compute. A test holds it equal to ``backprop`` in float64. What it does for speed:
 Z1 becomes A1 in place and Z2 becomes P, then dZ2, in place; Y is never materialised; the
 (B, k) buffers are column-major, which makes numpy's row max and row sum over 10 columns about
