@@ -22,7 +22,6 @@ here checks them again. Rates are Python floats.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +52,7 @@ def make_schedule(settings: Any, base_lr: float, *, total_steps: int, steps_per_
     if spec is None:
         raise ConfigError(f"unknown schedule {settings.name!r}; choose one of: {', '.join(SCHEDULES)}")
     steps = Steps(total_steps, steps_per_epoch, settings.warmup_epochs)
-    build = getattr(sys.modules[__name__], spec.implementation)
+    build = globals()[spec.implementation]
     options = {field: getattr(settings, field) for field in spec.fields}
     return build(float(base_lr), steps, **options)  # type: ignore[no-any-return]
 
