@@ -39,7 +39,9 @@ from benchmarks import machine
 from benchmarks.machine import LoadMeter, wait_for_quiet
 from benchmarks.process import REPO_ROOT
 from mlp_cli.config_file import load_config
-from mlp_cli.nn.network import Params, Workspace, init_params, loss_and_gradients
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.network import Params, init_params
+from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.state import TrainState
 from mlp_cli.training.step import train_step
 
@@ -243,8 +245,8 @@ def subnormal_census(case: Case, epoch: Callable[[], None], X: np.ndarray, y: np
     params: Params = epoch.params  # type: ignore[attr-defined]  # set by tool_epoch
     ws = Workspace()
     tiny = np.finfo(np.dtype(case.dtype)).tiny
-    # buffer -> what it holds after a step (see loss_and_gradients)
-    names = {"A1": "A1", "Z2": "Z2 (shifted)", "P": "dZ2", "dA1": "dZ1", "dW1": "dW1", "dW2": "dW2"}
+    # buffer -> what it holds after a step (see loss_and_gradients and its StepBuffers)
+    names = {"A1": "A1", "A1W2": "A1 W2", "Z2": "dZ2", "dZ1": "dZ1", "dW1": "dW1", "dW2": "dW2"}
     counts = dict.fromkeys(names.values(), 0)
     sizes = dict.fromkeys(names.values(), 0)
     saturated = 0
@@ -252,11 +254,12 @@ def subnormal_census(case: Case, epoch: Callable[[], None], X: np.ndarray, y: np
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for lo in range(0, n, B):
             loss_and_gradients(params, X[lo : lo + B], y[lo : lo + B], 0.0, ws)
+            held = ws.arrays()
             for buffer, label in names.items():
-                a = ws._buffers[buffer]  # noqa: SLF001  (a benchmark may look inside)
+                a = held[f"StepBuffers.{buffer}"]
                 counts[label] += int(np.count_nonzero((a != 0) & (np.abs(a) < tiny)))
                 sizes[label] += a.size
-            A1 = ws._buffers["A1"]  # noqa: SLF001
+            A1 = held["StepBuffers.A1"]
             saturated += int(np.count_nonzero((A1 == 0) | (A1 == 1)))
     for name in ("W1", "W2"):
         a = params[name]

@@ -24,7 +24,8 @@ import numpy as np
 from mlp_cli.config import Config
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import UsageError
-from mlp_cli.nn.network import INPUTS, Params, forward, loss_and_accuracy
+from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.network import INPUTS, Params, forward
 from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
 
 PathLike = str | Path

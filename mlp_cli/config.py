@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from mlp_cli.errors import ConfigError
+from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist")
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
 DTYPES = ("float32", "float64")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 
 def _range(
@@ -65,6 +64,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
+    """The optimiser (one of mlp_cli.nn.registry.OPTIMIZERS) and every field one of them reads."""
+
     name: str = field(default="sgd", metadata=_choices(*OPTIMIZERS))
     lr: float = field(default=0.5, metadata=_range(0.0, lo_open=True))
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
@@ -76,6 +77,8 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    """The schedule (one of mlp_cli.nn.registry.SCHEDULES) and every field one of them reads."""
+
     name: str = field(default="constant", metadata=_choices(*SCHEDULES))
     step_size: int = field(default=10, metadata=_range(1))
     gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
@@ -212,7 +215,7 @@ def _check_consistency(config: Config, where: str | Path | None) -> None:
         needs_dev = [
             key for key, on in (
                 ("early_stopping.enabled = true", config.early_stopping.enabled),
-                ("schedule.name = plateau", config.schedule.name == "plateau"),
+                (f"schedule.name = {config.schedule.name}", SCHEDULES[config.schedule.name].watches_dev),
             ) if on
         ]
         if needs_dev:

@@ -283,16 +283,16 @@ def test_gradcheck_passes_with_the_config_settings() -> None:
 
 
 def test_gradcheck_fails_with_exit_1_on_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlp_cli.nn import network as model
+    from mlp_cli.nn import backprop
 
-    real = model.loss_and_gradients
+    real = backprop.loss_and_gradients
 
     def broken(params, X, y, l2=0.0, workspace=None):
         loss, grads = real(params, X, y, l2, workspace)
         grads.b2 = grads.b2 * 0.5
         return loss, grads
 
-    monkeypatch.setattr(model, "loss_and_gradients", broken)
+    monkeypatch.setattr(backprop, "loss_and_gradients", broken)
     result = invoke("gradcheck", "--hidden", "8", "--batch", "4")
     assert result.exit_code == 1
     assert re.search(r"b2 .*FAIL", result.stdout) and "gradient check failed" in result.stdout

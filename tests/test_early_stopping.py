@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from mlp_cli.config import Config, EarlyStoppingConfig
+from mlp_cli.config import Config, EarlyStoppingConfig, ScheduleConfig
 from mlp_cli.config_file import load_config
 from mlp_cli.errors import CheckpointError, ConfigError
-from mlp_cli.nn.optim import PlateauSchedule, make_schedule
+from mlp_cli.nn.schedules import PlateauSchedule, make_schedule
 from mlp_cli.training.early_stopping import EarlyStopping
 
 # Dev accuracy after epochs 1, 2, ...: rises, stalls (with one tiny rise), rises again, stalls.
@@ -111,8 +111,8 @@ def test_invalid_arguments() -> None:
 
 
 def plateau(**options: float) -> PlateauSchedule:
-    settings = {"total_steps": 1000, "steps_per_epoch": 10, "plateau_patience": 2, "plateau_factor": 0.5, **options}
-    schedule = make_schedule("plateau", 0.4, **settings)  # type: ignore[arg-type]
+    settings = ScheduleConfig(name="plateau", **{"plateau_patience": 2, "plateau_factor": 0.5, **options})  # type: ignore[arg-type]
+    schedule = make_schedule(settings, 0.4, total_steps=1000, steps_per_epoch=10)
     assert isinstance(schedule, PlateauSchedule)
     return schedule
 
@@ -191,8 +191,9 @@ def test_plateau_malformed_state(state: dict) -> None:
     ({"plateau_factor": 0.0}, "plateau_factor"), ({"plateau_min_delta": -0.1}, "plateau_min_delta"),
 ])
 def test_plateau_invalid_options(option: dict, key: str) -> None:
+    (value,) = option.values()
     with pytest.raises(ConfigError, match=key):
-        plateau(**option)
+        load_config(None, {"schedule.name": "plateau", f"schedule.{key}": value})
 
 
 # --- config --------------------------------------------------------------------------------------

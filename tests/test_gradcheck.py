@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlp_cli.nn.backprop import loss_and_gradients
 from mlp_cli.nn.gradcheck import TOLERANCE, check_gradients, gradcheck, objective, random_batch
-from mlp_cli.nn.network import PARAM_NAMES, init_params, l2_penalty, loss_and_gradients
+from mlp_cli.nn.network import PARAM_NAMES, init_params, l2_penalty
 
 
 @pytest.mark.parametrize("init,l2", [("normal", 0.0), ("xavier", 1e-3)])

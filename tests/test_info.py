@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
+import numpy as np
 import pytest
 
+from mlp_cli.config import OptimizerConfig
 from mlp_cli.config_file import load_config
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.network import init_params
+from mlp_cli.nn.optimizers import make_optimizer
+from mlp_cli.nn.workspace import Workspace
 from mlp_cli.reports.info import info_for_config, network_info
+
+STEP, EVALUATION = "training step: activations, dZ2, gradients", "evaluation: folded weights, a block of n rows"
 
 
 def test_parameters_and_shapes_follow_the_derivation() -> None:
@@ -41,11 +51,12 @@ def test_memory_depends_on_optimizer_dtype_and_data() -> None:
     adam = {c.what: c.value for c in network_info(300, optimizer="adam").memory}
     params_bytes = 238_510 * 4
     assert sgd["parameters W1 b1 W2 b2"] == params_bytes and sgd["sgd state"] == 0
-    assert adam["adam state"] == 2 * params_bytes
+    assert adam["adam state"] == 2 * params_bytes + 8  # m, v and the int64 step count t
     assert sgd["dataset as float32 (train + dev)"] == 60_000 * 784 * 4
-    assert sgd["batch activations A1 dA1 S, Z2 P"] == 1000 * (3 * 300 + 2 * 10) * 4
-    double = network_info(300, dtype="float64")
-    assert double.memory_bytes == 2 * network_info(300).memory_bytes
+    assert sgd[STEP] > 1000 * 3 * 300 * 4 + params_bytes  # A1, dZ1, S and the gradients at least
+    float64 = {c.what: c.value for c in network_info(300, dtype="float64").memory}
+    assert float64["parameters W1 b1 W2 b2"] == 2 * sgd["parameters W1 b1 W2 b2"]
+    assert float64["dataset as float64 (train + dev)"] == 2 * sgd["dataset as float32 (train + dev)"]
     assert "shuffled batch X" not in {c.what for c in network_info(300, shuffle=False).memory}
 
 
@@ -67,3 +78,35 @@ def test_to_dict_is_json_and_consistent() -> None:
     assert data["architecture"] == "784-100-10" and data["parameters"] == 784 * 100 + 100 + 1000 + 10
     assert data["flops"]["forward_per_example"] == sum(c["value"] for c in data["flops"]["forward"])
     assert data["memory"]["total_bytes"] == sum(c["value"] for c in data["memory"]["items"])
+
+
+@pytest.mark.parametrize(("optimizer", "l2", "dtype"), [("sgd", 0.0, "float32"), ("adam", 1e-3, "float64")])
+def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_allocate(
+    optimizer: str, l2: float, dtype: str
+) -> None:
+    B, h, n_train, n_dev = 512, 40, 2_500, 2_000  # a (B, k) buffer: 20 kB; evaluation blocks of 2,000 rows
+    info = network_info(h, batch_size=B, dtype=dtype, optimizer=optimizer, l2=l2, train_examples=n_train,
+                        dev_examples=n_dev)
+    memory = {c.what: c.value for c in info.memory}
+    rng = np.random.default_rng(0)
+    params = init_params(h, rng, "xavier", dtype)
+    X, y = rng.standard_normal((n_train, 784)).astype(dtype), rng.integers(0, 10, n_train)
+    loss_and_gradients(params, X[:5], y[:5], l2)  # numpy's first-call caches, not the run's memory
+    loss_and_accuracy(params, X[:5], y[:5])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        workspace = Workspace()
+        optim = make_optimizer(OptimizerConfig(name=optimizer), params.as_dict())
+        _, grads = loss_and_gradients(params, X[:B], y[:B], l2, workspace)
+        optim.step(params.as_dict(), grads.as_dict(), 0.1)
+        loss_and_accuracy(params, X, y, workspace=workspace)
+        loss_and_accuracy(params, X[:n_dev], y[:n_dev], workspace=workspace)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert memory[STEP] + memory[EVALUATION] == workspace.nbytes
+    optimizer_bytes = sum(a.nbytes for a in optim.arrays().values())
+    assert memory[f"{optimizer} state"] + memory["optimiser scratch"] == optimizer_bytes
+    # and nothing else stays allocated but small Python objects (array headers, dicts: about 10 kB)
+    assert 0 <= held - workspace.nbytes - optimizer_bytes < 16 * 1024, held - workspace.nbytes - optimizer_bytes

@@ -1,28 +1,32 @@
-"""The network: gradients against finite differences, stable numerics, learning."""
+"""The network: gradients against finite differences, the tuned step and evaluation against
+their plain references, the workspace, stable numerics, learning."""
 
 from __future__ import annotations
 
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 
+from mlp_cli.nn.backprop import backprop, loss_and_gradients
+from mlp_cli.nn.evaluation import loss_and_accuracy, plain_loss_and_accuracy
 from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
-    Workspace,
     cross_entropy,
     forward,
     init_params,
     l2_penalty,
     log_softmax,
+    log_softmax_backward,
     logits,
-    loss_and_accuracy,
-    loss_and_gradients,
     sigmoid,
     sigmoid_grad_from_output,
     softmax,
+    softmax_backward,
 )
+from mlp_cli.nn.workspace import Workspace
 
 
 def small_problem(seed: int = 0, B: int = 7, d: int = 6, h: int = 5, k: int = 4):
@@ -40,10 +44,11 @@ def objective(params: Params, X: np.ndarray, y: np.ndarray, l2: float) -> float:
     return float(cross_entropy(logits(params, X), y).mean()) + l2_penalty(params, l2)
 
 
+@pytest.mark.parametrize("gradients", [loss_and_gradients, backprop])
 @pytest.mark.parametrize("l2", [0.0, 0.05])
-def test_gradients_match_central_finite_differences(l2: float) -> None:
+def test_gradients_match_central_finite_differences(gradients, l2: float) -> None:
     params, X, y = small_problem()
-    _, grads = loss_and_gradients(params, X, y, l2=l2)
+    _, grads = gradients(params, X, y, l2=l2)
     eps = 1e-6
     for name in PARAM_NAMES:
         array = params[name]
@@ -183,3 +188,78 @@ def test_evaluation_stays_finite_when_the_folded_bias_would_overflow() -> None:
         loss, accuracy = loss_and_accuracy(params, X, y, block=16)
     assert loss == pytest.approx(float(cross_entropy(logits(params, X), y).mean()), rel=1e-6)
     assert accuracy == np.mean(logits(params, X).argmax(axis=1) == y)
+
+
+# --- the tuned step and evaluation against the plain references --------------------------------
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+@pytest.mark.parametrize(("B", "d", "h", "k"), [(1, 784, 30, 10), (7, 6, 5, 4), (64, 784, 100, 10), (300, 20, 3, 2)])
+def test_tuned_step_equals_the_reference_in_float64(B: int, d: int, h: int, k: int, l2: float) -> None:
+    params, X, y = small_problem(seed=B, B=B, d=d, h=h, k=k)
+    expected_loss, expected = backprop(params, X, y, l2)
+    workspace = Workspace()
+    for _ in range(2):  # and again in the same workspace: nothing left over from the first call
+        loss, grads = loss_and_gradients(params, X, y, l2, workspace)
+        assert loss == pytest.approx(expected_loss, rel=1e-13)
+        for name in PARAM_NAMES:
+            np.testing.assert_allclose(grads[name], expected[name], rtol=1e-11, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize(("n", "block"), [(1, 2000), (25, 4), (25, 1000), (300, 64)])
+def test_tuned_evaluation_equals_the_plain_one_in_float64(n: int, block: int) -> None:
+    params, X, y = small_problem(seed=n, B=n, d=30, h=12, k=10)
+    loss, accuracy = loss_and_accuracy(params, X, y, block=block, workspace=Workspace())
+    expected_loss, expected_accuracy = plain_loss_and_accuracy(params, X, y)
+    assert loss == pytest.approx(expected_loss, rel=1e-13)
+    assert accuracy == expected_accuracy
+
+
+def test_softmax_derivatives_and_the_p_minus_y_shortcut() -> None:
+    rng = np.random.default_rng(4)
+    Z, dP = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    # softmax_backward against central differences of J = sum(dP * softmax(Z))
+    eps, numeric = 1e-6, np.zeros_like(Z)
+    for index in np.ndindex(Z.shape):
+        step = np.zeros_like(Z)
+        step[index] = eps
+        numeric[index] = ((dP * softmax(Z + step)).sum() - (dP * softmax(Z - step)).sum()) / (2 * eps)
+    np.testing.assert_allclose(softmax_backward(softmax(Z), dP), numeric, rtol=1e-7, atol=1e-9)
+    # J = -(1/B) sum_i log P[i, y_i]: through log-softmax, dL = -Y / B gives (P - Y) / B; through
+    # softmax, dP = -Y / (B P) gives the same
+    y = np.array([0, 3, 1, 1, 2])
+    Y, P = np.eye(4)[y], softmax(Z)
+    np.testing.assert_allclose(log_softmax_backward(P, -Y / 5), (P - Y) / 5, atol=1e-15)
+    np.testing.assert_allclose(softmax_backward(P, -Y / (5 * P)), (P - Y) / 5, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_step_allocates_nothing_that_grows_with_the_batch(dtype: str) -> None:
+    """200,000 rows: one per-row temporary would be >= 800 kB; numpy's own fixed iterator
+    buffers (64 kB per float32 operand pair) are all a warm step may allocate."""
+    rng = np.random.default_rng(0)
+    params = init_params(4, rng, "xavier", dtype, inputs=8)
+    X = rng.standard_normal((200_000, 8)).astype(dtype)
+    y = rng.integers(0, 10, 200_000)
+    workspace = Workspace()
+    _, first = loss_and_gradients(params, X, y, 0.1, workspace)
+    tracemalloc.start()
+    try:
+        _, second = loss_and_gradients(params, X, y, 0.1, workspace)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024, f"a warm step allocated {peak} bytes"
+    assert all(second[name] is first[name] for name in PARAM_NAMES)  # the same buffers, rewritten
+
+
+def test_workspace_reallocates_only_when_the_shapes_change() -> None:
+    params, X, y = small_problem(B=20)
+    workspace = Workspace()
+    _, full = loss_and_gradients(params, X, y, 0.0, workspace)
+    _, again = loss_and_gradients(params, X, y, 0.0, workspace)
+    assert again.W1 is full.W1
+    held = set(map(id, workspace.arrays().values()))
+    loss_and_gradients(params, X[:7], y[:7], 0.0, workspace)  # a shorter last batch
+    assert held != set(map(id, workspace.arrays().values()))
+    assert workspace.arrays()["StepBuffers.A1"].shape == (7, params.hidden)

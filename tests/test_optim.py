@@ -1,8 +1,11 @@
-"""Tests for mlp_cli.nn.optim: update rules against hand-written references, in-place and
-dtype-preserving steps, convergence on a quadratic, resumable state, and the schedules."""
+"""Tests for mlp_cli.nn.optimizers and mlp_cli.nn.schedules: update rules against hand-written
+references, in-place and dtype-preserving steps, convergence on a quadratic, resumable state, the
+schedules, and the registry entries against the code they name."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import tracemalloc
 from typing import Any
@@ -10,10 +13,20 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlp_cli.config import OptimizerConfig, ScheduleConfig
+from mlp_cli.config_file import load_config
 from mlp_cli.errors import CheckpointError, ConfigError
-from mlp_cli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, make_optimizer, make_schedule
+from mlp_cli.nn import optimizers, schedules
+from mlp_cli.nn.optimizers import Optimizer, make_optimizer
+from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES, listed
+from mlp_cli.nn.schedules import make_schedule
 
 SHAPES = {"W1": (5, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
+
+
+def make(name: str, params: dict[str, np.ndarray], **options: float) -> Optimizer:
+    """The optimiser ``name`` as a run's config builds it; unset options keep the config's defaults."""
+    return make_optimizer(OptimizerConfig(name=name, **options), params)  # type: ignore[arg-type]
 
 
 def make_params(dtype: type = np.float64, seed: int = 0) -> dict[str, np.ndarray]:
@@ -75,7 +88,7 @@ def test_matches_hand_written_reference(name: str) -> None:
         key: reference(name, params[key], [g[key] for g in grads], decay=key.startswith("W"))
         for key in params
     }
-    optimizer = make_optimizer(name, params, momentum=MU, beta1=B1, beta2=B2, eps=EPS,
+    optimizer = make(name, params, momentum=MU, beta1=B1, beta2=B2, eps=EPS,
                                weight_decay=WD)
     run(optimizer, params, grads, LR)
     for key in params:
@@ -93,7 +106,7 @@ def test_two_steps_by_hand() -> None:
     }
     for name, value in expected.items():
         params = {"b1": np.array([1.0])}
-        optimizer = make_optimizer(name, params, momentum=0.5)
+        optimizer = make(name, params, momentum=0.5)
         run(optimizer, params, [g1, g2], lr=0.1)
         assert params["b1"][0] == pytest.approx(value, abs=1e-15), name
 
@@ -104,7 +117,7 @@ def test_adam_first_step_moves_each_coordinate_by_lr(name: str) -> None:
     whatever the gradient's scale."""
     params = {"b1": np.zeros(3)}
     grads = {"b1": np.array([1e-3, -5.0, 1e3])}
-    make_optimizer(name, params).step(params, grads, 0.01)
+    make(name, params).step(params, grads, 0.01)
     np.testing.assert_allclose(params["b1"], [-0.01, 0.01, -0.01], rtol=1e-5)
 
 
@@ -117,7 +130,7 @@ def test_step_is_in_place_and_keeps_dtype(name: str, dtype: type) -> None:
     params = make_params(dtype)
     before = copy_params(params)
     arrays = dict(params)  # the objects the training loop holds
-    optimizer = make_optimizer(name, params, weight_decay=WD)
+    optimizer = make(name, params, weight_decay=WD)
     # np.float64 scalars would promote float32 arrays; the optimiser must not let them.
     for g in grad_sequence(3, dtype):
         optimizer.step(params, g, np.float64(0.1))  # type: ignore[arg-type]
@@ -134,7 +147,7 @@ def test_step_is_in_place_and_keeps_dtype(name: str, dtype: type) -> None:
 def test_step_does_not_modify_grads(name: str) -> None:
     params, grads = make_params(), grad_sequence(3)
     saved = [copy_params(g) for g in grads]
-    run(make_optimizer(name, params, weight_decay=WD), params, grads)
+    run(make(name, params, weight_decay=WD), params, grads)
     for g, g_saved in zip(grads, saved, strict=True):
         assert_params_equal(g, g_saved)
 
@@ -155,7 +168,7 @@ def test_float32_step_allocates_no_array(name: str) -> None:
     rng = np.random.default_rng(0)
     params = {"W1": rng.standard_normal((784, 300), dtype=np.float32)}
     grads = {"W1": rng.standard_normal((784, 300), dtype=np.float32)}
-    optimizer = make_optimizer(name, params, weight_decay=WD)
+    optimizer = make(name, params, weight_decay=WD)
     optimizer.step(params, grads, 0.1)
     # The probe sees a naive update's temporaries, so a small peak below means something.
     naive = peak_bytes_of(lambda: params["W1"].__isub__(np.float64(0.1) * grads["W1"]))
@@ -171,7 +184,7 @@ def test_same_inputs_give_bit_identical_results(name: str) -> None:
     results = []
     for _ in range(2):
         params = make_params(np.float32)
-        run(make_optimizer(name, params, weight_decay=WD), params, grad_sequence(5, np.float32))
+        run(make(name, params, weight_decay=WD), params, grad_sequence(5, np.float32))
         results.append(params)
     assert_params_equal(results[0], results[1])
 
@@ -193,7 +206,7 @@ def test_minimises_a_convex_quadratic(name: str, lr: float) -> None:
         return sum(float(0.5 * (a[k] * (params[k] - c[k]) ** 2).sum()) for k in params)
 
     initial = loss()
-    optimizer = make_optimizer(name, params)
+    optimizer = make(name, params)
     grads = {key: np.empty_like(p) for key, p in params.items()}
     for step in range(300):
         for key in params:
@@ -206,10 +219,10 @@ def test_minimises_a_convex_quadratic(name: str, lr: float) -> None:
 def test_momentum_zero_is_sgd() -> None:
     grads = grad_sequence(4, np.float32)
     expected = make_params(np.float32)
-    run(make_optimizer("sgd", expected), expected, grads)
+    run(make("sgd", expected), expected, grads)
     for name in ("momentum", "nesterov"):
         params = make_params(np.float32)
-        run(make_optimizer(name, params, momentum=0.0), params, grads)
+        run(make(name, params, momentum=0.0), params, grads)
         assert_params_equal(params, expected)
 
 
@@ -218,7 +231,7 @@ def test_adamw_decays_weights_but_not_biases() -> None:
     params = make_params()
     before = copy_params(params)
     zeros = {key: np.zeros_like(p) for key, p in params.items()}
-    optimizer = make_optimizer("adamw", params, weight_decay=0.5)
+    optimizer = make("adamw", params, weight_decay=0.5)
     run(optimizer, params, [zeros] * 2, lr=0.1)
     for key in ("W1", "W2"):
         np.testing.assert_allclose(params[key], before[key] * (1 - 0.1 * 0.5) ** 2, rtol=1e-15)
@@ -232,7 +245,7 @@ def test_weight_decay_is_adamw_only() -> None:
     results = []
     for name, weight_decay in [("adam", 0.0), ("adam", 0.5), ("adamw", 0.0)]:
         params = make_params()
-        run(make_optimizer(name, params, weight_decay=weight_decay), params, grads)
+        run(make(name, params, weight_decay=weight_decay), params, grads)
         results.append(params)
     assert_params_equal(results[1], results[0])
     assert_params_equal(results[2], results[0])
@@ -245,10 +258,10 @@ def test_weight_decay_is_adamw_only() -> None:
 def test_state_round_trip_continues_bit_identically(name: str, tmp_path) -> None:
     grads = grad_sequence(6, np.float32)
     uninterrupted = make_params(np.float32)
-    run(make_optimizer(name, uninterrupted, weight_decay=WD), uninterrupted, grads)
+    run(make(name, uninterrupted, weight_decay=WD), uninterrupted, grads)
 
     params = make_params(np.float32)
-    first = make_optimizer(name, params, weight_decay=WD)
+    first = make(name, params, weight_decay=WD)
     run(first, params, grads[:3])
     # A checkpoint after 3 steps, through an .npz file as checkpoint.py stores it (no pickle).
     arrays: dict[str, Any] = {f"param.{key}": p for key, p in params.items()}
@@ -257,7 +270,7 @@ def test_state_round_trip_continues_bit_identically(name: str, tmp_path) -> None
     with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as ckpt:
         resumed_params = {key: ckpt[f"param.{key}"] for key in SHAPES}
         state = {entry: ckpt[entry] for entry in ckpt.files if not entry.startswith("param.")}
-    resumed = make_optimizer(name, resumed_params, weight_decay=WD)
+    resumed = make(name, resumed_params, weight_decay=WD)
     resumed.load_state_dict(state)
     run(resumed, resumed_params, grads[3:])
     assert_params_equal(resumed_params, uninterrupted)
@@ -267,12 +280,12 @@ def test_state_round_trip_continues_bit_identically(name: str, tmp_path) -> None
 def test_state_dict_is_a_snapshot(name: str) -> None:
     """Later steps must not change a state_dict already taken (nor a loaded one, its source)."""
     params = make_params()
-    optimizer = make_optimizer(name, params)
+    optimizer = make(name, params)
     run(optimizer, params, grad_sequence(2))
     snapshot = optimizer.state_dict()
     saved = {key: value.copy() for key, value in snapshot.items()}
     run(optimizer, params, grad_sequence(2, seed=10))
-    other = make_optimizer(name, make_params())
+    other = make(name, make_params())
     other.load_state_dict(snapshot)
     run(other, make_params(), grad_sequence(2, seed=10))
     for key in saved:
@@ -282,11 +295,11 @@ def test_state_dict_is_a_snapshot(name: str) -> None:
 
 def test_state_dict_names() -> None:
     params = make_params()
-    assert make_optimizer("sgd", params).state_dict() == {}
-    assert set(make_optimizer("momentum", params).state_dict()) == {
+    assert make("sgd", params).state_dict() == {}
+    assert set(make("momentum", params).state_dict()) == {
         f"velocity.{key}" for key in SHAPES
     }
-    state = make_optimizer("adamw", params).state_dict()
+    state = make("adamw", params).state_dict()
     assert set(state) == {f"{moment}.{key}" for moment in "mv" for key in SHAPES} | {"t"}
     assert state["t"].shape == () and state["t"].dtype == np.int64
 
@@ -308,7 +321,7 @@ def corrupt(state: dict, key: str, value: object) -> dict:
 ])
 def test_load_state_dict_refuses_mismatches(change, message: str) -> None:
     params = make_params()
-    optimizer = make_optimizer("adam", params)
+    optimizer = make("adam", params)
     run(optimizer, params, grad_sequence(2))
     good = optimizer.state_dict()
     with pytest.raises(CheckpointError, match=message):
@@ -320,13 +333,13 @@ def test_load_state_dict_refuses_mismatches(change, message: str) -> None:
 
 def test_load_state_dict_refuses_another_optimisers_state() -> None:
     params = make_params()
-    momentum_state = make_optimizer("momentum", params).state_dict()
+    momentum_state = make("momentum", params).state_dict()
     for name in ("sgd", "adam"):
         with pytest.raises(CheckpointError, match="does not match"):
-            make_optimizer(name, params).load_state_dict(momentum_state)
-    float32_state = make_optimizer("momentum", make_params(np.float32)).state_dict()
+            make(name, params).load_state_dict(momentum_state)
+    float32_state = make("momentum", make_params(np.float32)).state_dict()
     with pytest.raises(CheckpointError, match="float64"):
-        make_optimizer("momentum", params).load_state_dict(float32_state)
+        make("momentum", params).load_state_dict(float32_state)
 
 
 # --- construction errors --------------------------------------------------------------------
@@ -334,31 +347,36 @@ def test_load_state_dict_refuses_another_optimisers_state() -> None:
 
 def test_unknown_optimizer_lists_the_choices() -> None:
     with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'.*sgd, momentum"):
-        make_optimizer("rmsprop", make_params())
+        make("rmsprop", make_params())
 
 
-@pytest.mark.parametrize(("name", "option"), [
-    ("momentum", {"momentum": 1.0}), ("nesterov", {"momentum": -0.1}),
-    ("adam", {"beta1": 1.0}), ("adam", {"beta2": math.nan}), ("adam", {"eps": 0.0}),
-    ("adamw", {"weight_decay": -1e-4}),
+EDGES = {"momentum": 1.0, "beta1": 1.0, "beta2": 1.0, "eps": 0.0}  # the open ends of the ranges
+
+
+@pytest.mark.parametrize(("name", "key", "value"), [
+    (name, key, value)
+    for name, spec in OPTIMIZERS.items()
+    for key in spec.fields
+    for value in (-1e-4, math.nan, EDGES.get(key, -1.0))
 ])
-def test_out_of_range_hyperparameter_is_a_config_error(name: str, option: dict) -> None:
-    (key,) = option
-    with pytest.raises(ConfigError, match=key):
-        make_optimizer(name, make_params(), **option)
+def test_the_config_refuses_every_out_of_range_hyperparameter(name: str, key: str, value: float) -> None:
+    """The config is the one validator: every field an optimiser reads has a checked range."""
+    with pytest.raises(ConfigError, match=f"optimizer.{key}"):
+        load_config(None, {"optimizer.name": name, f"optimizer.{key}": value})
 
 
 def test_integer_parameters_are_refused() -> None:
     with pytest.raises(TypeError, match="W1"):
-        make_optimizer("sgd", {"W1": np.zeros((2, 2), dtype=np.int64)})
+        make("sgd", {"W1": np.zeros((2, 2), dtype=np.int64)})
 
 
 # --- schedules ------------------------------------------------------------------------------
 
 
-def schedule(name: str, **options):  # type: ignore[no-untyped-def]
-    options = {"total_steps": 100, "steps_per_epoch": 10, **options}
-    return make_schedule(name, 0.5, **options)
+def schedule(name: str, total_steps: int = 100, steps_per_epoch: int = 10, **fields: Any):  # type: ignore[no-untyped-def]
+    """The schedule ``name`` as a run's config builds it, with base_lr 0.5."""
+    settings = ScheduleConfig(name=name, **fields)
+    return make_schedule(settings, 0.5, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
 
 
 def test_constant() -> None:
@@ -409,16 +427,60 @@ def test_unknown_schedule_lists_the_choices() -> None:
         schedule("linear")
 
 
-@pytest.mark.parametrize(("option", "key"), [
-    ({"total_steps": 0}, "total_steps"), ({"steps_per_epoch": 0}, "steps_per_epoch"),
-    ({"step_size": 0}, "step_size"), ({"gamma": 0.0}, "gamma"), ({"min_lr": 0.6}, "min_lr"),
-    ({"warmup_epochs": -1}, "warmup_epochs"), ({"warmup_epochs": 10}, "warmup_epochs"),
+@pytest.mark.parametrize(("key", "value"), [
+    ("schedule.step_size", 0), ("schedule.gamma", 0.0), ("schedule.gamma", 1.5), ("schedule.min_lr", -0.1),
+    ("schedule.min_lr", 0.6), ("schedule.warmup_epochs", -1), ("schedule.warmup_epochs", 30),
+    ("schedule.plateau_patience", 0), ("schedule.plateau_factor", 1.0), ("schedule.plateau_min_delta", 2.0),
 ])
-def test_invalid_schedule_options_are_config_errors(option: dict, key: str) -> None:
+def test_the_config_refuses_invalid_schedule_settings(key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=key):
-        schedule("cosine", **option)
+        load_config(None, {"schedule.name": "cosine", "optimizer.lr": 0.5, "train.epochs": 30, key: value})
 
 
 def test_negative_step_is_a_bug() -> None:
     with pytest.raises(ValueError, match="0-based"):
         schedule("constant")(-1)
+
+
+# --- the registries against the code they name ---------------------------------------------
+
+
+def keyword_options(function: Any) -> tuple[str, ...]:
+    return tuple(p.name for p in inspect.signature(function).parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimizer_entry_names_its_class_fields_and_state(name: str) -> None:
+    spec = OPTIMIZERS[name]
+    cls = getattr(optimizers, spec.implementation)
+    assert issubclass(cls, Optimizer) and cls.name == name
+    assert keyword_options(cls.__init__) == spec.fields
+    config_fields = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
+    assert all("lo" in config_fields[key].metadata for key in spec.fields)  # each one range-checked
+    params = make_params(np.float32)
+    arrays = make(name, params).arrays()
+    state = [a for key, a in arrays.items() if not key.startswith("scratch.") and key != "t"]
+    scratch = [a for key, a in arrays.items() if key.startswith("scratch.")]
+    parameter_bytes = sum(p.nbytes for p in params.values())
+    assert sum(a.nbytes for a in state) == spec.state_copies * parameter_bytes
+    assert sum(a.nbytes for a in scratch) == spec.scratch_copies * parameter_bytes
+    assert ("t" in arrays) == spec.step_counter
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_each_schedule_entry_names_its_builder_and_fields(name: str) -> None:
+    spec = SCHEDULES[name]
+    assert keyword_options(getattr(schedules, spec.implementation)) == tuple(sorted(spec.fields, key=spec.fields.index))
+    assert set(spec.fields) <= {f.name for f in dataclasses.fields(ScheduleConfig)}
+
+
+def test_config_choices_and_help_come_from_the_registries() -> None:
+    from typer.testing import CliRunner
+
+    from mlp_cli.cli import app
+
+    for section, registry in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        for name in registry:
+            assert getattr(load_config(None, {f"{section}.name": name, "data.dev_size": 100}), section).name == name
+    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert listed(OPTIMIZERS) in help_text

@@ -31,6 +31,8 @@ from mlp_cli.config import SECTIONS, Config
 from mlp_cli.config_file import load_config
 from mlp_cli.data import idx
 from mlp_cli.errors import CheckpointError, ConfigError, DataError
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
@@ -40,8 +42,6 @@ from mlp_cli.nn.network import (
     l2_penalty,
     log_softmax,
     logits,
-    loss_and_accuracy,
-    loss_and_gradients,
     softmax,
 )
 from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mlp_cli.nn.network import init_params, loss_and_accuracy
+from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.network import init_params
 from mlp_cli.reports import confusion as report
 from mlp_cli.reports.confusion import build_report, class_metrics, confident_mistakes, confusion_matrix
 

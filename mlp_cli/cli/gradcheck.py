@@ -39,7 +39,9 @@ def gradcheck_command(
 ) -> None:
     """Check the hand-derived gradients against central finite differences.
 
-    Runs loss_and_gradients in float64 on a random batch, with the config's hidden size, init and L2.
+    Runs loss_and_gradients (mlp_cli/nn/backprop.py, the tuned step training uses) in float64 on a
+    random batch, with the config's hidden size, init and L2. The equations it implements are
+    written out line by line in backprop() in the same module, the plain reference.
 
     Per parameter: ||analytic - numeric|| / (||analytic|| + ||numeric||) over sampled entries; < 1e-6 passes.
     """

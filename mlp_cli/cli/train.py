@@ -11,6 +11,7 @@ import typer
 from mlp_cli.cli.app import app, is_interactive
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
 from mlp_cli.cli.signals import StopNow, StopOnSignals, stopped_at_once
+from mlp_cli.nn.registry import OPTIMIZERS, listed
 
 EXAMPLES_TRAIN = """
 Examples:
@@ -37,7 +38,7 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
     l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="sgd, momentum, nesterov, adam or adamw (optimizer.name).")
+        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<name>).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,

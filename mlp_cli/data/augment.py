@@ -58,10 +58,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlp_cli.nn.network import IMAGE_SIDE
+
 if TYPE_CHECKING:
     from mlp_cli.config import AugmentConfig
 
-SIDE = 28  # MNIST frame; any square or rectangular frame works
+SIDE = IMAGE_SIDE  # the default frame; any square or rectangular frame works
 CHUNK = 512  # images resampled at a time: their temporaries (~2 MB each) stay in cache
 EIGEN_TOLERANCE = 1e-4  # eigenvalues of the smoothing matrix below this fraction of the largest are dropped
 TRUNCATE = 4.0  # the Gaussian kernel is cut at 4 sigma (scipy's default)

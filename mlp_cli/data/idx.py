@@ -27,11 +27,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from mlp_cli.errors import DataError
+from mlp_cli.nn.network import CLASSES as NUM_CLASSES  # the shapes are the network's
+from mlp_cli.nn.network import IMAGE_SIDE
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_GZIP_LAYERS = 2

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from mlp_cli.errors import MissingFileError, MlpError
+from mlp_cli.nn.network import IMAGE_SIDE
 
-SIDE = 28  # MNIST field
+SIDE = IMAGE_SIDE  # the MNIST field
 BOX = 20  # the digit's larger side after scaling
 CENTRE = 14.0  # MNIST's mean centre of mass (row, column), in pixel indices
 NOISE = 0.1  # ink below this fraction of full ink is background

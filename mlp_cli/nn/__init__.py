@@ -1,4 +1,13 @@
-"""The network: parameters, forward pass, hand-derived backprop, optimisers, gradient check.
+"""The network and its training arithmetic; imports numpy and nothing of the tool's but its errors.
 
-Imports numpy and nothing else of the tool's but its errors: the math stands on its own.
+network     parameters; sigmoid, softmax and log-softmax beside their derivatives; the plain
+            forward pass, cross-entropy, the L2 penalty; the shape constants (28, 784, 10)
+backprop    ``backprop``, the seed's equations (the reference), beside ``loss_and_gradients``,
+            the tuned step training runs
+evaluation  ``plain_loss_and_accuracy`` (the reference) beside the tuned ``loss_and_accuracy``
+workspace   the buffers the tuned kernels reuse, and their layout (what ``mlp info`` counts)
+registry    one entry per optimiser and per schedule (numpy-free: the config and the CLI read it)
+optimizers  sgd, momentum, nesterov, adam, adamw
+schedules   the learning-rate schedules
+gradcheck   the gradients against central finite differences
 """

@@ -1,5 +1,9 @@
 """Checking the hand-derived gradients against central finite differences.
 
+The gradients checked are those training uses, ``mlp_cli.nn.backprop.loss_and_gradients``; the
+equations they implement are written out line by line in ``mlp_cli.nn.backprop.backprop``, the
+plain reference the tuned step is tested against.
+
 For a parameter entry p the numerical derivative of the objective J_reg is
 
     dJ/dp ~ (J_reg(p + eps) - J_reg(p - eps)) / (2 eps)
@@ -37,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mlp_cli.nn import backprop
 from mlp_cli.nn import network as model
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 
@@ -115,9 +120,9 @@ def check_gradients(
     tolerance: float = TOLERANCE,
     gradient_fn: GradientFn | None = None,
 ) -> tuple[float, tuple[ParamCheck, ...]]:
-    """Compare ``gradient_fn`` (default ``model.loss_and_gradients``) with central differences
+    """Compare ``gradient_fn`` (default ``loss_and_gradients``) with central differences
     on up to ``samples`` random entries of each parameter. Works on a float64 copy of params."""
-    gradient_fn = gradient_fn or model.loss_and_gradients
+    gradient_fn = gradient_fn or backprop.loss_and_gradients
     params = Params(**{k: np.array(v, dtype=np.float64) for k, v in params.as_dict().items()})
     X = np.asarray(X, dtype=np.float64)
     loss, grads = gradient_fn(params, X, y, l2)

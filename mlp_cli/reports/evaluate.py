@@ -10,7 +10,7 @@ import numpy as np
 
 from mlp_cli.data.preprocess import Preprocessing, split_train_dev
 from mlp_cli.errors import CheckpointError, UsageError
-from mlp_cli.nn.network import loss_and_accuracy
+from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.training.checkpoint import Checkpoint
 
 SPLITS = ("test", "dev", "train")

@@ -9,23 +9,28 @@ a comparison for the max) costs 1 per element. The sigmoid 0.5 (1 + tanh(z / 2))
 Work done once per step rather than per example (the L2 gradient 2 lambda W and the optimiser's
 update, a few FLOPs per parameter) is listed separately.
 
-Memory is what a training run of this config allocates and keeps: parameters, their gradients,
-the optimiser's state and scratch buffer, the activations of one training batch (the workspace
-``loss_and_gradients`` reuses), those of one evaluation block, and the dataset converted to the
-model's float dtype (train and dev splits). Python's and numpy's own overhead is not counted.
+Memory is what a training run of this config allocates and keeps: parameters, the optimiser's
+state and scratch (its registry entry's counts), the buffers of the training step and of the
+evaluation (gradients included: listed by the layouts ``loss_and_gradients`` and
+``loss_and_accuracy`` allocate from, so the figures are the code's own), the shuffled batch and
+the dataset converted to the model's float dtype (train and dev splits). Python's and numpy's own
+overhead and the short-lived per-row vectors of an evaluation block are not counted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from mlp_cli.nn.network import CLASSES, EVAL_BLOCK, INPUTS  # EVAL_BLOCK: loss_and_accuracy's block size
+from mlp_cli.nn.backprop import step_layout
+from mlp_cli.nn.evaluation import evaluation_layout
+from mlp_cli.nn.network import CLASSES, INPUTS
+from mlp_cli.nn.registry import OPTIMIZERS
+from mlp_cli.nn.workspace import Layout
 
 ITEMSIZE = {"float32": 4, "float64": 8}
-# Per parameter and step: FLOPs of the update and arrays of state (see optim.py).
-OPTIMIZER_FLOPS = {"sgd": 2, "momentum": 4, "nesterov": 6, "adam": 12, "adamw": 13}
-OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
+STEP_COUNTER_BYTES = 8  # the 0-d int64 "t" of an optimiser with a step counter
 
 
 @dataclass(frozen=True)
@@ -156,33 +161,52 @@ def network_info(
     )
     n_params = sum(t.size for t in tensors)
     n_weights = d * h + h * k
-    per_step = [Cost(f"{optimizer} update", f"{OPTIMIZER_FLOPS[optimizer]} × parameters",
-                     OPTIMIZER_FLOPS[optimizer] * n_params)]
+    spec = OPTIMIZERS[optimizer]
+    per_step = [Cost(f"{optimizer} update", f"{spec.flops_per_parameter} × parameters",
+                     spec.flops_per_parameter * n_params)]
     if l2 > 0:
         per_step.insert(0, Cost("dW += 2 lambda W", "2 (dh + hk)", 2 * n_weights))
 
-    size = ITEMSIZE[dtype]
-    block = min(EVAL_BLOCK, max(train_examples, dev_examples, 1))
-    state = OPTIMIZER_STATE[optimizer]
+    memory = _memory(B, h, dtype, optimizer, l2, train_examples, dev_examples, shuffle)
+    return NetworkInfo(
+        hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
+        train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
+        forward=forward, backward=backward, per_step=tuple(per_step), memory=memory,
+    )
+
+
+def _memory(
+    B: int, h: int, dtype: str, optimizer: str, l2: float, train_examples: int, dev_examples: int, shuffle: bool
+) -> tuple[Cost, ...]:
+    """Bytes a run keeps: the optimiser's from its registry entry, the kernels' from their layouts."""
+    d, k, size, spec = INPUTS, CLASSES, ITEMSIZE[dtype], OPTIMIZERS[optimizer]
+    n_params = d * h + h + h * k + k
+    step = step_layout(B, d, h, k, l2)
+    evaluation = evaluation_layout(max(train_examples, dev_examples, 1), d, h, k)
     memory = [
         Cost("parameters W1 b1 W2 b2", "dh + h + hk + k", n_params * size),
-        Cost("gradients dW1 db1 dW2 db2", "dh + h + hk + k", n_params * size),
-        Cost(f"{optimizer} state", f"{state} × parameters", state * n_params * size),
-        Cost("optimiser scratch", "1 × parameters", n_params * size),
-        Cost("batch activations A1 dA1 S, Z2 P", "B (3h + 2k)", B * (3 * h + 2 * k) * size),
+        Cost(f"{optimizer} state", f"{spec.state_copies} × parameters" + (" + t" if spec.step_counter else ""),
+             spec.state_copies * n_params * size + STEP_COUNTER_BYTES * spec.step_counter),
+        Cost("optimiser scratch", f"{spec.scratch_copies} × parameters", spec.scratch_copies * n_params * size),
+        Cost("training step: activations, dZ2, gradients", _formula(step), _bytes(step, dtype)),
     ]
     if shuffle:
         memory.append(Cost("shuffled batch X", "B d", B * d * size))
     memory += [
-        Cost("evaluation block Z1 A1, Z2", "2 n_b h + 4 n_b k", block * (2 * h + 4 * k) * size),
-        Cost(f"dataset as {dtype} (train + dev)", "(n_train + n_dev) d",
-             (train_examples + dev_examples) * d * size),
+        Cost("evaluation: folded weights, a block of n rows", _formula(evaluation), _bytes(evaluation, dtype)),
+        Cost(f"dataset as {dtype} (train + dev)", "(n_train + n_dev) d", (train_examples + dev_examples) * d * size),
     ]
-    return NetworkInfo(
-        hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
-        train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
-        forward=forward, backward=backward, per_step=tuple(per_step), memory=tuple(memory),
-    )
+    return tuple(memory)
+
+
+def _formula(buffers: list[Layout]) -> str:
+    """The buffers' sizes as the derivation's letters, e.g. ``3Bh + 2Bk + dh``."""
+    counts = Counter("".join(str(dim) for dim in item.dims if dim != 1) for item in buffers)
+    return " + ".join(f"{n}{term}" if n > 1 else term for term, n in counts.items())
+
+
+def _bytes(buffers: list[Layout], dtype: str) -> int:
+    return sum(item.nbytes(dtype) for item in buffers)
 
 
 def info_for_config(config: Any, hidden: int | None = None) -> NetworkInfo:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mlp_cli.config import Config
 from mlp_cli.errors import MlpError
-from mlp_cli.nn.network import Workspace
+from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.batches import Batches, steps_per_epoch
 from mlp_cli.training.checkpoint import Checkpoint
 from mlp_cli.training.inputs import TrainingData

@@ -19,7 +19,8 @@ import numpy as np
 
 from mlp_cli.errors import CheckpointError, UsageError
 from mlp_cli.nn.network import Params, init_params
-from mlp_cli.nn.optim import Optimizer, PlateauSchedule, Schedule, make_optimizer, make_schedule
+from mlp_cli.nn.optimizers import Optimizer, make_optimizer
+from mlp_cli.nn.schedules import PlateauSchedule, Schedule, make_schedule
 from mlp_cli.training.checkpoint import Checkpoint, save_checkpoint
 from mlp_cli.training.early_stopping import EarlyStopping
 
@@ -31,18 +32,13 @@ NO_BEST = -1.0  # best_accuracy before the first epoch has been evaluated
 
 
 def build_optimizer(config: Config, params: Params) -> Optimizer:
-    oc = config.optimizer
-    return make_optimizer(oc.name, params.as_dict(), momentum=oc.momentum, beta1=oc.beta1, beta2=oc.beta2,
-                          eps=oc.eps, weight_decay=oc.weight_decay)
+    return make_optimizer(config.optimizer, params.as_dict())
 
 
 def build_schedule(config: Config, steps_per_epoch: int) -> Schedule:
-    sc = config.schedule
     return make_schedule(
-        sc.name, config.optimizer.lr, total_steps=steps_per_epoch * config.train.epochs,
-        steps_per_epoch=steps_per_epoch, step_size=sc.step_size, gamma=sc.gamma, min_lr=sc.min_lr,
-        warmup_epochs=sc.warmup_epochs, plateau_patience=sc.plateau_patience,
-        plateau_factor=sc.plateau_factor, plateau_min_delta=sc.plateau_min_delta,
+        config.schedule, config.optimizer.lr, total_steps=steps_per_epoch * config.train.epochs,
+        steps_per_epoch=steps_per_epoch,
     )
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.errors import TrainingError
-from mlp_cli.nn.network import Workspace, loss_and_accuracy, loss_and_gradients
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.inputs import TrainingData
 from mlp_cli.training.state import TrainState
 
