@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from mlp_cli.nn.evaluation import loss_and_accuracy
-from mlp_cli.nn.network import init_params
-from mlp_cli.reports import confusion as report
+from mlp_cli.nn.network import init_params, logits
 from mlp_cli.reports.confusion import build_report, class_metrics, confident_mistakes, confusion_matrix
 
 
@@ -75,12 +74,10 @@ def problem() -> tuple:
 
 def test_report_agrees_with_the_training_metrics(problem: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     params, X, y = problem
-    monkeypatch.setattr(report, "BLOCK", 100)  # three blocks, the last one partial
     result = build_report(params, X, y, "test", errors=5)
     loss, accuracy = loss_and_accuracy(params, X, y)
     assert result.examples == 257 and result.split == "test"
-    assert result.loss == pytest.approx(loss, rel=1e-5)
-    assert result.accuracy == pytest.approx(accuracy)
+    assert (result.loss, result.accuracy) == (loss, accuracy)  # one evaluation path, not a second one
     assert result.confusion.sum() == 257
     assert result.accuracy == pytest.approx(np.trace(result.confusion) / 257)
     assert [c.support for c in result.per_class] == np.bincount(y, minlength=10).tolist()
@@ -88,6 +85,17 @@ def test_report_agrees_with_the_training_metrics(problem: tuple, monkeypatch: py
     probabilities = [m.probability for m in result.mistakes]
     assert probabilities == sorted(probabilities, reverse=True)
     assert all(m.label != m.prediction for m in result.mistakes)
+
+
+def test_the_evaluation_hands_out_the_scores_it_judged(problem: tuple) -> None:
+    params, X, y = problem
+    scores = np.empty((len(y), 10))
+    loss, accuracy = loss_and_accuracy(params, X, y, block=100, scores=scores)  # the last block partial
+    Z2 = logits(params, X).astype(np.float64)
+    np.testing.assert_allclose(scores, Z2 - Z2.max(axis=1, keepdims=True), atol=1e-5)
+    assert scores.max(axis=1).tolist() == [0.0] * len(y)
+    assert accuracy == np.mean(scores.argmax(axis=1) == y)
+    assert loss == pytest.approx(loss_and_accuracy(params, X, y)[0], rel=1e-6)  # blocks sum in float32
 
 
 def test_report_to_dict_is_plain_json(problem: tuple) -> None:

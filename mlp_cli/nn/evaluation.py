@@ -51,11 +51,15 @@ def loss_and_accuracy(
     y: np.ndarray,
     block: int = EVAL_BLOCK,
     workspace: Workspace | None = None,
+    scores: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """What ``plain_loss_and_accuracy`` computes, tuned: mean cross-entropy and accuracy.
 
     Per row: the loss logsumexp(Z2) - Z2[i, y_i] and whether the highest score is the true
-    class. Pass the training run's Workspace to keep the block buffers between calls.
+    class. Pass the training run's Workspace to keep the block buffers between calls, and
+    ``scores`` (n, k) to receive each row's class scores, shifted so that their maximum is 0
+    (softmax and argmax unchanged): ``mlp eval`` builds its report from the very pass whose
+    loss and accuracy it prints.
 
     The forward pass here needs the scores Z2 only, never A1, so the sigmoid's halving and
     shifting are moved into the weights, once per call instead of on every activation:
@@ -85,6 +89,8 @@ def loss_and_accuracy(
         else:
             forward_into(params, X[start : start + block], T, TW2, Z2)  # Z2 = A1 @ W2 + b2    (n, k)
         Z2 -= Z2.max(axis=1, keepdims=True)  # the row max becomes 0: same argmax, exp safe
+        if scores is not None:
+            scores[start : start + n] = Z2
         correct += int(np.count_nonzero(Z2.argmax(axis=1) == labels))
         np.exp(Z2, out=E)
         # -log P[i, y_i] = log sum_j exp(Z2[i, j]) - Z2[i, y_i]   (after the shift)

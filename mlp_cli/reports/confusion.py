@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli.nn.network import CLASSES, Params, cross_entropy, logits, softmax
-
-BLOCK = 10_000  # examples per forward pass: bounds the memory of the (block, h) activations
+from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.network import CLASSES, Params, softmax
 
 
 @dataclass(frozen=True)
@@ -141,22 +140,19 @@ def build_report(
     errors: int = 0,
     images: np.ndarray | None = None,
 ) -> EvalReport:
-    """Everything ``mlp eval`` shows, from one forward pass over X (n, d) with labels y (n,).
+    """Everything ``mlp eval`` shows, from one pass of the evaluation training uses
+    (``nn.evaluation.loss_and_accuracy``) over X (n, d) with labels y (n,).
 
     ``errors``: how many confident mistakes to keep; ``images`` (n, 28, 28) are attached to them
     for display."""
     y = np.asarray(y, dtype=np.int64)
     n = len(y)
-    P = np.empty((n, params.W2.shape[1]), dtype=np.float64)  # (n, k)
-    total_loss = 0.0
+    scores = np.empty((n, params.W2.shape[1]), dtype=np.float64)  # (n, k), each row's max is 0
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, n, BLOCK):
-            Z2 = logits(params, X[start : start + BLOCK]).astype(np.float64)  # (block, k)
-            total_loss += float(cross_entropy(Z2, y[start : start + BLOCK]).sum())
-            P[start : start + BLOCK] = softmax(Z2)
+        loss, accuracy = loss_and_accuracy(params, X, y, scores=scores)
+        P = softmax(scores)  # (n, k)
     confusion = confusion_matrix(y, P.argmax(axis=1), P.shape[1])
     return EvalReport(
-        split=split, examples=n, loss=total_loss / max(n, 1),
-        accuracy=float(np.trace(confusion)) / max(n, 1), confusion=confusion,
+        split=split, examples=n, loss=loss, accuracy=accuracy, confusion=confusion,
         per_class=class_metrics(confusion), mistakes=confident_mistakes(P, y, errors, images),
     )
