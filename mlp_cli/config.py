@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from mlp_cli.data.registry import DATASETS
 from mlp_cli.errors import ConfigError
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 
-DATASETS = ("mnist", "fashion-mnist")
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
 DTYPES = ("float32", "float64")
@@ -39,7 +39,7 @@ def _choices(*options: str) -> dict:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="mnist", metadata=_choices(*DATASETS))
+    dataset: str = field(default="mnist", metadata=_choices(*DATASETS))  # the registry's names
     dev_size: int = field(default=10_000, metadata=_range(0))
     split_seed: int = field(default=100, metadata=_range(0, 2**32 - 1))
     preprocess: str = field(default="standardize", metadata=_choices(*PREPROCESSING))

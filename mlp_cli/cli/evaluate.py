@@ -54,11 +54,11 @@ def eval_command(
     """
     from mlp_cli.errors import UsageError
     from mlp_cli.reports.confusion import build_report
-    from mlp_cli.reports.evaluate import SPLITS, load_split
+    from mlp_cli.reports.evaluate import EVAL_SPLITS, load_split
     from mlp_cli.training.checkpoint import load_checkpoint
 
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     ckpt = load_checkpoint(checkpoint)
     images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
                               reporter=download_reporter(quiet or json_output))

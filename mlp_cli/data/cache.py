@@ -28,7 +28,6 @@ from mlp_cli.data.registry import DatasetSpec, Split, get_spec, mirror_list
 from mlp_cli.errors import DataError, DownloadError, UsageError
 
 DATA_DIR_ENV = "MLP_DATA_DIR"
-SPLITS = ("train", "test")
 
 PathLike = str | os.PathLike[str]
 

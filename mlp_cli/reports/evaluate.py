@@ -13,7 +13,7 @@ from mlp_cli.errors import CheckpointError, UsageError
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.training.checkpoint import Checkpoint
 
-SPLITS = ("test", "dev", "train")
+EVAL_SPLITS = ("test", "dev", "train")  # the official test set, and the run's own dev and train
 
 
 @dataclass
@@ -39,8 +39,8 @@ def load_split(
     run defined it (same dataset, dev split and preprocessing)."""
     from mlp_cli.data.cache import load_dataset
 
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
     data = checkpoint.config.get("data", {})
     try:
         dataset = data["dataset"]
