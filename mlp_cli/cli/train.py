@@ -62,22 +62,12 @@ def train_command(
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
     """
     from mlp_cli.config import FLAG_KEYS
-    from mlp_cli.training.loop import TrainingInterrupted
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name}
     overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-    stop = StopOnSignals()
-    with stop:
-        try:
-            with stop.at_work():
-                result, session = _train(stop, config, overrides, tuple(set_ or ()), resume, out, overwrite,
-                                         data_dir, tuple(mirror or ()), quiet or json_output)
-        except TrainingInterrupted as err:
-            err.exit_code = stop.exit_code()
-            raise
-        except StopNow as now:
-            raise TrainingInterrupted(stopped_at_once(stop.run_dir), 128 + now.signum) from None
+    result, session = _until_done_or_stopped(config, overrides, tuple(set_ or ()), resume, out, overwrite,
+                                             data_dir, tuple(mirror or ()), quiet or json_output)
     summary = _summary(result, session.config)
     if json_output:
         typer.echo(json.dumps(summary))
@@ -87,6 +77,22 @@ def train_command(
         from mlp_cli.training.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
+
+
+def _until_done_or_stopped(*args: Any) -> tuple[Any, Any]:
+    """Train with the signal handlers in place; a signal ends it with 128 + its number."""
+    from mlp_cli.training.loop import TrainingInterrupted
+
+    stop = StopOnSignals()
+    with stop:
+        try:
+            with stop.at_work():
+                return _train(stop, *args)
+        except TrainingInterrupted as err:
+            err.exit_code = stop.exit_code()
+            raise
+        except StopNow as now:
+            raise TrainingInterrupted(stopped_at_once(stop.run_dir), 128 + now.signum) from None
 
 
 def _train(stop: StopOnSignals, config: str | None, overrides: dict[str, Any], sets: tuple[str, ...],
