@@ -205,6 +205,17 @@ def test_sigterm_and_sighup_save_and_exit_like_ctrl_c(mnist_data_dir: Path, tmp_
     assert len(line) == 1 and line[0].startswith("error: interrupted ") and "--resume" in line[0]
     saved = load_checkpoint(out / "last.npz")
     assert 1 <= saved.epoch < 40 and not (out / ".writer").exists()
+    if signum != signal.SIGTERM:
+        return
+    # the resumed, partial epoch reports the examples it saw, not the whole epoch's
+    full = read_metrics(out)[0]
+    steps, examples = full["step"], round(full["examples_per_second"] * full["seconds"])
+    done_batches = saved.step - saved.epoch * steps
+    done = mlp("train", "--resume", out / "last.npz", "--epochs", saved.epoch + 1, "--data-dir", mnist_data_dir, "-q")
+    assert done.returncode == 0, done.stderr
+    resumed = read_metrics(out)[-1]
+    assert resumed["epoch"] == saved.epoch + 1 and 0 <= done_batches < steps  # 0: it stopped at an epoch end
+    assert round(resumed["examples_per_second"] * resumed["seconds"]) == examples - 50 * done_batches
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.05, 0.05, 0.2])
