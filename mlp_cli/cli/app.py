@@ -110,8 +110,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    # Plain (click) help and usage errors: formatting them with rich costs ~0.13 s of imports,
-    # and `mlp --help` must stay instant.
+    # Plain (click) help and usage errors: formatting them with rich would import rich on every
+    # command, and `mlp --help` must stay instant (benchmarks/README.md has the figures).
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

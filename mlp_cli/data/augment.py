@@ -40,8 +40,8 @@ Speed. Augmenting must cost less than the epoch it feeds. Two things make it che
 2. The resampling is four gathers: the batch is padded with background and flattened, and
    each output pixel reads the four neighbours of its source point with ``take`` and blends
    them, top = tl + fx (tr - tl), bottom = bl + fx (br - bl), top + fy (bottom - top), all in
-   float32. This is about 3 times faster than ``scipy.ndimage.map_coordinates`` on the
-   (B, 28, 28) batch, which interpolates in 3-D (8 neighbours, one of them across images with
+   float32. It is faster than ``scipy.ndimage.map_coordinates`` on the (B, 28, 28) batch,
+   which interpolates in 3-D (8 neighbours, one of them across images with
    weight 0) through generic spline code.
 
 Everything is vectorised over the batch (processed in chunks of ``CHUNK`` images to stay in cache).

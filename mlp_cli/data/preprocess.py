@@ -71,7 +71,7 @@ def _pixel_mean_std(images: np.ndarray, block: int = 5_000) -> tuple[float, floa
     For integer pixels the sums of x and x^2 are accumulated exactly in 64-bit integers, block by
     block, instead of converting the whole split to float64 first (which would take 300 MB for
     MNIST). A uint8 pixel's square (at most 255^2 = 65025) fits in uint16, a quarter of the
-    memory traffic of int64: three times faster on MNIST.
+    memory traffic of int64 (benchmarks/README.md has the timing).
     """
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.integer):
