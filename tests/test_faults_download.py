@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.data import cache as data_module
-from mlp_cli.data import download
+from mlp_cli.data import download, partfile
 from mlp_cli.data import registry as datasets
 from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.data.download import RetryPolicy
@@ -302,7 +302,7 @@ def test_disk_full_during_the_body_is_one_line_and_the_next_run_finishes(
         return FullDisk(handle, room=100) if any(c in mode for c in "wa") else handle
 
     with monkeypatch.context() as patch:
-        patch.setattr(download, "open", full_open, raising=False)  # the .part writes
+        patch.setattr(partfile, "open", full_open, raising=False)  # the .part writes
         result = mlp("download-data", "--data-dir", str(tmp_path), "--mirror", url, "-q")
 
     assert result.exit_code == 1 and "Traceback" not in result.output

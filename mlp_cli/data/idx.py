@@ -61,23 +61,27 @@ def parse_labels(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return labels
 
 
-def read_images(path: str | os.PathLike[str]) -> np.ndarray:
+def read_images(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.ndarray:
     """A gzip-compressed IDX image file -> (n, 28, 28) uint8."""
-    return parse_images(read_payload(path), source=str(path))
+    return parse_images(read_payload(path, max_bytes), source=str(path))
 
 
-def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
+def read_labels(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.ndarray:
     """A gzip-compressed IDX label file -> (n,) uint8."""
-    return parse_labels(read_payload(path), source=str(path))
+    return parse_labels(read_payload(path, max_bytes), source=str(path))
 
 
-def read_payload(path: str | os.PathLike[str]) -> bytes:
-    """The decompressed content of ``path`` (peeling up to two gzip layers)."""
+def read_payload(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The decompressed content of ``path`` (peeling up to two gzip layers); never more than
+    ``max_bytes`` of it are decompressed (DataError when there is more)."""
     with open_payload(path) as stream:
         try:
-            return stream.read()
+            data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
         except _GZIP_ERRORS as err:
             raise _corrupt_gzip(path, err) from err
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(path, max_bytes)
+    return data
 
 
 @contextmanager
@@ -103,18 +107,29 @@ def open_payload(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raw.close()
 
 
-def sha256_of_payload(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of the decompressed content of ``path``, read in chunks."""
+def sha256_of_payload(
+    path: str | os.PathLike[str], chunk_size: int = 1 << 20, max_bytes: int | None = None
+) -> str:
+    """SHA-256 hex digest of the decompressed content of ``path``, read in chunks; never more
+    than ``max_bytes`` are decompressed (DataError when there is more: a gzip bomb)."""
     import hashlib
 
     digest = hashlib.sha256()
+    total = 0
     with open_payload(path) as stream:
         try:
             for chunk in iter(lambda: stream.read(chunk_size), b""):
+                total += len(chunk)
+                if max_bytes is not None and total > max_bytes:
+                    raise _too_large(path, max_bytes)
                 digest.update(chunk)
         except _GZIP_ERRORS as err:
             raise _corrupt_gzip(path, err) from err
     return digest.hexdigest()
+
+
+def _too_large(path: str | os.PathLike[str], max_bytes: int) -> DataError:
+    return DataError(f"{path}: decompresses to more than the {max_bytes} bytes the file has")
 
 
 def _parse_header(

@@ -7,7 +7,14 @@ everywhere, so checking the payload accepts every faithful mirror and nothing el
 Mirrors are tried in order: the ones the user names (``--mirror``, repeatable), then the
 dataset's environment variable (several URLs separated by whitespace or commas), then the
 defaults below. A mirror is a directory URL (``https://``, ``http://`` or ``file://``) or a
-local directory path; each file is fetched as ``<mirror><file name>``.
+local directory path; each file is fetched as ``<mirror><file name>``. A mirror URL may carry
+credentials (``https://user:password@host/``); :func:`redact` hides them wherever one is shown.
+
+Sizes bound every transfer: the decompressed size of each file follows from its split's count
+(16 + n * 784 bytes of images, 8 + n bytes of labels); ``gz_sizes`` records the official
+``.gz`` sizes, and :func:`transfer_cap` is the most a faithful gzip of the payload can take --
+even stored uncompressed, twice -- since mirrors re-compress (the offline copy is smaller than
+the official archives, a mirror compressing again on the wire is larger).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,10 +49,38 @@ class DatasetSpec:
     splits: Mapping[str, Split]  # "train" / "test"
     mirror_env: str  # environment variable holding extra mirrors
     default_mirrors: tuple[str, ...]
+    gz_sizes: Mapping[str, int] = field(default_factory=dict)  # official .gz sizes, bytes
 
     @property
     def files(self) -> tuple[str, ...]:
         return tuple(self.checksums)
+
+    def payload_size(self, filename: str) -> int:
+        """Bytes of the decompressed IDX file ``filename``."""
+        for split in self.splits.values():
+            if filename == split.images:
+                return IMAGES_HEADER + split.count * PIXELS
+            if filename == split.labels:
+                return LABELS_HEADER + split.count
+        raise KeyError(filename)
+
+
+IMAGES_HEADER, LABELS_HEADER, PIXELS = 16, 8, 28 * 28
+
+
+def transfer_cap(payload: int) -> int:
+    """The most bytes a faithful gzip of a ``payload``-byte file can take, even gzipped twice
+    with stored (uncompressed) deflate blocks: 5 bytes per block of up to 64 KiB and a header
+    per layer, with a wide margin."""
+    return payload + payload // 256 + 4096
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
 
 
 def _split(prefix: str, count: int) -> Split:
@@ -69,6 +104,12 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         splits=_SPLITS,
         mirror_env="MLP_MNIST_MIRROR",
+        gz_sizes={  # the official archives (yann.lecun.com, the ossci and cvdf mirrors)
+            "train-images-idx3-ubyte.gz": 9912422,
+            "train-labels-idx1-ubyte.gz": 28881,
+            "t10k-images-idx3-ubyte.gz": 1648877,
+            "t10k-labels-idx1-ubyte.gz": 4542,
+        },
         default_mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -88,6 +129,12 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         splits=_SPLITS,
         mirror_env="MLP_FASHION_MNIST_MIRROR",
+        gz_sizes={  # the official archives as Debian's dataset-fashion-mnist ships them
+            "train-images-idx3-ubyte.gz": 26421856,
+            "train-labels-idx1-ubyte.gz": 29491,
+            "t10k-images-idx3-ubyte.gz": 4422079,
+            "t10k-labels-idx1-ubyte.gz": 5125,
+        },
         default_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
 }
