@@ -11,16 +11,21 @@ training (epoch, global step, whether the epoch was finished), the seed scheme o
 RNG, the preprocessing statistics, the dataset's checksums and the best dev accuracy so far.
 
 Writing goes to a temporary file in the same directory that is then ``os.replace``d into place,
-so a crash mid-write leaves the previous checkpoint intact. Reading opens the archive with
-``allow_pickle=False`` and validates names, shapes, dtypes, finiteness and the format version
-before anything is used; every failure is a :class:`CheckpointError` naming the file.
+so a crash mid-write leaves the previous checkpoint intact. Reading trusts nothing: only the
+members above are accepted; the metadata is read first (capped in size, nesting and number
+length), then every member's declared sizes (zip header and ``.npy`` header) are checked against
+the architecture the metadata and W1's header give -- all before any array is decompressed; then
+the data, its finiteness and the format version. Never pickle. Every failure is a
+:class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +37,20 @@ from mlp_cli.atomic import atomic_write_bytes
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
+from mlp_cli.training import npz
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 MAX_EPOCHS = 100_000  # train.epochs' largest value
 MAX_STEPS = 2**53  # beyond this a JSON number is no longer an exact integer
+# What a checkpoint may hold: the four parameters, the optimiser's state ("velocity.W1", "t"),
+# the metadata. Anything else is refused before a byte of it is decompressed.
+MEMBER = re.compile(r"meta|param/(W1|b1|W2|b2)|optim/[a-z_]{1,16}(\.(W1|b1|W2|b2))?")
+MAX_MEMBERS = 5 + 16
+MAX_META_BYTES = 1 << 20  # ours are ~2 KB
+MAX_DEPTH = 16  # levels of JSON nesting; ours has 3
+MAX_DIGITS = 30  # of one JSON integer; steps and seeds need 20
 
 
 @dataclass
@@ -79,6 +92,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise MissingFileError(f"checkpoint {path} not found")
     if path.is_dir():
         raise MissingFileError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a regular file")
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(ZIP_MAGIC))
@@ -87,40 +102,91 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if head != ZIP_MAGIC:  # checked here: numpy would take any other file for a pickle
         what = "is empty (0 bytes)" if not head else f"is not a .npz archive (it starts with {head!r})"
         raise CheckpointError(f"checkpoint {path} {what}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as err:  # numpy refuses object arrays without allow_pickle
-        if "pickle" in str(err).lower():
-            raise CheckpointError(
-                f"checkpoint {path} contains pickled objects, which mlp never loads"
-            ) from None
-        raise CheckpointError(f"checkpoint {path} is not a valid .npz archive: {err}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
-    except Exception as err:  # zlib errors, corrupt headers: any malformed archive
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: {err})") from None
-    return _validate(path, arrays)
 
-
-def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     def bad(reason: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {path}: {reason}")
 
-    if "meta" not in arrays or any(f"param/{k}" not in arrays for k in PARAM_NAMES):
-        raise bad("missing arrays; this is not an mlp checkpoint")
-    for name, array in arrays.items():
-        if not isinstance(array, np.ndarray):  # numpy hands back members that are not .npy as bytes
-            raise bad(f"member {name!r} is not a .npy array; this is not an mlp checkpoint")
-    raw = arrays["meta"]
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise bad("metadata is malformed")
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        with zipfile.ZipFile(path) as archive:
+            return _read(archive, bad)
+    except npz.NpzError as err:
+        raise bad(f"{err}; this is not an mlp checkpoint") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({err})") from None
+    except (ValueError, NotImplementedError, zlib.error) as err:  # corrupt headers, odd methods
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}: {err})") from None
+
+
+def _read(archive: zipfile.ZipFile, bad: Any) -> Checkpoint:
+    """Members, metadata, then headers against the architecture the metadata gives, then data."""
+    members = npz.names(archive)
+    if "meta" not in members or any(f"param/{k}" not in members for k in PARAM_NAMES):
+        raise bad("missing arrays; this is not an mlp checkpoint")
+    for name, info in members.items():
+        if not info.filename.endswith(".npy"):
+            raise bad(f"member {name!r} is not a .npy array; this is not an mlp checkpoint")
+        if not MEMBER.fullmatch(name) or len(members) > MAX_MEMBERS:
+            raise bad(f"member {name!r} is not part of an mlp checkpoint")
+    headers = {name: npz.read_header(archive, name, info) for name, info in members.items()}
+    for member in headers.values():
+        if member.dtype.hasobject:
+            raise CheckpointError(
+                f"checkpoint {archive.filename} contains pickled objects, which mlp never loads"
+            )
+    meta_member = headers["meta"]
+    if meta_member.dtype != np.uint8 or len(meta_member.shape) != 1 or meta_member.nbytes > MAX_META_BYTES:
+        raise bad("metadata is malformed" if meta_member.nbytes <= MAX_META_BYTES
+                  else f"metadata declares {meta_member.nbytes} bytes, more than {MAX_META_BYTES}")
+    meta = _parse_meta(npz.read_data(archive, meta_member), bad)
+    _check_meta(meta, bad)
+    dtype, hidden = _check_headers(headers, meta["config"], bad)
+    arrays = {name: npz.read_data(archive, member) for name, member in headers.items() if name != "meta"}
+    params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
+    for name in PARAM_NAMES:
+        if not np.isfinite(params[name]).all():
+            raise bad(f"{name} contains NaN or infinite values")
+    optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+
+
+def _parse_meta(raw: np.ndarray, bad: Any) -> dict[str, Any]:
+    """The metadata JSON, refusing deep nesting, long numbers and NaN before they cost anything."""
+
+    def whole(text: str) -> int:
+        if len(text.lstrip("-")) > MAX_DIGITS:
+            raise ValueError(f"a number of {len(text)} digits")
+        return int(text)
+
+    def constant(text: str) -> float:
+        raise ValueError(f"{text} is not a number JSON allows")
+
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"), parse_int=whole, parse_constant=constant)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise bad("metadata is not valid JSON") from None
+    except RecursionError:
+        raise bad(f"metadata is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as err:
+        raise bad(f"metadata holds {err}") from None
+    if _depth(meta) > MAX_DEPTH:
+        raise bad(f"metadata is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(meta, dict):
         raise bad("metadata is not a JSON object")
+    return meta
+
+
+def _depth(value: Any) -> int:
+    """Levels of nesting of a parsed JSON value (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH and isinstance(item, dict | list):
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _check_meta(meta: dict[str, Any], bad: Any) -> None:
     version = meta.get("format_version")
     if version is None:
         raise bad("metadata has no format version")
@@ -144,26 +210,33 @@ def _validate(path: Path, arrays: dict[str, np.ndarray]) -> Checkpoint:
     except CheckpointError as err:
         raise bad(str(err)) from None
 
-    params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
-    dtype = params.W1.dtype
+
+def _check_headers(headers: dict[str, npz.Member], config: dict[str, Any], bad: Any) -> tuple[np.dtype, int]:
+    """Every array's declared dtype and shape against the architecture, before any data is read."""
+    W1 = headers["param/W1"]
+    dtype = W1.dtype
     if dtype not in FLOAT_DTYPES:
         raise bad(f"W1 has dtype {dtype}; expected float32 or float64")
-    if params.W1.ndim != 2 or params.W1.shape[0] != INPUTS or params.W1.shape[1] < 1:
-        raise bad(f"W1 has shape {params.W1.shape}; expected ({INPUTS}, hidden)")
-    h = params.W1.shape[1]
-    expected = {"b1": (h,), "W2": (h, CLASSES), "b2": (CLASSES,)}
-    for name, shape in expected.items():
-        array = params[name]
-        if array.shape != shape:
-            raise bad(f"{name} has shape {array.shape}; expected {shape}")
-        if array.dtype != dtype:
-            raise bad(f"{name} has dtype {array.dtype}; expected {dtype} like W1")
-    for name in PARAM_NAMES:
-        if not np.isfinite(params[name]).all():
-            raise bad(f"{name} contains NaN or infinite values")
-    _check_stored_config(meta["config"], h, dtype, bad)
-    optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+    if len(W1.shape) != 2 or W1.shape[0] != INPUTS or W1.shape[1] < 1:
+        raise bad(f"W1 has shape {W1.shape}; expected ({INPUTS}, hidden)")
+    h = W1.shape[1]
+    _check_stored_config(config, h, dtype, bad)  # bounds h by the config's own range
+    shapes = {"W1": (INPUTS, h), "b1": (h,), "W2": (h, CLASSES), "b2": (CLASSES,)}
+    for name in PARAM_NAMES[1:]:
+        member = headers[f"param/{name}"]
+        if member.shape != shapes[name]:
+            raise bad(f"{name} has shape {member.shape}; expected {shapes[name]}")
+        if member.dtype != dtype:
+            raise bad(f"{name} has dtype {member.dtype}; expected {dtype} like W1")
+    for name, member in headers.items():
+        if not name.startswith("optim/"):
+            continue
+        of = name.rpartition(".")[2] if "." in name else None
+        expected = shapes.get(of, ()) if of else ()
+        if member.shape != expected or member.dtype not in (dtype, np.dtype(np.int64)):
+            raise bad(f"optimiser state {name[6:]!r} is {member.dtype}{list(member.shape)}, "
+                      f"expected {dtype}{list(expected)}")
+    return dtype, h
 
 
 def _check_stored_config(config: dict[str, Any], hidden: int, dtype: np.dtype, bad: Any) -> None:
