@@ -197,6 +197,7 @@ def build_config(raw: dict[str, dict[str, Any]], where: str | Path | None = None
         sections[section] = cls(**kwargs)
     config = Config(**sections)
     _check_consistency(config, where)
+    check_run_paths(config.run.name, config.run.dir, where)
     return config
 
 
@@ -308,10 +309,41 @@ def _describe(base: type, meta: Any) -> str:
 
 
 def show_value(value: Any) -> str:
-    text = repr(value)
+    """A short rendering of any value: reprlib visits at most a few dozen of its parts, so a
+    value built to be huge (a YAML alias bomb) costs nothing to show."""
+    import reprlib
+
+    shorter = reprlib.Repr()
+    shorter.maxlevel, shorter.maxstring, shorter.maxother, shorter.maxlong = 3, 50, 50, 40
+    shorter.maxlist = shorter.maxtuple = shorter.maxdict = shorter.maxset = 4
+    text = shorter.repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+MAX_RUN_NAME = 100  # characters; the default <config>-<timestamp> takes about 25
+
+
+def check_run_paths(name: str | None, directory: str | None, where: str | Path | None = None) -> None:
+    """``run.name`` is one plain folder name inside runs/ (no separators, not ``.`` or ``..``,
+    at most MAX_RUN_NAME characters); ``run.dir``, an explicit path, has no part over 255 bytes."""
+    at = where_prefix(where)
+    if name:  # empty: the default name
+        if len(name) > MAX_RUN_NAME:
+            raise ConfigError(f"{at}run.name is {len(name)} characters long; expected at most {MAX_RUN_NAME}")
+        if name in (".", "..") or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ConfigError(
+                f"{at}run.name = {show_value(name)} must be one folder name inside runs/ (no '/', "
+                "'\\', '..' or control characters); use --out for a directory elsewhere"
+            )
+    if directory:  # empty: the default directory
+        parts = Path(directory).parts
+        if "\0" in directory or any(len(p.encode("utf-8", "replace")) > 255 for p in parts):
+            raise ConfigError(
+                f"{at}run.dir = {show_value(directory)} is not a usable path (a NUL byte or a part "
+                "longer than 255 bytes)"
+            )
 
 
 def _suggest(word: str, options: Any) -> str:

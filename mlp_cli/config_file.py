@@ -72,32 +72,20 @@ def load_config(
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        _put(merged, key.strip(), parse_scalar(text.strip()), source="--set")
+        _put(merged, key.strip(), parse_scalar(text.strip(), key.strip()), source="--set")
     return build_config(merged, where=path)
+
+
+MAX_CONFIG_BYTES = 64 << 10  # ours are under 2 KB
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Load a YAML mapping, turning every way it can fail into a one-line ConfigError."""
-    import yaml
-
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config {path} is a directory; give a YAML file such as configs/default.yaml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (the shipped ones are in configs/)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config {path}: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path}{line}: YAML syntax error: {problem}") from None
-    except RecursionError:  # PyYAML recurses once per level of nesting
-        raise ConfigError(f"config {path}: YAML nested too deeply to be a config") from None
+    text = _read_text(path)
+    data = _load_yaml(text, f"config {path}")
     if data is None:
         raise ConfigError(f"config {path} is empty; start from configs/default.yaml")
     if not isinstance(data, dict):
@@ -105,15 +93,85 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_scalar(text: str) -> Any:
-    """Parse a ``--set`` value the way YAML would (``0.1`` -> float, ``true`` -> bool, ...)."""
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file (a FIFO or device would never end) of bounded size."""
+    import os
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"config {path} is not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (the shipped ones are in configs/)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a few lines")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _load_yaml(text: str, what: str) -> Any:
+    """YAML without aliases (an alias bomb expands 400 bytes into gigabytes) or dates (no
+    setting is one, and an impossible date would be a ValueError); every error one line."""
     import yaml
 
     try:
-        value = yaml.safe_load(text) if text else ""
-    except (yaml.YAMLError, RecursionError):
-        return text
-    return value
+        return yaml.load(text, Loader=_loader())  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        kind = "" if "not allowed" in problem else "YAML syntax error: "
+        raise ConfigError(f"{what}{line}: {kind}{problem}") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"{what}: YAML nested too deeply to be a config") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a tag such as !!int x, !!float y
+        reason = " ".join(str(err).split())[:80]
+        raise ConfigError(f"{what}: a YAML value cannot be converted ({reason})") from None
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    """SafeLoader less timestamps, refusing aliases (built once, on first use)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            def compose_node(self, parent: Any, index: Any) -> Any:
+                if self.check_event(yaml.AliasEvent):
+                    mark = self.peek_event().start_mark
+                    raise yaml.composer.ComposerError(
+                        None, None, "aliases (*name) are not allowed in a config", mark
+                    )
+                return super().compose_node(parent, index)
+
+        Loader.yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
+        _LOADER = Loader
+    return _LOADER
+
+
+def parse_scalar(text: str, key: str = "value") -> Any:
+    """Parse a ``--set`` value the way YAML would (``0.1`` -> float, ``true`` -> bool, ...);
+    text YAML cannot read stays text; a value YAML cannot convert is a ConfigError."""
+    if not text:
+        return ""
+    try:
+        return _load_yaml(text, f"--set {key}")
+    except ConfigError as err:
+        if "YAML syntax error" in str(err):
+            return text
+        raise
 
 
 def _base_sections(base: Any) -> dict[str, dict[str, Any]]:

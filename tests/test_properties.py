@@ -168,12 +168,16 @@ KEYS = {  # "section.key" -> (base type, optional, metadata), read from the sche
 GEN_LIMIT = 10**6  # the largest number drawn for a key without an upper bound
 
 
+# run.name is one folder name (config.check_run_paths): no separators, dots-only or control chars
+NAME_CHARS = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="/\\.")
+
+
 def valid_values(key: str) -> st.SearchStrategy:
     base, optional, meta = KEYS[key]
     if base is bool:
         values = st.booleans()
     elif base is str:
-        values = st.sampled_from(meta["choices"]) if meta.get("choices") else st.text(max_size=12)
+        values = st.sampled_from(meta["choices"]) if meta.get("choices") else st.text(NAME_CHARS, max_size=12)
     elif base is int:
         lo = meta.get("lo")
         lo = -GEN_LIMIT if lo is None else int(lo) + (1 if meta.get("lo_open") else 0)
