@@ -63,8 +63,18 @@ def load_digit(path: str | Path) -> Digit:
     return Digit(path=path, size=size, inverted=inverted, pixels=pixels)
 
 
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # raster formats Pillow decodes itself
+MAX_PIXELS = 24_000_000  # after JPEG draft reduction: a 6000 x 4000 photo, ~1 GB to process
+DRAFT_SIDE = 1024  # large JPEGs are decoded at 1/2, 1/4 or 1/8 scale, no smaller than this
+
+
 def read_grayscale(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-    """(float64 (H, W) grey levels in 0..255, (width, height)) of any image Pillow reads."""
+    """(float64 (H, W) grey levels in 0..255, (width, height)) of a PNG, JPEG, BMP, GIF, TIFF or
+    WebP file. Never another format (EPS would run Ghostscript), never a file that is not a
+    regular one, never more than MAX_PIXELS decoded: the size is read from the header first."""
+    import os
+    import stat
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.exists():
@@ -72,21 +82,39 @@ def read_grayscale(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     if path.is_dir():
         raise MissingFileError(f"image {path} is a directory, not an image file")
     try:
-        with Image.open(path) as opened:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(f"image {path} is not a regular file")
+        with Image.open(path, formats=FORMATS) as opened:
+            original_width = opened.size[0]
+            _bound(opened, path)
             opened.load()
             image = ImageOps.exif_transpose(opened) or opened  # phone photos: honour the rotation
             gray = _grayscale(image)
-            size = image.size
+            factor = original_width / opened.size[0]  # 1, or what JPEG draft mode divided by
+            size = (round(image.size[0] * factor), round(image.size[1] * factor))
     except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image file Pillow can read (PNG, JPEG, GIF, BMP, ...)") from None
+        raise ImageError(f"{path} is not an image file mlp reads (PNG, JPEG, BMP, GIF, TIFF or WebP)") from None
     except Image.DecompressionBombError:
         raise ImageError(f"image {path} is too large to open safely") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files, unreadable files
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated or corrupt files
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise ImageError(f"image {path} cannot be read: {reason}") from None
     if gray.size == 0:
         raise ImageError(f"image {path} is empty")
     return gray, size
+
+
+def _bound(image: Any, path: Path) -> None:
+    """Refuse, from the header alone, an image too large to decode; reduce a large JPEG."""
+    width, height = image.size
+    if image.format == "JPEG" and width * height > DRAFT_SIDE * DRAFT_SIDE:
+        image.draft("L", (DRAFT_SIDE, DRAFT_SIDE))  # the DCT decodes at a fraction of the size
+        width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"image {path} is {width} x {height} pixels, more than the "
+            f"{MAX_PIXELS // 1_000_000} megapixels mlp decodes; scale it down first"
+        )
 
 
 def _grayscale(image: Any) -> np.ndarray:
