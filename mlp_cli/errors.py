@@ -47,3 +47,7 @@ class TrainingError(MlpError):
 
 class RunDirError(UsageError):
     """A run directory already exists (or cannot be created)."""
+
+
+class ResourceError(MlpError):
+    """The machine lacks what a run needs (memory), found before any work starts."""

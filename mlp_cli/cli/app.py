@@ -133,6 +133,24 @@ def _root(
     """Train the classic two-layer network on MNIST with hand-derived backprop."""
 
 
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """``value`` as strict JSON: a NaN or infinity (which ``json.dumps`` writes as bare ``NaN``,
+    invalid JSON) becomes null."""
+    import json
+    import math
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), indent=indent, allow_nan=False)
+
+
 def is_interactive(stream: Any = None) -> bool:
     """True when ``stream`` (default stderr) is a terminal: progress bars, else plain lines."""
     stream = sys.stderr if stream is None else stream

@@ -6,7 +6,6 @@ Heavy imports (numpy via mlp_cli.data.cache, requests, rich.progress) stay insid
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app, is_interactive
+from mlp_cli.cli.app import app, is_interactive, strict_json
 
 if TYPE_CHECKING:
     from mlp_cli.data.cache import DatasetReport
@@ -91,7 +90,7 @@ def download_data(
         reporter=reporter,
     )
     if json_output:
-        typer.echo(json.dumps(report_to_dict(report), indent=2))
+        typer.echo(strict_json(report_to_dict(report), indent=2))
     elif not quiet:
         _print_summary(report)
 
@@ -121,9 +120,10 @@ def report_to_dict(report: DatasetReport) -> dict[str, Any]:
 
 def _print_summary(report: DatasetReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{report.name} in {report.directory}", title_justify="left")
+    table = Table(title=f"{report.name} in {escape(str(report.directory))}", title_justify="left")
     table.add_column("file", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -132,7 +132,7 @@ def _print_summary(report: DatasetReport) -> None:
     console = Console(highlight=False)
     console.print(table)
     for source in dict.fromkeys(f.mirror for f in report.files if f.mirror):
-        console.print(f"downloaded from {source}", soft_wrap=True)
+        console.print(f"downloaded from {escape(source)}", soft_wrap=True)
     if report.requests == 0 and not report.downloaded:
         console.print("Everything was cached: no network request made.")
 

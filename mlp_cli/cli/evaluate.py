@@ -3,13 +3,13 @@ confusion matrix, and the images it is most confidently wrong about."""
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app
+from mlp_cli.cli.app import app, strict_json
 from mlp_cli.cli.options import DataDir, Mirror, download_reporter
 
 EXAMPLES_EVAL = """
@@ -52,7 +52,7 @@ def eval_command(
 
     --errors N draws the N test images the network is most confidently wrong about.
     """
-    from mlp_cli.errors import UsageError
+    from mlp_cli.errors import MlpError, UsageError
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import EVAL_SPLITS, load_split
     from mlp_cli.training.checkpoint import load_checkpoint
@@ -63,8 +63,13 @@ def eval_command(
     images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
                               reporter=download_reporter(quiet or json_output))
     report = build_report(ckpt.params, X, y, split, errors=errors, images=images)
+    if not math.isfinite(report.loss):  # finite weights whose scores still overflow
+        raise MlpError(
+            f"evaluating {checkpoint} overflows: the network's scores are not finite on the {split} "
+            "split (weights too large for the model's dtype), so its loss and accuracy mean nothing"
+        )
     if json_output:
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **report.to_dict()}))
+        typer.echo(strict_json({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **report.to_dict()}))
     elif quiet:
         typer.echo(f"loss {report.loss:.4f}  accuracy {100 * report.accuracy:.2f}%")
     else:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app
+from mlp_cli.cli.app import app, strict_json
 
 EXAMPLES_GRADCHECK = """
 Examples:
@@ -54,7 +53,7 @@ def gradcheck_command(
         resolved.model.hidden, batch, resolved.train.l2, resolved.model.init, seed, samples=samples
     )
     if json_output:
-        typer.echo(json.dumps(result.to_dict()))
+        typer.echo(strict_json(result.to_dict()))
     else:
         _print_result(result)
     if not result.passed:

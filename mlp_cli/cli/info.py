@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app
+from mlp_cli.cli.app import app, strict_json
 
 EXAMPLES_INFO = """
 Examples:
@@ -66,7 +65,7 @@ def info_command(
             source = str(path)
     info = info_for_config(resolved)
     if json_output:
-        typer.echo(json.dumps({"source": source, **info.to_dict()}))
+        typer.echo(strict_json({"source": source, **info.to_dict()}))
     else:
         _print_info(source, info)
 

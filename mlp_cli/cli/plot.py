@@ -110,12 +110,16 @@ def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]
 
 
 def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
+    from mlp_cli.errors import UsageError
     from mlp_cli.reports.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
     from mlp_cli.training.checkpoint import load_checkpoint
 
     output_format(out, IMAGE_FORMATS)
     checkpoint = load_checkpoint(checkpoint_path)
     W1, what = checkpoint.params.W1, f"{checkpoint.params.hidden} hidden units"
+    if columns is not None and columns > W1.shape[1]:  # the grid's width grows with --columns
+        raise UsageError(f"--columns {columns} is more than the {W1.shape[1]} hidden units of {checkpoint_path}; "
+                         f"expected 1..{W1.shape[1]}")
     if minus_init:
         W1, c = remove_initial(W1, initial_weights(checkpoint))
         what += f", minus {c:.3f} x their initial weights"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from mlp_cli.cli.app import app
+from mlp_cli.cli.app import app, strict_json
 
 EXAMPLES_PREDICT = """
 Examples:
@@ -64,7 +63,7 @@ def predict_command(
     results = _classify(ckpt, digits, top) if digits else []
     if json_output:
         errors = [{"image": str(path), "error": str(err)} for path, err in failures]
-        typer.echo(json.dumps({"checkpoint": str(checkpoint), "predictions": results, "errors": errors}))
+        typer.echo(strict_json({"checkpoint": str(checkpoint), "predictions": results, "errors": errors}))
     else:
         _print_predictions(results, [d.pixels for d in digits] if show else None)
     if failures:

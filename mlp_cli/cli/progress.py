@@ -81,8 +81,10 @@ class RichObserver(SilentObserver):
         self.progress.__exit__(None, None, None)
 
     def on_start(self, config: Any, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
+        from rich.markup import escape
+
         self.console.print(
-            f"[bold]{'Resuming' if start_epoch > 1 else 'Training'}[/] {run_dir}  "
+            f"[bold]{'Resuming' if start_epoch > 1 else 'Training'}[/] {escape(str(run_dir))}  "
             f"784-{config.model.hidden}-10, {config.optimizer.name} lr {config.optimizer.lr:g}, "
             f"batch {config.train.batch_size}"
         )

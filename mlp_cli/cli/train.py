@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app, is_interactive
+from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
 from mlp_cli.cli.signals import StopNow, StopOnSignals, stopped_at_once
 from mlp_cli.nn.registry import OPTIMIZERS, listed
@@ -70,7 +69,7 @@ def train_command(
                                              data_dir, tuple(mirror or ()), quiet or json_output)
     summary = _summary(result, session.config)
     if json_output:
-        typer.echo(json.dumps(summary))
+        typer.echo(strict_json(summary))
     elif not quiet:
         _print_summary(summary)
         from mlp_cli.cli.render import training_sparklines
@@ -112,16 +111,19 @@ def _open_session(config: str | None, overrides: dict[str, Any], sets: tuple[str
                   out: Path | None, overwrite: bool) -> Any:
     """Settings and run directory, all checked before any data is loaded."""
     from mlp_cli.config_file import load_config, resolve_config_path
+    from mlp_cli.reports.info import check_memory
     from mlp_cli.training.checkpoint import load_checkpoint
     from mlp_cli.training.session import new_session, resumed_session
 
     config_path = resolve_config_path(config)
     if resume is None:
         resolved = load_config(config_path, overrides, sets)
+        check_memory(resolved)  # the memory mlp info counts, against what is free: before any work
         return new_session(resolved, config_path.stem if config_path else "default", overwrite)
     checkpoint = load_checkpoint(resume)
     base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
     resolved = load_config(config_path, overrides, sets, base=base)
+    check_memory(resolved)
     return resumed_session(resolved, checkpoint, resume, out, overwrite)
 
 
@@ -159,6 +161,7 @@ def _summary(result: Any, config: Any) -> dict[str, Any]:
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="Training finished", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -170,7 +173,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    table.add_row("run", summary["run_dir"])
+    table.add_row("run", Text(summary["run_dir"]))  # Text: a path is never read as markup
     table.add_row("epochs", str(summary["epochs"]))
     table.add_row("train loss / accuracy", f"{num(summary['train_loss'])} / {pct(summary['train_accuracy'])}")
     table.add_row("dev loss / accuracy", f"{num(summary['dev_loss'])} / {pct(summary['dev_accuracy'])}")
@@ -179,6 +182,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary["stopped_early"]:
         table.add_row("stopped early", f"epoch {summary['epochs']} of {summary['planned_epochs']}: no dev gain")
     table.add_row("time", f"{summary['seconds']:.1f} s")
-    table.add_row("checkpoints", f"{summary['last_checkpoint']}, {summary['best_checkpoint']}")
+    table.add_row("checkpoints", Text(f"{summary['last_checkpoint']}, {summary['best_checkpoint']}"))
     Console(highlight=False).print(table)
     typer.echo(f"Evaluate on the test set with: mlp eval {summary['best_checkpoint']}")

@@ -75,23 +75,48 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         raise MlpError(f"{path} is a checkpoint, not a run's metrics: give its run directory "
                        f"{path.parent}, or draw its weights with --weights {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_METRICS_BYTES + 1)
+        lines = data.decode("utf-8").splitlines()
     except FileNotFoundError:
         raise MlpError(f"metrics file {path} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise MlpError(f"cannot read metrics file {path}: {err}") from None
+    if len(data) > MAX_METRICS_BYTES:
+        raise MlpError(f"metrics file {path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a run's metrics")
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, a 5000-digit number, deep nesting
             raise MlpError(f"metrics file {path} line {number} is not valid JSON") from None
-        if not isinstance(row, dict) or "epoch" not in row:
-            raise MlpError(f"metrics file {path} line {number} is not a metrics row")
+        problem = _row_problem(row)
+        if problem:
+            raise MlpError(f"metrics file {path} line {number} is not a metrics row: {problem}")
         rows.append(row)
     return rows
+
+
+MAX_METRICS_BYTES = 64 << 20  # 100,000 epochs of ~300-byte rows fit in 30 MB
+_NUMBERS = ("step", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "lr", "seconds",
+            "examples_per_second")
+
+
+def _row_problem(row: Any) -> str | None:
+    """Why ``row`` cannot be read as a metrics row, or None."""
+    if not isinstance(row, dict) or "epoch" not in row:
+        return "expected an object with an 'epoch'"
+    epoch = row["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= 10**9:
+        return f"'epoch' = {str(epoch)[:20]!r} is not a whole number"
+    for key in _NUMBERS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value)):
+            return f"{key!r} = {str(value)[:20]!r} is not a finite number"
+    return None
 
 
 def truncate_metrics(path: str | Path, last_epoch: int) -> None:
