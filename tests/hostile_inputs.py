@@ -18,17 +18,18 @@ import numpy as np
 MiB = 1 << 20
 
 
-def good_checkpoint(path: Path, hidden: int = 16, scale: float = 1.0) -> Path:
-    """A valid checkpoint of a 784-h-10 network (epoch 1), made without training."""
+def good_checkpoint(path: Path, hidden: int = 16, w2_fill: float | None = None) -> Path:
+    """A valid checkpoint of a 784-h-10 network (epoch 1), made without training; ``w2_fill``
+    sets W2 to +-that value (float32's largest finite is 3.4e38: the scores then overflow)."""
     from mlp_cli.config_file import load_config
     from mlp_cli.nn.network import init_params
     from mlp_cli.training.checkpoint import save_checkpoint
 
     config = load_config(None, {"model.hidden": hidden, "train.epochs": 3})
     params = init_params(hidden, np.random.default_rng(0))
-    if scale != 1.0:
-        for name in ("W1", "b1", "W2", "b2"):
-            params[name][...] *= scale
+    if w2_fill is not None:
+        params["W2"][...] = w2_fill
+        params["W2"][:, ::2] *= -1
     meta = {"config": config.to_dict(), "epoch": 1, "step": 20, "best_epoch": 1, "best_accuracy": 0.5,
             "preprocessing": {"method": "standardize", "mean": 33.3, "std": 78.6}}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.data import cache as data_module
-from mlp_cli.data import download, partfile
+from mlp_cli.data import partfile
 from mlp_cli.data import registry as datasets
 from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.data.download import RetryPolicy

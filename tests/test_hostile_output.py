@@ -1,0 +1,129 @@
+"""Hostile text and paths on the way out: names that would leave runs/, paths that look like rich
+markup, metrics files and options built to break the reports, scores that overflow, and --json
+that must stay strict JSON. Each command runs in a child process under memory and time limits."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hostile_inputs import good_checkpoint, good_row, metrics_lines
+from limits import GiB, mlp_command, run_limited
+
+WIDE = {"COLUMNS": "250"}  # rich would wrap long paths in a narrow table
+
+
+def run(*args, cwd: Path | None = None, memory: int = 2 * GiB):
+    return run_limited(mlp_command(*args), memory=memory, seconds=180, cwd=cwd, env=WIDE)
+
+
+def strict(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def cache_is_empty() -> bool:
+    return not any(Path(os.environ["MLP_DATA_DIR"]).iterdir())
+
+
+TINY_RUN = ("--hidden", "8", "--batch", "100", "--epochs", "1", "--set", "data.limit=200", "--set", "data.dev_size=100")
+
+
+def test_a_run_directory_that_looks_like_markup_is_printed_as_it_is(mnist_data_dir, tmp_path):
+    outcome = run("train", *TINY_RUN, "--out", "runs/x[/]", "--data-dir", mnist_data_dir, cwd=tmp_path)
+
+    assert outcome.code == 0 and "Traceback" not in outcome.output, outcome.output
+    assert "runs/x[/]" in outcome.stdout and "runs/x[/]" in outcome.stderr
+    assert (tmp_path / "runs" / "x[" / "]" / "best.npz").is_file()
+
+
+def test_a_data_dir_that_looks_like_markup_is_printed_as_it_is(offline_mnist_url, tmp_path):
+    data_dir = tmp_path / "m[/]" / "[bold]d"
+    outcome = run("download-data", "--data-dir", data_dir, "--mirror", offline_mnist_url)
+
+    assert outcome.code == 0 and "Traceback" not in outcome.output, outcome.output
+    assert str(data_dir / "mnist") in outcome.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("../../x", "run.name = '../../x' (str) must be one folder name inside runs/"),
+        ("..", "must be one folder name inside runs/"),
+        ("a" * 300, "run.name is 300 characters long; expected at most 100"),
+    ],
+    ids=["climbs-out", "dot-dot", "300-characters"],
+)
+def test_a_run_name_that_would_leave_runs_or_is_too_long_is_refused_before_work(tmp_path, name, fragment):
+    (tmp_path / "work").mkdir()
+    outcome = run("train", "--name", name, cwd=tmp_path / "work")
+
+    line = outcome.error_line()
+    assert outcome.code == 2 and fragment in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"] and cache_is_empty()
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ('{"epoch": "two"}', "'epoch' = 'two' is not a whole number"),
+        ('{"epoch": 2, "dev_accuracy": "high"}', "'dev_accuracy' = 'high' is not a finite number"),
+        ('{"epoch": 2, "train_loss": NaN}', "'train_loss' = 'nan' is not a finite number"),
+        ('{"epoch": 2, "train_loss": true}', "'train_loss' = 'True' is not a finite number"),
+        ('[1, 2]', "expected an object with an 'epoch'"),
+        ('{"epoch": ' + "9" * 5000 + "}", "line 2 is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "line 2 is not valid JSON"),
+    ],
+    ids=["epoch-text", "accuracy-text", "nan", "bool", "not-object", "digits-5000", "nested-100000"],
+)
+@pytest.mark.parametrize("how", ["terminal", "file"])
+def test_a_malformed_metrics_row_is_one_line(tmp_path, row, fragment, how):
+    metrics = metrics_lines(tmp_path / "run" / "metrics.jsonl", good_row(1), row, good_row(3))
+    args = ["--terminal"] if how == "terminal" else ["--out", tmp_path / "curves.png"]
+
+    line = run("plot", tmp_path / "run", *args, memory=1 * GiB).error_line()
+
+    assert f"metrics file {metrics} line 2" in line and fragment in line
+
+
+def test_plot_weights_with_absurd_columns_is_one_line_at_once(tmp_path):
+    checkpoint = good_checkpoint(tmp_path / "run" / "best.npz")
+
+    outcome = run("plot", "--weights", checkpoint, "--columns", "1000000000", "--out", tmp_path / "w.png",
+                  memory=1 * GiB)
+
+    line = outcome.error_line()
+    assert outcome.code == 2 and "--columns 1000000000 is more than the 16 hidden units" in line
+    assert outcome.seconds < 20 and not (tmp_path / "w.png").exists()
+
+
+@pytest.fixture
+def overflowing(tmp_path) -> Path:
+    return good_checkpoint(tmp_path / "run" / "best.npz", w2_fill=3e38)  # float32's largest: scores overflow
+
+
+@pytest.mark.parametrize("flag", ["-q", "--json"])
+def test_an_evaluation_whose_scores_overflow_says_so(overflowing, mnist_data_dir, flag):
+    outcome = run("eval", overflowing, "--data-dir", mnist_data_dir, flag)
+
+    line = outcome.error_line()
+    assert outcome.code == 1 and "overflows: the network's scores are not finite on the test split" in line
+    assert outcome.stdout == ""  # no "loss nan accuracy 9.80%"
+
+
+def test_json_output_is_strict_even_when_scores_overflow(overflowing, mnist_data_dir, tmp_path):
+    from hostile_inputs import digit_image
+
+    outcome = run("predict", overflowing, digit_image(tmp_path / "digit.png"), "--json")
+
+    assert outcome.code == 0, outcome.output
+    (result,) = strict(outcome.stdout)["predictions"]
+    assert all(entry["probability"] is None or 0 <= entry["probability"] <= 1 for entry in result["top"])
+    for args in (("info", overflowing, "--json"), ("download-data", "--data-dir", mnist_data_dir, "--json")):
+        finished = run(*args)
+        assert finished.code == 0, finished.output
+        strict(finished.stdout)
