@@ -68,9 +68,9 @@ def test_a_member_declaring_more_than_its_array_needs_is_refused_before_it_is_in
         (deep_meta(200_000), "metadata is nested more than 16 levels deep"),
         (deep_meta(40), "metadata is nested more than 16 levels deep"),
         (long_number_meta(5000), "metadata holds a number of 5000 digits"),
-        ('{"format_version": 1, "epoch": NaN}', "NaN is not a number JSON allows"),
+        (long_number_meta(101), "metadata holds a number of 101 digits"),
     ],
-    ids=["nested-200000", "nested-40", "digits-5000", "nan"],
+    ids=["nested-200000", "nested-40", "digits-5000", "digits-101"],
 )
 def test_metadata_built_to_exhaust_the_parser_is_one_line(good, tmp_path, meta, fragment):
     bad = meta_checkpoint(good, tmp_path / "bad.npz", meta)
@@ -101,4 +101,4 @@ def test_numbers_out_of_range_in_the_metadata_are_refused(good, tmp_path):
         meta = json.loads(bytes(np.load(archive.open("meta.npy"))))
     bad = meta_checkpoint(good, tmp_path / "bad.npz", json.dumps({**meta, "best_accuracy": 7.5}))
 
-    refuse(["info", bad], "'best_accuracy' = 7.5; expected a number in [0, 1]", tmp_path)
+    refuse(["info", bad], "'best_accuracy' = 7.5; expected an accuracy in [0, 1]", tmp_path)

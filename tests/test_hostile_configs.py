@@ -84,7 +84,12 @@ def test_an_error_message_shows_only_a_short_prefix_of_a_huge_value(tmp_path):
 
 
 def test_a_run_bigger_than_the_memory_is_refused_before_work_with_both_numbers():
-    line = refused(train("--hidden", "100000", "--batch", "50000"), 1, "this run needs 58.6 GiB of memory")
+    from mlp_cli.config_file import load_config
+    from mlp_cli.reports.info import info_for_config
+
+    needed = info_for_config(load_config(None, {"model.hidden": 100000, "train.batch_size": 50000})).memory_bytes
+    line = refused(train("--hidden", "100000", "--batch", "50000"), 1,
+                   f"this run needs {needed / 2**30:.1f} GiB of memory (see mlp info)")
     assert re.search(r"but [\d.]+ [GM]iB is available", line)
 
 
