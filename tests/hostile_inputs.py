@@ -97,17 +97,18 @@ def long_number_meta(digits: int = 5000) -> str:
 
 
 ALIAS_BOMB = """\
-a: &a ["x","x","x","x","x","x","x","x","x"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
 model:
-  hidden: [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
+  hidden: [
+    &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"],
+    &b [*a, *a, *a, *a, *a, *a, *a, *a, *a],
+    &c [*b, *b, *b, *b, *b, *b, *b, *b, *b],
+    &d [*c, *c, *c, *c, *c, *c, *c, *c, *c],
+    &e [*d, *d, *d, *d, *d, *d, *d, *d, *d],
+    &f [*e, *e, *e, *e, *e, *e, *e, *e, *e],
+    &g [*f, *f, *f, *f, *f, *f, *f, *f, *f],
+    &h [*g, *g, *g, *g, *g, *g, *g, *g, *g],
+    [*h, *h, *h, *h, *h, *h, *h, *h, *h]]
+"""  # model.hidden holds 9**9 strings once expanded, and rendering it would never end
 
 
 def big_png(path: Path, side: int = 13000) -> Path:
