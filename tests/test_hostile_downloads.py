@@ -180,3 +180,12 @@ def test_partial_files_are_created_exclusively_and_never_through_links(tmp_path)
     assert victim.read_text() == "precious" and part.read_bytes() == b"new"
     assert not part.is_symlink()
     assert os.stat(part).st_nlink == 1
+
+
+def test_credentials_in_a_refused_mirror_are_not_shown(tmp_path):
+    outcome = run_limited(mlp_command("download-data", "--data-dir", tmp_path, "--mirror", "ftp://user:hunter2@host/"),
+                          seconds=60)
+
+    line = outcome.error_line()
+    assert outcome.code == 2 and "mirror 'ftp://***@host/': unsupported scheme 'ftp'" in line
+    assert "hunter2" not in outcome.output

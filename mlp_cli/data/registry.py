@@ -169,6 +169,6 @@ def normalize_mirror(mirror: str) -> str:
         text = Path(text).expanduser().resolve().as_uri()
     elif scheme not in SCHEMES:
         raise UsageError(
-            f"mirror {mirror!r}: unsupported scheme {scheme!r} (use https://, http:// or file://)"
+            f"mirror {redact(mirror)!r}: unsupported scheme {scheme!r} (use https://, http:// or file://)"
         )
     return text if text.endswith("/") else text + "/"
