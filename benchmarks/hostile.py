@@ -12,6 +12,7 @@ split, and ``mlp eval`` on the test set, alternating before and after.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -88,7 +89,7 @@ def cases(work: Path, data_dir: Path, server: HostileServer) -> list[tuple[str, 
                                                   "--data-dir", data_dir), None),
         ("--name ../../x (a 1-epoch run)", mlp("train", "-q", "--name", "../../x", *TINY, "--data-dir", data_dir),
          None),
-        ("a 300-character --name", mlp("train", "-q", "--name", "a" * 300, "--data-dir", work / "empty"), None),
+        ("a 300-character --name", mlp("train", "-q", "--name", "a" * 300, *TINY, "--data-dir", data_dir), None),
         ("malformed metrics.jsonl row: plot", mlp("plot", work / "badrun", "--terminal"), None),
         ("plot --weights --columns 1000000000", mlp("plot", "--weights", good, "--columns", "1000000000",
                                                     "--out", work / "w.png"), None),
@@ -111,13 +112,15 @@ def measure(code_dir: Path | None, command: list[str], seconds: float, cwd: Path
     return f"{code}, {outcome.seconds:.1f} s, {outcome.peak_mib:,.0f} MiB: {first[:90]}"
 
 
-def fresh(work: Path) -> Path:
+def fresh(work: Path, url: str) -> Path:
     """Empty download and run directories (and the planted link) before each measurement."""
     for name in ("f1", "f2", "f3", "f4", "shared", "runs", "a", "x"):
         shutil.rmtree(work / name, ignore_errors=True)
     (work / "shared").mkdir()
     (work / "victim").write_text("precious")
     (work / "shared" / f"{LABELS}.part").symlink_to(work / "victim")
+    note = {"url": f"{url}{LABELS}", "validator": ""}  # the .part seems resumable from this mirror
+    (work / "shared" / f"{LABELS}.part.json").write_text(json.dumps(note))
     cwd = work / "a" / "b"  # --name ../../x lands in work/x, not outside the temporary folder
     cwd.mkdir(parents=True)
     return cwd
@@ -136,7 +139,7 @@ def table(before: Path, data_dir: Path, seconds: float, only: str | None = None)
                     continue
                 row = []
                 for code_dir in (before, None):
-                    result = measure(code_dir, command, seconds, fresh(work))
+                    result = measure(code_dir, command, seconds, fresh(work, server.url("ok")))
                     if watched:
                         result += f"; victim file now {Path(watched).read_bytes()[:10]!r}"
                     row.append(result.replace("|", "/"))

@@ -130,11 +130,15 @@ def test_trailing_bytes_beyond_the_registry_size_are_refused(server, tmp_path, l
     assert not (tmp_path / LABELS).exists()
 
 
-@pytest.mark.parametrize("planted", [f"{LABELS}.part", f"{LABELS}.part.json", f"{LABELS}.lock", LABELS])
+@pytest.mark.parametrize("planted", [f"{LABELS}.part", f"{LABELS}.part.json", f"{LABELS}.lock", LABELS,
+                                     "resumable"])
 def test_a_link_planted_in_a_shared_cache_is_never_followed(server, tmp_path, planted):
     cache, victim = tmp_path / "cache", tmp_path / "victim.txt"
     cache.mkdir()
     victim.write_text("precious")
+    if planted == "resumable":  # a note saying the .part came from this very URL: it would be appended to
+        (cache / f"{LABELS}.part.json").write_text(json.dumps({"url": server.url("ok") + LABELS, "validator": ""}))
+        planted = f"{LABELS}.part"
     (cache / planted).symlink_to(victim)
 
     outcome = fetch(cache, server.url("ok"))
