@@ -1,20 +1,11 @@
-"""The user's own digit images, made to look like MNIST digits.
+"""The user's own images: read from disk, then made to look like the dataset's images.
 
-MNIST's digits were size-normalised to fit a 20 x 20 box keeping their aspect ratio
-(anti-aliased, hence grey levels), then placed in a 28 x 28 field so that their centre of mass
-sits at the centre. White ink (255) on black (0). ``to_mnist`` repeats that recipe for any
-picture of one digit:
-
-1. grayscale (colour photos, palettes, alpha: a transparent background is composited over white,
-   or over black when white leaves no contrast, i.e. white ink on transparency);
-2. the background level is the median of the border pixels; a light background means dark ink on
-   light paper, and the image is inverted;
-3. the background level is subtracted and the contrast stretched so the darkest ink becomes 255;
-   faint noise (under 10 % of full ink) becomes 0, as MNIST's background is exactly 0;
-4. cropped to the bounding box of the ink;
-5. scaled (Lanczos) so the larger side is 20 pixels, keeping the aspect ratio;
-6. pasted into 28 x 28 with its centre of mass at pixel (14, 14) -- where MNIST's average centre
-   of mass lies -- shifted back inside the frame if the digit would stick out.
+Reading (``read_grayscale``) turns any file Pillow decodes into grey levels: colour photos,
+palettes, 16-bit images, alpha (a transparent background is composited over white, or over black
+when white leaves no contrast, i.e. white ink on transparency), with a phone's EXIF rotation
+honoured. Finding the digit in those grey levels and giving it MNIST's size and position is
+``mlp_cli.data.extract`` (background removal, denoising, Otsu's threshold, connected strokes, the
+20 x 20 box and the centre of mass).
 
 The result is uint8 (28, 28); the checkpoint's own preprocessing (``Preprocessing.apply``) turns
 it into the network's input, exactly as for the dataset's images.
@@ -22,19 +13,15 @@ it into the network's input, exactly as for the dataset's images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlp_cli.data.extract import extract
 from mlp_cli.errors import MissingFileError, MlpError
-from mlp_cli.nn.network import IMAGE_SIDE
 
-SIDE = IMAGE_SIDE  # the MNIST field
-BOX = 20  # the digit's larger side after scaling
-CENTRE = 14.0  # MNIST's mean centre of mass (row, column), in pixel indices
-NOISE = 0.1  # ink below this fraction of full ink is background
 MIN_CONTRAST = 24.0  # grey levels between background and ink below which the image is blank
 
 
@@ -50,17 +37,19 @@ class Digit:
     size: tuple[int, int]  # the original (width, height)
     inverted: bool  # dark ink on a light background was inverted
     pixels: np.ndarray  # (28, 28) uint8, white ink on black
+    notes: list[str] = field(default_factory=list)  # why the extraction may be poor
 
 
-def load_digit(path: str | Path) -> Digit:
-    """Read an image file and normalise it like MNIST; ImageError naming the file on failure."""
+def load_digit(path: str | Path, style: str = "digit") -> Digit:
+    """Read an image file and make it dataset-like (``style``: "digit" for MNIST, "object" for
+    Fashion-MNIST); ImageError naming the file on failure."""
     path = Path(path)
     gray, size = read_grayscale(path)
     try:
-        pixels, inverted = to_mnist(gray)
+        found = extract(gray, style)
     except ValueError as err:
         raise ImageError(f"image {path}: {err}") from None
-    return Digit(path=path, size=size, inverted=inverted, pixels=pixels)
+    return Digit(path=path, size=size, inverted=found.inverted, pixels=found.pixels, notes=found.notes)
 
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # raster formats Pillow decodes itself
@@ -140,41 +129,8 @@ def _composite(rgba: Any, background: tuple[int, int, int, int]) -> np.ndarray:
     return np.asarray(flat.convert("L"), dtype=np.float64)
 
 
-def to_mnist(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Grey levels (H, W) -> (uint8 (28, 28) white-on-black digit, whether it was inverted).
-
-    Raises ValueError when there is no digit (no contrast)."""
-    from PIL import Image
-
-    gray = np.asarray(gray, dtype=np.float64)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    inverted = background > 127.5
-    if inverted:  # dark ink on light paper
-        gray, background = 255.0 - gray, 255.0 - background
-    ink_level = float(gray.max())
-    if ink_level - background < MIN_CONTRAST:
-        raise ValueError("no digit found (the image is blank or has almost no contrast)")
-    ink = np.clip((gray - background) / (ink_level - background), 0.0, 1.0)  # (H, W) in [0, 1]
-    ink[ink < NOISE] = 0.0
-
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # the digit's bounding box
-    height, width = crop.shape
-    scale = BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # PIL: (width, height)
-    patch_image = Image.fromarray(np.round(crop * 255).astype(np.uint8)).resize(
-        size, Image.Resampling.LANCZOS
-    )
-    patch = np.asarray(patch_image, dtype=np.float64)  # (h', w'), larger side 20
-
-    total = patch.sum()
-    if total <= 0:  # a speck that vanished in scaling
-        raise ValueError("no digit found (the ink is too faint or too small)")
-    cy = float(np.arange(patch.shape[0]) @ patch.sum(axis=1)) / total
-    cx = float(np.arange(patch.shape[1]) @ patch.sum(axis=0)) / total
-    top = int(np.clip(round(CENTRE - cy), 0, SIDE - patch.shape[0]))
-    left = int(np.clip(round(CENTRE - cx), 0, SIDE - patch.shape[1]))
-    field = np.zeros((SIDE, SIDE), dtype=np.uint8)
-    field[top : top + patch.shape[0], left : left + patch.shape[1]] = np.clip(np.round(patch), 0, 255)
-    return field, inverted
+def to_mnist(gray: np.ndarray, style: str = "digit") -> tuple[np.ndarray, bool]:
+    """Grey levels (H, W) -> (uint8 (28, 28) white-on-black image, whether it was inverted);
+    the extraction itself is ``mlp_cli.data.extract``. Raises ValueError when there is no digit."""
+    result = extract(gray, style)
+    return result.pixels, result.inverted
