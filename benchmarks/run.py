@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +38,8 @@ from benchmarks import machine
 from benchmarks.epoch import Case, measure_group, save_epoch_data, standardized
 from benchmarks.process import REPO_ROOT, checked, mlp_command, repeat_process, run_process
 
-OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
+# the offline copy next to the checkout, or the one the test suite found ($MLP_TEST_MNIST)
+OFFLINE_MNIST = Path(os.environ.get("MLP_TEST_MNIST") or REPO_ROOT.parent / "shared" / "data" / "mnist")
 MB = 1024 * 1024
 
 # The targets of the performance issue: what, and the largest value that meets it.

@@ -2,8 +2,10 @@
 
 No test touches the user's cache or the internet: every test gets its own ``MLP_DATA_DIR``,
 the mirror variables are cleared, and proxies point at a closed port so that a request meant
-for a real host fails at once (loopback is exempt). Real MNIST comes from the offline copy in
-``../shared/data/mnist`` (relative to the repository root).
+for a real host fails at once (loopback is exempt). Real MNIST comes from the first directory
+holding its four ``.gz`` files among: ``$MLP_TEST_MNIST``, ``../shared/data/mnist`` (relative to
+the repository root), and the user's own cache as ``make train`` fills it (``$MLP_DATA_DIR`` or
+the per-user cache directory). Each file is verified by its SHA-256 when the tests copy it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from mlp_cli.data.download import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
+TEST_MNIST_ENV = "MLP_TEST_MNIST"
+USER_DATA_DIR = os.environ.get("MLP_DATA_DIR", "")  # the user's, read before any test sets its own
 MIRROR_ENV_VARS = ("MLP_MNIST_MIRROR", "MLP_FASHION_MNIST_MIRROR")
 
 # Retries without waiting and short timeouts: failure paths stay fast.
@@ -62,17 +66,32 @@ def closed_port() -> int:
 # -- real MNIST -------------------------------------------------------------------------------
 
 
+def mnist_copies() -> list[Path]:
+    """The directories where the tests look for MNIST's four .gz files, in order."""
+    from mlp_cli.data.cache import resolve_data_dir
+
+    named = os.environ.get(TEST_MNIST_ENV, "").strip()
+    return [*([Path(named).expanduser()] if named else []), OFFLINE_MNIST,
+            resolve_data_dir(USER_DATA_DIR or None) / "mnist"]
+
+
+def find_mnist_copy() -> Path | None:
+    files = datasets.DATASETS["mnist"].files
+    return next((d for d in mnist_copies() if all((d / f).is_file() for f in files)), None)
+
+
 @pytest.fixture(scope="session")
 def offline_mnist_dir() -> Path:
-    """The offline MNIST copy; skipped when absent, but a failure when $CI is set."""
-    spec = datasets.DATASETS["mnist"]
-    missing = [f for f in spec.files if not (OFFLINE_MNIST / f).is_file()]
-    if missing:
-        reason = f"offline MNIST copy not found at {OFFLINE_MNIST} (missing {', '.join(missing)})"
+    """A local MNIST copy; skipped when there is none, but a failure when $CI is set."""
+    found = find_mnist_copy()
+    if found is None:
+        looked = ", ".join(str(d) for d in mnist_copies())
+        reason = (f"no MNIST copy found (looked in {looked}); run `make train` once, or set "
+                  f"{TEST_MNIST_ENV} to a directory holding the four .gz files")
         if os.environ.get("CI"):
             pytest.fail(reason + "; CI must provide it")
         pytest.skip(reason)
-    return OFFLINE_MNIST
+    return found
 
 
 @pytest.fixture(scope="session")

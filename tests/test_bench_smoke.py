@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TEST_MNIST_ENV, find_mnist_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
+MNIST_COPY = find_mnist_copy()
 
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
+    if MNIST_COPY is not None:
+        env[TEST_MNIST_ENV] = str(MNIST_COPY)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -54,8 +57,8 @@ def test_smoke_times_every_epoch_contender(smoke_results: dict) -> None:
 
 def test_smoke_times_the_processes(smoke_results: dict) -> None:
     assert 0 < smoke_results["startup"]["median"] < 30
-    if not (OFFLINE_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("offline MNIST copy not available: the dataset parts are skipped")
+    if MNIST_COPY is None:
+        pytest.skip("no MNIST copy found (see tests/conftest.py): the dataset parts are skipped")
     load = smoke_results["dataset_load"]
     assert load["train"]["shape"] == [60000, 28, 28] and load["test"]["shape"] == [10000, 28, 28]
     assert load["train"]["median"] > 0 and load["train_fresh_process"]["median"] > 0

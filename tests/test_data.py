@@ -219,3 +219,23 @@ def test_real_fashion_mnist_from_the_system_package(tmp_path, reporter):
     assert report.downloaded == tuple(dataset_checksums("fashion-mnist"))
     assert images.shape == (10000, 28, 28)
     assert labels.tolist()[:5] == [9, 2, 1, 1, 6]  # ankle boot, pullover, trouser, trouser, shirt
+
+
+def test_the_suite_finds_mnist_in_the_named_dir_or_the_users_cache(tmp_path, monkeypatch):
+    """Without ../shared, the real-data tests use $MLP_TEST_MNIST, else the cache `make train` filled."""
+    import conftest
+
+    files = datasets.DATASETS["mnist"].files
+    named, cache = tmp_path / "named", tmp_path / "cache"
+    for directory in (named, cache / "mnist"):
+        directory.mkdir(parents=True)
+        for name in files:
+            (directory / name).write_bytes(b"x")
+    monkeypatch.setattr(conftest, "OFFLINE_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(conftest, "USER_DATA_DIR", str(cache))
+    monkeypatch.setenv(conftest.TEST_MNIST_ENV, str(named))
+    assert conftest.find_mnist_copy() == named
+    monkeypatch.delenv(conftest.TEST_MNIST_ENV)
+    assert conftest.find_mnist_copy() == cache / "mnist"
+    (cache / "mnist" / files[0]).unlink()  # an incomplete cache is no copy
+    assert conftest.find_mnist_copy() is None

@@ -57,7 +57,7 @@ def extract(gray: np.ndarray, style: str = "digit") -> Extraction:
     no digit (no contrast, or nothing left after the specks are dropped)."""
     notes: list[str] = []
     gray = _shrink(np.asarray(gray, dtype=np.float64))
-    ink, inverted = _ink(gray)  # (h, w), ink bright, paper near 0
+    ink, inverted = _ink(gray) if style == "digit" else _object_ink(gray)  # (h, w), ink bright
     if float(ink.max()) < MIN_CONTRAST:
         raise ValueError("no digit found (the image is blank or has almost no contrast)")
     smooth, threshold, contrast = _threshold(ink, notes)
@@ -101,6 +101,15 @@ def _ink(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     ink = _flat_field(smooth, paper) if inverted else smooth - paper
     ink = sign * ink
     return ink - float(np.median(ink)), inverted
+
+
+def _object_ink(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Like ``_ink`` for a garment photographed on a plain background: the object is no thin
+    stroke but most of the picture, so the background is one level, that of the border."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    inverted = _dark_ink(gray, np.full_like(gray, float(np.median(border))))
+    ink = (float(np.median(border)) - gray) if inverted else (gray - float(np.median(border)))
+    return ink, inverted
 
 
 def _dark_ink(gray: np.ndarray, paper: np.ndarray) -> bool:
