@@ -73,7 +73,23 @@ def load_config(
         if not sep or not key.strip():
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         _put(merged, key.strip(), parse_scalar(text.strip(), key.strip()), source="--set")
-    return build_config(merged, where=path)
+    try:
+        return build_config(merged, where=path)
+    except ConfigError as err:
+        set_keys = {item.partition("=")[0].strip() for item in sets}
+        raise ConfigError(naming_flags(str(err), [k for k in overrides or {} if k not in set_keys])) from None
+
+
+def naming_flags(message: str, flag_keys: list[str]) -> str:
+    """``model.hidden = -5`` -> ``--hidden / model.hidden = -5`` for keys set by a flag: the
+    message names what was typed as well as the key."""
+    from mlp_cli.config import FLAG_KEYS
+
+    flags = {key: flag for flag, key in FLAG_KEYS.items()}
+    for key in flag_keys:
+        if key in flags:
+            message = message.replace(f"{key} = ", f"--{flags[key]} / {key} = ", 1)
+    return message
 
 
 MAX_CONFIG_BYTES = 64 << 10  # ours are under 2 KB

@@ -52,6 +52,7 @@ def eval_command(
 
     --errors N draws the N test images the network is most confidently wrong about.
     """
+    from mlp_cli.data.registry import class_names
     from mlp_cli.errors import MlpError, UsageError
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import EVAL_SPLITS, load_split
@@ -68,15 +69,17 @@ def eval_command(
             f"evaluating {checkpoint} overflows: the network's scores are not finite on the {split} "
             "split (weights too large for the model's dtype), so its loss and accuracy mean nothing"
         )
+    names = class_names(ckpt.config["data"]["dataset"])
     if json_output:
-        typer.echo(strict_json({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, **report.to_dict()}))
+        typer.echo(strict_json({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, "class_names": list(names),
+                                **report.to_dict()}))
     elif quiet:
         typer.echo(f"loss {report.loss:.4f}  accuracy {100 * report.accuracy:.2f}%")
     else:
-        _print_report(checkpoint, ckpt.epoch, report)
+        _print_report(checkpoint, ckpt.epoch, report, names)
 
 
-def _print_report(checkpoint: Path, epoch: int, report: Any) -> None:
+def _print_report(checkpoint: Path, epoch: int, report: Any, names: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -86,9 +89,10 @@ def _print_report(checkpoint: Path, epoch: int, report: Any) -> None:
     where = f"{report.split} split, {report.examples:,} examples"
     console.print(f"[bold]{escape(str(checkpoint))}[/] (epoch {epoch}), {where}")
     console.print(f"loss [cyan]{report.loss:.4f}[/]  accuracy [bold cyan]{100 * report.accuracy:.2f}%[/]")
-    console.print(per_class_table(report.per_class, title="Per class"))
+    digits = names == tuple(str(c) for c in range(len(names)))
+    console.print(per_class_table(report.per_class, title="Per class", names=None if digits else names))
     console.print(confusion_table(report.confusion))
     if report.mistakes:
         console.print(f"[bold]The {len(report.mistakes)} most confidently wrong[/] "
                       "(#index: true → predicted (probability))")
-        console.print(mistakes_view(report.mistakes, uses_colour(console)))
+        console.print(mistakes_view(report.mistakes, uses_colour(console), names))

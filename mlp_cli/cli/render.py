@@ -69,12 +69,17 @@ def digit_panel(image: Any, caption: str, colour: bool) -> Any:
     return Group(halfblock_text(image, colour), Text(caption, style="bold"))
 
 
-def mistakes_view(mistakes: Sequence[Any], colour: bool) -> Any:
-    """The confidently wrong examples side by side (as many per row as the width allows)."""
+def mistakes_view(mistakes: Sequence[Any], colour: bool, names: Sequence[str] | None = None) -> Any:
+    """The confidently wrong examples side by side (as many per row as the width allows), their
+    classes by name (``names``, in label order) or number."""
     from rich.columns import Columns
 
+    def name(c: int) -> str:
+        return names[c] if names else str(c)
+
     panels = [
-        digit_panel(m.image, f"#{m.index}: {m.label} → {m.prediction} ({100 * m.probability:.1f}%)", colour)
+        digit_panel(m.image, f"#{m.index}: {name(m.label)} → {name(m.prediction)} ({100 * m.probability:.1f}%)",
+                    colour)
         for m in mistakes
         if m.image is not None
     ]
@@ -236,7 +241,7 @@ def confusion_table(confusion: Any, title: str = "Confusion matrix (rows: true, 
     return table
 
 
-def per_class_table(per_class: Sequence[Any], title: str = "Per class") -> Any:
+def per_class_table(per_class: Sequence[Any], title: str = "Per class", names: Sequence[str] | None = None) -> Any:
     """Precision, recall, F1 and one-vs-rest accuracy per class; on a colour terminal precision
     and recall are shaded from red (worst class) to green (best)."""
     from rich.table import Table
@@ -263,6 +268,7 @@ def per_class_table(per_class: Sequence[Any], title: str = "Per class") -> Any:
     for name in ("class", "support", "predicted", "precision", "recall", "f1", "accuracy"):
         table.add_column(name, justify="right")
     for c in per_class:
-        table.add_row(str(c.label), f"{c.support:,}", f"{c.predicted:,}", cell(c.precision, "precision"),
+        label = f"{c.label} {names[c.label]}" if names else str(c.label)
+        table.add_row(label, f"{c.support:,}", f"{c.predicted:,}", cell(c.precision, "precision"),
                       cell(c.recall, "recall"), cell(c.f1), cell(c.accuracy))
     return table

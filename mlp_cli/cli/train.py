@@ -39,8 +39,11 @@ def train_command(
     optimizer: Annotated[
         str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist or fashion-mnist (data.dataset).")] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
@@ -63,7 +66,7 @@ def train_command(
     from mlp_cli.config import FLAG_KEYS
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
-             "optimizer": optimizer, "out": str(out) if out else None, "name": name}
+             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset}
     overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     result, session = _until_done_or_stopped(config, overrides, tuple(set_ or ()), resume, out, overwrite,
                                              data_dir, tuple(mirror or ()), quiet or json_output)

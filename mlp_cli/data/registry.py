@@ -50,6 +50,8 @@ class DatasetSpec:
     mirror_env: str  # environment variable holding extra mirrors
     default_mirrors: tuple[str, ...]
     gz_sizes: Mapping[str, int] = field(default_factory=dict)  # official .gz sizes, bytes
+    classes: tuple[str, ...] = tuple("0123456789")  # the name of each label, in label order
+    extraction: str = "digit"  # how mlp predict finds the subject of a photo (data/extract.py)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -136,6 +138,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "t10k-labels-idx1-ubyte.gz": 5125,
         },
         default_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        extraction="object",  # a whole garment, not strokes
     ),
 }
 
@@ -147,6 +152,11 @@ def get_spec(name: str) -> DatasetSpec:
     except KeyError:
         known = ", ".join(sorted(DATASETS))
         raise UsageError(f"unknown dataset {name!r}; choose one of: {known}") from None
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    """The name of each class of dataset ``name`` ("0" ... "9" for MNIST), in label order."""
+    return get_spec(name).classes
 
 
 def mirror_list(
