@@ -52,6 +52,7 @@ def test_json_summary_on_stdout(tiny_mnist, mirror_server, tmp_path):
     result = mlp("download-data", "--data-dir", str(tmp_path), "-m", url, "--json")
 
     assert result.exit_code == 0
+    assert len(result.stdout.strip().splitlines()) == 1  # one line, like every --json
     summary = json.loads(result.stdout)
     assert summary["dataset"] == "mnist" and summary["requests"] == 4
     assert [f["status"] for f in summary["files"]] == ["downloaded"] * 4

@@ -180,7 +180,7 @@ def test_plot_without_matplotlib(run_dir: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = invoke("plot", run_dir, "--out", tmp_path / "c.png")
     assert result.exit_code == 1
-    assert "pip install 'mlp[plot]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "pip install -e '.[plot]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert invoke("plot", "--terminal", run_dir).exit_code == 0  # the terminal chart needs no matplotlib
 
 

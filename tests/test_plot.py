@@ -100,7 +100,7 @@ def test_a_file_in_the_way_of_the_target_is_named(tmp_path: Path) -> None:
 
 def test_without_matplotlib_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(PlotError, match=r"pip install 'mlp\[plot\]'"):
+    with pytest.raises(PlotError, match=r"pip install -e '\.\[plot\]'"):
         plot_curves([RunCurves.from_rows("r", rows(2))], tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
 

@@ -24,15 +24,18 @@ def _stderr_console() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def error_message(err: MlpError) -> str:
+    return " ".join(str(err).split("\n")) if str(err) else type(err).__name__
+
+
 def print_error(err: MlpError) -> None:
     """One red line naming what is wrong, on stderr."""
     from rich.markup import escape
 
-    message = " ".join(str(err).split("\n")) if str(err) else type(err).__name__
-    _stderr_console().print(f"[bold red]error:[/] {escape(message)}")
+    _stderr_console().print(f"[bold red]error:[/] {escape(error_message(err))}")
 
 
-def fail_usage(err: Any) -> NoReturn:
+def fail_usage(err: Any, as_json: bool = False) -> NoReturn:
     """click's usage errors as one line too, pointing at the command's help. ``mlp`` alone (no
     arguments) still prints the help, which is what click's NoArgsIsHelpError does."""
     if type(err).__name__ == "NoArgsIsHelpError":
@@ -47,13 +50,24 @@ def fail_usage(err: Any) -> NoReturn:
         names = {option.lstrip("-"): option for option in err.possibilities or ()}
         close = [names[c] for c in difflib.get_close_matches(err.option_name.lstrip("-"), list(names), n=1)]
         message = f"No such option: {err.option_name}" + (f" (did you mean {close[0]}?)" if close else "")
-    fail(UsageError(f"{message} (see: {command} --help)"))
+    fail(UsageError(f"{message} (see: {command} --help)"), as_json)
 
 
-def fail(err: MlpError) -> NoReturn:
-    """Print one red line naming what is wrong, then exit with the error's exit code."""
+def fail(err: MlpError, as_json: bool = False) -> NoReturn:
+    """Print one red line naming what is wrong, then exit with the error's exit code. Under
+    ``--json`` a script reading stdout also gets the error, as one JSON line."""
     print_error(err)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"error": error_message(err), "exit_code": err.exit_code}))
     raise typer.Exit(code=err.exit_code)
+
+
+def _asks_for_json(ctx: Any) -> bool:
+    """Whether the command line (before any ``--``) has ``--json``."""
+    args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 # Failures of the machine rather than of the code: a full, read-only or forbidden disk.
@@ -69,18 +83,19 @@ class MlpGroup(TyperGroup):
     into one line and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        as_json = _asks_for_json(ctx)
         try:
             return super().invoke(ctx)
         except MlpError as err:
-            fail(err)
+            fail(err, as_json)
         except OSError as err:
             if err.errno not in ENVIRONMENT_ERRNOS:
                 raise
             where = f": {err.filename}" if err.filename else ""
-            fail(MlpError(f"{err.strerror or err}{where}"))
+            fail(MlpError(f"{err.strerror or err}{where}"), as_json)
         except ClickUsageError as err:
             self._attach_usage(err, ctx)
-            fail_usage(err)
+            fail_usage(err, as_json)
 
     def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
         try:  # errors in the options of ``mlp`` itself (``mlp --bogus``)
@@ -108,7 +123,9 @@ app = typer.Typer(
         "mlp eval runs/<run>/best.npz"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion: typer imports its completion code whether or not
+    # they are offered, and finds the shell only when asked, so they cost `mlp --help` nothing
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     # Plain (click) help and usage errors: formatting them with rich would import rich on every
     # command, and `mlp --help` must stay instant (benchmarks/README.md has the figures).

@@ -90,7 +90,7 @@ def download_data(
         reporter=reporter,
     )
     if json_output:
-        typer.echo(strict_json(report_to_dict(report), indent=2))
+        typer.echo(strict_json(report_to_dict(report)))  # one line, like every --json
     elif not quiet:
         _print_summary(report)
 

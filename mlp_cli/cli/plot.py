@@ -25,7 +25,7 @@ Examples:
 
   mlp plot --weights runs/cs229-l2/best.npz --minus-init --out learned.png
 
-Curves in a file need matplotlib: pip install 'mlp[plot]'. --terminal and --weights do not.
+Curves in a file need matplotlib: pip install -e '.[plot]' in the checkout. --terminal and --weights do not.
 """
 
 

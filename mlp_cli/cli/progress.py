@@ -94,12 +94,14 @@ class RichObserver(SilentObserver):
         self.batch_task = self.progress.add_task("batches", total=steps_per_epoch, info="")
 
     def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
+        if batch == 1:  # a new epoch: the batch bar starts again here, not at the end of the last
+            # epoch, so that the final frame shows the last epoch's batches all done (5/5, not 0/5)
+            self.progress.reset(self.batch_task, total=steps_per_epoch)
         self.progress.update(self.batch_task, completed=batch, info=f"epoch {epoch}  loss {loss:.4f}")
 
     def on_epoch(self, row: Any, is_best: bool) -> None:
         self.progress.update(self.epochs_task, completed=row.epoch,
                              info=f"dev acc {_pct(row.dev_accuracy)}")
-        self.progress.reset(self.batch_task)
         dev_loss = "-" if row.dev_loss is None else f"{row.dev_loss:.4f}"
         self.console.print(
             f"epoch {row.epoch:3d}  train [cyan]{row.train_loss:.4f}[/] {_pct(row.train_accuracy)}  "

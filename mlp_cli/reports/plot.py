@@ -36,7 +36,8 @@ from mlp_cli.errors import MlpError, UsageError
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 IMAGE_FORMATS = ("png",)
-INSTALL_HINT = "pip install 'mlp[plot]'"
+# from a checkout (the tool is not on PyPI): the extra of the project in the current directory
+INSTALL_HINT = "pip install -e '.[plot]' (in the mlp checkout), or pip install matplotlib"
 
 
 class PlotError(MlpError):
