@@ -45,12 +45,12 @@ def info_command(
     """
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.errors import UsageError
-    from mlp_cli.reports.info import info_for_config
+    from mlp_cli.reports.info import info_for_config, run_facts
 
     if checkpoint is not None and config is not None:
         raise UsageError("give a checkpoint or --config, not both")
     overrides = {"train.batch_size": batch}
-    source = "built-in defaults"
+    source, facts = "built-in defaults", None
     if checkpoint is not None:
         from mlp_cli.training.checkpoint import load_checkpoint
 
@@ -58,6 +58,7 @@ def info_command(
         resolved = load_config(None, {**overrides, "model.hidden": hidden or ckpt.params.hidden,
                                       "model.dtype": str(ckpt.params.dtype)}, base=ckpt.config)
         source = f"{checkpoint} (epoch {ckpt.epoch})"
+        facts = run_facts(ckpt.meta, load_config(None, base=ckpt.config))
     else:
         path = resolve_config_path(config)
         resolved = load_config(path, {**overrides, "model.hidden": hidden})
@@ -65,9 +66,9 @@ def info_command(
             source = str(path)
     info = info_for_config(resolved)
     if json_output:
-        typer.echo(strict_json({"source": source, **info.to_dict()}))
+        typer.echo(strict_json({"source": source, **({"run": facts} if facts else {}), **info.to_dict()}))
     else:
-        _print_info(source, info)
+        _print_info(source, info, facts)
 
 
 def _count(n: int) -> str:
@@ -84,15 +85,23 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _print_info(source: str, info: Any) -> None:
+def _print_info(source: str, info: Any, facts: dict[str, str] | None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"[bold]784-{info.hidden}-10[/] sigmoid/softmax network ({escape(source)}); {info.dtype}, "
+    console.print(escape(source), style="bold", soft_wrap=True)  # a long path runs on, never broken
+    console.print(f"[bold]784-{info.hidden}-10[/] sigmoid/softmax network; {info.dtype}, "
                   f"batch {info.batch_size}, {info.optimizer}, l2 {info.l2:g}; "
                   f"{info.train_examples:,} train / {info.dev_examples:,} dev examples")
+    if facts:
+        run = Table(title="Run", title_justify="left", show_header=False)
+        run.add_column(style="bold")
+        run.add_column()
+        for label, text in facts.items():
+            run.add_row(label, escape(text))
+        console.print(run)
 
     tensors = Table(title="Parameters", title_justify="left")
     for name in ("tensor", "shape", "entries"):

@@ -266,3 +266,27 @@ def check_memory(config: Any, available: int | None = None) -> None:
 
 def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def run_facts(meta: dict[str, Any], config: Any) -> dict[str, str]:
+    """What a checkpoint says about its run, as label -> text: when it was saved, where the run
+    stood (epoch, step, accuracy), and the settings that made it (``config``: the resolved
+    Config stored with it)."""
+    dev = config.data.dev_size > 0
+    accuracy = meta.get("accuracy")
+    best, best_epoch = meta.get("best_accuracy"), meta.get("best_epoch")
+    warmup = config.schedule.warmup_epochs
+    schedule = config.schedule.name + (f", warm-up {warmup}" if warmup else "")
+    limit = f", first {config.data.limit:,} train images" if config.data.limit is not None else ""
+    return {
+        "saved": str(meta.get("saved_at", "unknown")).replace("T", " "),
+        "epoch": f"{meta.get('epoch')} of {config.train.epochs} (step {int(meta.get('step', 0)):,})",
+        f"{'dev' if dev else 'train'} accuracy": "-" if accuracy is None else f"{100 * accuracy:.2f}%",
+        "best so far": "-" if best is None else f"{100 * best:.2f}% at epoch {best_epoch}",
+        "data": f"{config.data.dataset}, dev {config.data.dev_size:,}{limit}, {config.data.preprocess}",
+        "model": f"784-{config.model.hidden}-10, {config.model.init} init, {config.model.dtype}",
+        "training": (f"{config.optimizer.name} lr {config.optimizer.lr:g}, batch {config.train.batch_size}, "
+                     f"l2 {config.train.l2:g}, schedule {schedule}, seed {config.train.seed}"),
+        "augment": "on" if config.augment.enabled else "off",
+        "tool": f"mlp {meta.get('tool_version', '?')}, checkpoint format {meta.get('format_version', '?')}",
+    }
