@@ -217,10 +217,10 @@ def _check_headers(headers: dict[str, npz.Member], config: dict[str, Any], bad: 
         raise bad(f"W1 has dtype {dtype}; expected float32 or float64")
     if len(W1.shape) != 2 or W1.shape[0] != INPUTS or W1.shape[1] < 1:
         raise bad(f"W1 has shape {W1.shape}; expected ({INPUTS}, hidden)")
-    h = W1.shape[1]
+    h = _hidden_size(headers, config)
     _check_stored_config(config, h, dtype, bad)  # bounds h by the config's own range
     shapes = {"W1": (INPUTS, h), "b1": (h,), "W2": (h, CLASSES), "b2": (CLASSES,)}
-    for name in PARAM_NAMES[1:]:
+    for name in PARAM_NAMES:
         member = headers[f"param/{name}"]
         if member.shape != shapes[name]:
             raise bad(f"{name} has shape {member.shape}; expected {shapes[name]}")
@@ -235,6 +235,19 @@ def _check_headers(headers: dict[str, npz.Member], config: dict[str, Any], bad: 
             raise bad(f"optimiser state {name[6:]!r} is {member.dtype}{list(member.shape)}, "
                       f"expected {dtype}{list(expected)}")
     return dtype, h
+
+
+def _hidden_size(headers: dict[str, npz.Member], config: Any) -> int:
+    """The hidden size most of W1, b1, W2 (their declared shapes) and the stored config agree on,
+    so that a shape error blames the one tensor that was cut, not the ones still matching."""
+    from collections import Counter
+
+    b1, W2 = headers["param/b1"].shape, headers["param/W2"].shape
+    model = config.get("model") if isinstance(config, dict) else None
+    votes = [headers["param/W1"].shape[1], b1[0] if len(b1) == 1 else None, W2[0] if len(W2) == 2 else None,
+             model.get("hidden") if isinstance(model, dict) else None]
+    counts = Counter(v for v in votes if isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+    return counts.most_common(1)[0][0]  # W1's own count wins a tie (first seen)
 
 
 def _check_stored_config(config: dict[str, Any], hidden: int, dtype: np.dtype, bad: Any) -> None:
