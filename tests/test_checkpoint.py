@@ -110,8 +110,10 @@ def meta_with(**changes) -> np.ndarray:
         ("intdtype", lambda a: a.update({"param/W1": np.zeros((784, 8), np.int32)}), "W1 has dtype int32"),
         ("w1shape", lambda a: a.update({"param/W1": np.zeros((100, 8), np.float32)}), "expected (784, hidden)"),
         # W1 cut to fewer columns: b1, W2 and the stored config still agree on 8; W1 is the one to blame
-        ("w1cut", lambda a: a.update({"param/W1": a["param/W1"][:, :5]}), "W1 has shape (784, 5); expected (784, 8)"),
-        ("w2cut", lambda a: a.update({"param/W2": np.zeros((5, 10), np.float32)}), "W2 has shape (5, 10); expected (8, 10)"),
+        ("w1cut", lambda a: a.update({"param/W1": a["param/W1"][:, :5]}),
+         "W1 has shape (784, 5); expected (784, 8)"),
+        ("w2cut", lambda a: a.update({"param/W2": np.zeros((5, 10), np.float32)}),
+         "W2 has shape (5, 10); expected (8, 10)"),
         ("nan", lambda a: a["param/W1"].__setitem__((0, 0), np.nan), "W1 contains NaN"),
         ("future", lambda a: a.update({"meta": meta_with(format_version=99)}), "newer than this mlp"),
         ("nometa", lambda a: a.update({"meta": np.frombuffer(b"{}", np.uint8)}), "no format version"),
