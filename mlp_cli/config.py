@@ -227,16 +227,12 @@ def _check_consistency(config: Config, where: str | Path | None) -> None:
 
 
 def check_against_data(config: Config, n_train: int) -> None:
-    """Checks that need the dataset's size (done before any training work)."""
+    """Checks that need the dataset's size (done before any training work). A batch larger than
+    the training set is allowed: an epoch is then one smaller batch, as with any last batch."""
     if n_train <= 0:
         raise ConfigError(
             f"data.dev_size = {config.data.dev_size} leaves no training examples; "
             "expected a dev set smaller than the training split"
-        )
-    if config.train.batch_size > n_train:
-        raise ConfigError(
-            f"train.batch_size = {config.train.batch_size} is larger than the training set "
-            f"({n_train} examples); expected at most {n_train}"
         )
 
 

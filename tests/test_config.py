@@ -122,8 +122,27 @@ def test_consistency_checks() -> None:
         load_config(None, {"schedule.min_lr": 1.0, "optimizer.lr": 0.1})
     with pytest.raises(ConfigError, match="warmup_epochs"):
         load_config(None, {"schedule.warmup_epochs": 5, "train.epochs": 5})
-    with pytest.raises(ConfigError, match="larger than the training set"):
-        check_against_data(load_config(None, {"train.batch_size": 600}), 500)
+    check_against_data(load_config(None, {"train.batch_size": 600}), 500)  # one smaller batch
+    with pytest.raises(ConfigError, match="no training examples"):
+        check_against_data(load_config(None), 0)
+
+
+def test_a_limit_below_the_batch_size_trains_one_smaller_batch(mnist_data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlp_cli.cli import app
+    from mlp_cli.training.metrics import read_metrics
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "--data-dir", str(mnist_data_dir), "--out", str(out), "--hidden", "8", "--batch", "1000",
+        "--epochs", "2", "--set", "data.limit=300", "--set", "data.dev_size=100", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs"] == 2
+    assert [row["step"] for row in read_metrics(out)] == [1, 2]  # one batch (of 300) per epoch
 
 
 def test_config_is_frozen() -> None:
