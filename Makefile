@@ -14,10 +14,13 @@ endif
 
 .PHONY: setup train test lint bench bench-smoke clean
 
+# setuptools announces every editable install with a warning banner ("Editable installation.
+# Please be careful with folders ... named like your package"): information, not a problem, so
+# that one message is filtered out (the build backend inherits PYTHONWARNINGS).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,plot]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
