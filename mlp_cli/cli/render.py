@@ -266,7 +266,7 @@ def per_class_table(per_class: Sequence[Any], title: str = "Per class", names: S
 
     table = Table(title=title, title_justify="left")
     for name in ("class", "support", "predicted", "precision", "recall", "f1", "accuracy"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=name == "class")  # a class name stays whole
     for c in per_class:
         label = f"{c.label} {names[c.label]}" if names else str(c.label)
         table.add_row(label, f"{c.support:,}", f"{c.predicted:,}", cell(c.precision, "precision"),
