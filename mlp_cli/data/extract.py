@@ -64,7 +64,7 @@ def extract(gray: np.ndarray, style: str = "digit") -> Extraction:
     keep = _keep(smooth > threshold, smooth, style, notes)  # (h, w) bool
     floor, level = threshold / 2, float(np.percentile(smooth[keep], 90))
     values = np.clip((smooth - floor) / max(level - floor, 1e-9), 0.0, 1.0) * _near(keep)  # (h, w) in [0, 1]
-    if contrast < 3 * NOISE_DEVIATIONS:
+    if contrast < 2 * NOISE_DEVIATIONS:  # on the photo set: 2% of the right answers, a few wrong ones
         notes.append(f"the ink stands only {contrast:.1f} noise deviations above the paper")
     pixels = _fit_digit(values) if style == "digit" else _fit_object(values)
     return Extraction(pixels, inverted, notes)
