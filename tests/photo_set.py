@@ -111,7 +111,7 @@ CONDITIONS: dict[str, tuple[dict[str, float], tuple[Effect, ...]]] = {
     "JPEG q15-40": ({}, (jpeg,)),
     "blur": ({}, (blur,)),
     "gradient + noise + JPEG": ({}, (gradient, noise, jpeg)),
-    "vignette + shadow + noise": ({}, (vignette, shadow, noise, jpeg)),
+    "vignette + shadow + noise + JPEG": ({}, (vignette, shadow, noise, jpeg)),
     "everything": ({"shift": 0.15, "angle": 8.0}, (gradient, vignette, shadow, blur, noise, jpeg)),
 }
 PEN = {"clean scan": (0.0, 20.0), "grey pen": (110.0, 140.0)}  # default pen: 40-90
