@@ -77,18 +77,21 @@ def load_config(
         return build_config(merged, where=path)
     except ConfigError as err:
         set_keys = {item.partition("=")[0].strip() for item in sets}
-        raise ConfigError(naming_flags(str(err), [k for k in overrides or {} if k not in set_keys])) from None
+        flag_keys = [k for k in overrides or {} if k not in set_keys]
+        raise ConfigError(naming_flags(str(err), flag_keys, where_prefix(path))) from None
 
 
-def naming_flags(message: str, flag_keys: list[str]) -> str:
+def naming_flags(message: str, flag_keys: list[str], prefix: str = "") -> str:
     """``model.hidden = -5`` -> ``--hidden / model.hidden = -5`` for keys set by a flag: the
-    message names what was typed as well as the key."""
+    message names what was typed as well as the key, and not the config file (``prefix``) that
+    the flag overrode."""
     from mlp_cli.config import FLAG_KEYS
 
     flags = {key: flag for flag, key in FLAG_KEYS.items()}
     for key in flag_keys:
-        if key in flags:
+        if key in flags and f"{key} = " in message:
             message = message.replace(f"{key} = ", f"--{flags[key]} / {key} = ", 1)
+            message = message[len(prefix):] if prefix and message.startswith(prefix) else message
     return message
 
 

@@ -48,3 +48,17 @@ def test_under_json_an_error_is_also_a_json_line_on_stdout(tmp_path: Path) -> No
     assert plain.exit_code == 2 and plain.stdout == "" and "not found" in plain.stderr
     after_dashes = runner.invoke(app, ["predict", str(missing), "--", "--json"])
     assert after_dashes.stdout == ""  # "--json" as a file name is not the flag
+
+
+def test_errors_name_the_flag_typed_as_well_as_the_key() -> None:
+    for args, expected in (
+        (["train", "--hidden", "-5"], "--hidden / model.hidden = -5"),
+        (["train", "--dataset", "mnsit"], "--dataset / data.dataset = 'mnsit'"),
+        (["train", "--config", "cs229", "--epochs", "0"], "--epochs / train.epochs = 0"),
+    ):
+        result = runner.invoke(app, args)
+        line = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and f"error: {expected}" in line, result.output  # not "config cs229.yaml:"
+    # --set wins over the flag, so the error is about what --set gave, not the flag
+    both = runner.invoke(app, ["train", "--hidden", "5", "--set", "model.hidden=-5"])
+    assert both.exit_code == 2 and "--hidden" not in both.stderr and "model.hidden = -5" in both.stderr

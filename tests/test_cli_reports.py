@@ -332,21 +332,6 @@ def test_info_for_a_checkpoint(run_dir: Path) -> None:
     assert missing.exit_code == 2 and "not found" in missing.stderr
 
 
-def test_info_for_a_checkpoint_shows_the_run(run_dir: Path, tmp_path: Path) -> None:
-    ckpt = load_checkpoint(run_dir / "best.npz")
-    facts = json.loads(invoke("info", run_dir / "best.npz", "--json").stdout)["run"]
-    assert facts["epoch"].startswith(f"{ckpt.epoch} of 5 ")
-    assert facts["dev accuracy"] == f"{100 * ckpt.meta['accuracy']:.2f}%"
-    assert facts["saved"] == ckpt.meta["saved_at"].replace("T", " ")
-    assert "batch 100" in facts["training"] and "784-32-10" in facts["model"]
-    deep = tmp_path / ("a-run-directory-with-a-long-name-" * 3) / "best.npz"  # longer than a terminal line
-    deep.parent.mkdir()
-    deep.write_bytes((run_dir / "best.npz").read_bytes())
-    text = invoke("info", deep).stdout
-    assert f"{deep} (epoch {ckpt.epoch})" in text.splitlines()  # the header, whole on its line
-    assert "dev accuracy" in text and facts["saved"] in text
-
-
 # -- renderings -------------------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ from photo_set import CONDITIONS, accuracy_by_condition, draw_on_paper, gradient
 
 from mlp_cli.data.cache import load_dataset
 from mlp_cli.data.extract import extract, otsu
-from mlp_cli.nn.network import Params, forward, init_params, loss_and_gradients
+from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.network import Params, forward, init_params
 
 
 @pytest.fixture(scope="module")

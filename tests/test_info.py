@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,30 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
     assert memory[f"{optimizer} state"] + memory["optimiser scratch"] == optimizer_bytes
     # and nothing else stays allocated but small Python objects (array headers, dicts: about 10 kB)
     assert 0 <= held - workspace.nbytes - optimizer_bytes < 16 * 1024, held - workspace.nbytes - optimizer_bytes
+
+
+def test_info_for_a_checkpoint_shows_the_run(mnist_data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlp_cli.cli import app
+    from mlp_cli.training.checkpoint import load_checkpoint
+
+    def invoke(*args: object):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    run_dir = tmp_path / "run"
+    trained = invoke("train", "--data-dir", mnist_data_dir, "--out", run_dir, "--hidden", "32", "--batch", "100",
+                     "--epochs", "5", "--set", "data.limit=1000", "--set", "data.dev_size=500", "--quiet")
+    assert trained.exit_code == 0, trained.output
+    ckpt = load_checkpoint(run_dir / "best.npz")
+    facts = json.loads(invoke("info", run_dir / "best.npz", "--json").stdout)["run"]
+    assert facts["epoch"].startswith(f"{ckpt.epoch} of 5 ")
+    assert facts["dev accuracy"] == f"{100 * ckpt.meta['accuracy']:.2f}%"
+    assert facts["saved"] == ckpt.meta["saved_at"].replace("T", " ")
+    assert "batch 100" in facts["training"] and "784-32-10" in facts["model"]
+    deep = tmp_path / ("a-run-directory-with-a-long-name-" * 3) / "best.npz"  # longer than a terminal line
+    deep.parent.mkdir()
+    deep.write_bytes((run_dir / "best.npz").read_bytes())
+    text = invoke("info", deep).stdout
+    assert f"{deep} (epoch {ckpt.epoch})" in text.splitlines()  # the header, whole on its line
+    assert "dev accuracy" in text and facts["saved"] in text

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SIDE = 28  # MNIST field
+from mlp_cli.nn.network import IMAGE_SIDE
+
+SIDE = IMAGE_SIDE  # the MNIST field
 BOX = 20  # the digit's larger side after scaling
 CENTRE = 14.0  # MNIST's mean centre of mass (row, column), in pixel indices
 WORK_SIDE = 400  # larger photos are shrunk to this before any filtering
