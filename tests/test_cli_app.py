@@ -62,3 +62,9 @@ def test_errors_name_the_flag_typed_as_well_as_the_key() -> None:
     # --set wins over the flag, so the error is about what --set gave, not the flag
     both = runner.invoke(app, ["train", "--hidden", "5", "--set", "model.hidden=-5"])
     assert both.exit_code == 2 and "--hidden" not in both.stderr and "model.hidden = -5" in both.stderr
+
+
+def test_train_help_gives_the_real_defaults_and_the_dataset_flag() -> None:
+    text = " ".join(runner.invoke(app, ["train", "--help"]).stdout.split())
+    assert "runs/<config>-<timestamp>" in text and "runs/<name>)" not in text
+    assert "--dataset" in text and "fashion-mnist" in text

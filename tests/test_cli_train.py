@@ -86,7 +86,6 @@ def test_resume_through_the_cli_matches_an_uninterrupted_run(mnist_data_dir: Pat
         (["--lr", "-1"], "optimizer.lr = -1.0"),
         (["--set", "model.hiden=3"], "did you mean 'model.hidden'"),
         (["--optimizer", "adma"], "did you mean 'adam'"),
-        (["--batch", "5000"], "larger than the training set"),
         (["--config", "no/such.yaml"], "not found"),
     ],
 )
