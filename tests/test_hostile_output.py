@@ -112,7 +112,10 @@ def test_an_evaluation_whose_scores_overflow_says_so(overflowing, mnist_data_dir
 
     line = outcome.error_line()
     assert outcome.code == 1 and "overflows: the network's scores are not finite on the test split" in line
-    assert outcome.stdout == ""  # no "loss nan accuracy 9.80%"
+    if flag == "--json":  # no scores: the error, as one strict JSON line for scripts
+        assert strict(outcome.stdout) == {"error": line.removeprefix("error: "), "exit_code": 1}
+    else:
+        assert outcome.stdout == ""  # no "loss nan accuracy 9.80%"
 
 
 def test_json_output_is_strict_even_when_scores_overflow(overflowing, mnist_data_dir, tmp_path):

@@ -58,9 +58,7 @@ def fail(err: MlpError, as_json: bool = False) -> NoReturn:
     ``--json`` a script reading stdout also gets the error, as one JSON line."""
     print_error(err)
     if as_json:
-        import json
-
-        typer.echo(json.dumps({"error": error_message(err), "exit_code": err.exit_code}))
+        typer.echo(strict_json({"error": error_message(err), "exit_code": err.exit_code}))
     raise typer.Exit(code=err.exit_code)
 
 
