@@ -9,6 +9,8 @@ from mlp_cli.cli import gradcheck as _gradcheck  # noqa: F401
 from mlp_cli.cli import info as _info  # noqa: F401
 from mlp_cli.cli import plot as _plot  # noqa: F401
 from mlp_cli.cli import predict as _predict  # noqa: F401
+from mlp_cli.cli import runs as _runs  # noqa: F401
+from mlp_cli.cli import sweep as _sweep  # noqa: F401
 from mlp_cli.cli import train as _train  # noqa: F401
 from mlp_cli.cli.app import app
 

@@ -17,6 +17,10 @@ Examples:
 
   mlp eval runs/cs229/best.npz
 
+  mlp eval runs/cs229 runs/cs229-l2                (each run's best.npz: a line each, then a comparison)
+
+  mlp eval sweeps/tiny-*/trials/* -q
+
   mlp eval runs/cs229/best.npz --errors 8          (the 8 most confidently wrong test images)
 
   mlp eval runs/cs229/best.npz --split dev --json
@@ -27,8 +31,9 @@ Examples:
 
 @app.command("eval", epilog=EXAMPLES_EVAL)
 def eval_command(
-    checkpoint: Annotated[
-        Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file (.npz) written by mlp train.")
+    checkpoints: Annotated[
+        list[Path], typer.Argument(metavar="CHECKPOINT...", help="Checkpoint files (.npz) written by mlp train, "
+                                   "or run directories (their best.npz).")
     ],
     split: Annotated[str, typer.Option(help="test (the official 10,000), dev or train.")] = "test",
     errors: Annotated[
@@ -44,14 +49,17 @@ def eval_command(
         bool, typer.Option("--quiet", "-q", help="Print only the loss and accuracy line (and errors).")
     ] = False,
 ) -> None:
-    """Evaluate a checkpoint: accuracy, per-class metrics, confusion matrix, worst mistakes.
+    """Evaluate a checkpoint: accuracy, per-class metrics, confusion matrix, worst mistakes. Several: a comparison.
 
     Loss and accuracy on the test (default), dev or train split, rebuilt as the checkpoint's run defined it.
 
     Per class: precision, recall, F1 and one-vs-rest accuracy; then the 10x10 confusion matrix.
 
     --errors N draws the N test images the network is most confidently wrong about.
+
+    Each result is also recorded in the run directory (eval.json), where `mlp runs` shows it.
     """
+    from mlp_cli.cli.eval_many import evaluate_many, record, resolve_models
     from mlp_cli.data.registry import class_names
     from mlp_cli.errors import MlpError, UsageError
     from mlp_cli.reports.confusion import build_report
@@ -60,6 +68,14 @@ def eval_command(
 
     if split not in EVAL_SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
+    models = resolve_models(checkpoints)
+    if len(models) > 1:
+        if errors:
+            raise UsageError("--errors draws one model's mistakes; give a single checkpoint with it")
+        evaluate_many(models, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
+                      reporter=download_reporter(quiet or json_output), quiet=quiet, json_output=json_output)
+        return
+    checkpoint = models[0]
     ckpt = load_checkpoint(checkpoint)
     images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
                               reporter=download_reporter(quiet or json_output))
@@ -70,6 +86,7 @@ def eval_command(
             "split (weights too large for the model's dtype), so its loss and accuracy mean nothing"
         )
     names = class_names(ckpt.config["data"]["dataset"])
+    record(checkpoint, ckpt.epoch, report)
     if json_output:
         typer.echo(strict_json({"checkpoint": str(checkpoint), "epoch": ckpt.epoch, "class_names": list(names),
                                 **report.to_dict()}))

@@ -21,6 +21,8 @@ Examples:
 
   mlp plot --terminal runs/cs229
 
+  mlp plot sweeps/tiny-20261201-142000 --out sweep.png     (every trial of a sweep)
+
   mlp plot --weights runs/cs229/best.npz --out weights.png
 
   mlp plot --weights runs/cs229-l2/best.npz --minus-init --out learned.png
@@ -34,7 +36,8 @@ def plot_command(
     runs: Annotated[
         list[Path] | None,
         typer.Argument(metavar="[RUN]...", show_default=False,
-                       help="Run directories (or their metrics.jsonl files); several share the axes."),
+                       help="Run directories (or their metrics.jsonl files), or sweep directories (their "
+                       "trials); several share the axes."),
     ] = None,
     out: Annotated[
         Path | None,
@@ -91,10 +94,40 @@ def plot_command(
     typer.echo(f"wrote {written} ({', '.join(c.label for c, _ in curves)})")
 
 
+def _expand_sweeps(runs: list[Path]) -> list[Path]:
+    """A sweep directory stands for its trials; failed, diverged and empty ones are skipped with
+    a note on stderr."""
+    from mlp_cli.reports.plot import PlotError
+    from mlp_cli.sweeps import records
+    from mlp_cli.training.metrics import METRICS_FILE
+
+    out = []
+    for run in runs:
+        if not (run.is_dir() and records.is_sweep_dir(run)):
+            out.append(run)
+            continue
+        status = {name: row["status"] for name, row in records.latest(records.read_trials(run)).items()}
+        kept = []
+        for trial in records.trial_dirs(run):
+            why = status.get(trial.name) if status.get(trial.name) in ("failed", "diverged") else None
+            if why is None and not ((trial / METRICS_FILE).is_file() and (trial / METRICS_FILE).stat().st_size):
+                why = "no epochs recorded"
+            if why:
+                typer.echo(f"note: skipped trial {trial.name} of {run}: {why}", err=True)
+            else:
+                kept.append(trial)
+        if not kept:
+            raise PlotError(f"sweep {run} has no trial with curves to plot")
+        out += kept
+    return out
+
+
 def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]:
     """(RunCurves, rows) per run; labels are directory names, or paths where names clash."""
     from mlp_cli.reports import plot as plotting
     from mlp_cli.training.metrics import METRICS_FILE, read_metrics
+
+    runs = _expand_sweeps(runs)
 
     def directory(run: Path) -> Path:
         return run.parent if run.name == METRICS_FILE or run.suffix == ".jsonl" else run

@@ -1,0 +1,77 @@
+"""`mlp eval` of several models: one named line each, then a comparison; and the record each
+evaluation leaves in its run directory (eval.json, read by `mlp runs`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mlp_cli.cli.app import print_error
+
+
+def resolve_models(paths: list[Path]) -> list[Path]:
+    """Checkpoint files as given; a run directory means its best.npz."""
+    from mlp_cli.errors import MissingFileError
+
+    models = []
+    for path in paths:
+        if path.is_dir():
+            if not (path / "best.npz").is_file():
+                raise MissingFileError(f"{path} is a directory without best.npz; give a checkpoint file "
+                                       "or a run directory that has trained at least one epoch")
+            path = path / "best.npz"
+        models.append(path)
+    return models
+
+
+def record(checkpoint: Path, epoch: int, report: Any) -> None:
+    """Keep the result in the run directory; a disk that refuses is a note, not a failure."""
+    from mlp_cli.reports.runs import record_evaluation
+
+    try:
+        record_evaluation(checkpoint, epoch, report.split, report.loss, report.accuracy, report.examples)
+    except OSError as err:
+        from mlp_cli.errors import MlpError
+
+        print_error(MlpError(f"(not fatal) could not record the result in {checkpoint.parent}: {err.strerror or err}"))
+
+
+def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirrors: tuple[str, ...],
+                  reporter: Any, quiet: bool, json_output: bool) -> None:
+    from mlp_cli.reports.confusion import build_report
+    from mlp_cli.reports.evaluate import load_split
+    from mlp_cli.training.checkpoint import load_checkpoint
+
+    checkpoints = [load_checkpoint(path) for path in models]  # every file checked before any work
+    results = []
+    for path, ckpt in zip(models, checkpoints, strict=True):
+        images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=mirrors, reporter=reporter)
+        report = build_report(ckpt.params, X, y, split)
+        record(path, ckpt.epoch, report)
+        results.append({"checkpoint": str(path), "epoch": ckpt.epoch, **report.to_dict()})
+        if not json_output:
+            typer.echo(f"{path} (epoch {ckpt.epoch}): loss {report.loss:.4f}  accuracy {100 * report.accuracy:.2f}%")
+    if json_output:
+        typer.echo(json.dumps(results))
+    elif not quiet:
+        _print_comparison(results)
+
+
+def _print_comparison(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    best = max(r["accuracy"] for r in results)
+    table = Table(title=f"{len(results)} models on the {results[0]['split']} split, best first", title_justify="left")
+    for name in ("model", "epoch", "loss", "accuracy", "vs best", "errors"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for r in sorted(results, key=lambda r: -r["accuracy"]):
+        gap = "best" if r["accuracy"] == best else f"{100 * (r['accuracy'] - best):+.2f} pts"
+        wrong = round((1 - r["accuracy"]) * r["examples"])
+        table.add_row(escape(r["checkpoint"]), str(r["epoch"]), f"{r['loss']:.4f}", f"{100 * r['accuracy']:.2f}%",
+                      gap, f"{wrong:,}")
+    Console(highlight=False).print(table)

@@ -1,0 +1,218 @@
+"""`mlp sweep`: many runs of one base config, on local processes or a Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlp_cli.cli.app import app, is_interactive
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+
+EXAMPLES_SWEEP = """
+Examples:
+
+  mlp sweep --config best --set optimizer.lr=0.05,0.1,0.2 --set model.hidden=300,800
+
+  mlp sweep tiny                       (configs/sweeps/tiny.yaml)
+
+  mlp sweep best-300 --jobs 2 --save-best configs/mine.yaml
+
+  mlp sweep tiny --executor dask --scheduler tcp://10.0.0.5:8786
+
+  mlp sweep tiny --dry-run             (list the trials, run nothing)
+
+Running the same command again skips finished trials and resumes interrupted ones.
+"""
+
+
+@app.command("sweep", epilog=EXAMPLES_SWEEP)
+def sweep_command(
+    spec: Annotated[
+        str | None, typer.Argument(metavar="[SWEEP]", help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Base config (a path or a name from configs/).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="section.key=a,b,c sweeps the values (their product with the other "
+                     "lists); section.key=a sets it in every trial. Repeatable."),
+    ] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the "
+                                  "newest one holding the same sweep).")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default: the cores).")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (processes) or dask.")] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")
+    ] = None,
+    save_best: Annotated[
+        Path | None, typer.Option("--save-best", metavar="FILE", help="Write the best trial's config here.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the trials; run nothing.")] = False,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    quiet: Quiet = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the trials and the best one as JSON.")] = False,
+) -> None:
+    """Train many runs of a base config: a grid (--set key=a,b) or a sweep file (grid and random search).
+
+    Every trial's config is validated before anything runs. Each trial is an ordinary run directory
+    inside the sweep directory; trials.jsonl records each one's status and scores. A diverging or
+    failing trial is a result: the others go on. Ctrl-C stops every trial cleanly (each saves
+    its checkpoint).
+    """
+    from mlp_cli.errors import UsageError
+    from mlp_cli.sweeps.executors import default_jobs, make_executor
+    from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
+    from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
+
+    if spec is not None and config is not None:
+        raise UsageError("a sweep file names its base config; give the file or --config, not both")
+    if spec is not None:
+        sweep_spec = read_sweep_file(resolve_sweep_path(spec), trials, seed)
+        if set_:
+            raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
+    else:
+        sweep_spec = spec_from_sets(config, tuple(set_ or ()), trials, seed)
+    plan = plan_sweep(sweep_spec, out)
+    if dry_run:
+        _print_plan(plan, json_output)
+        return
+    jobs = jobs or (default_jobs() if executor == "local" else 2)
+    pool = make_executor(executor, jobs, scheduler)
+    if executor == "local":  # fetch once here, not once per process
+        _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
+    run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
+                   observer=_make_observer(quiet or json_output))
+    result = _run(run, pool)
+    _finish(result, plan, save_best, quiet, json_output)
+
+
+def _run(run: Any, pool: Any) -> Any:
+    stop = _StopOnInterrupt(run)
+    try:
+        with stop, run.observer:
+            return run.run()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; trials keep their last checkpoints
+        pool.kill()
+        from mlp_cli.training.loop import TrainingInterrupted
+
+        raise TrainingInterrupted(
+            f"stopped at once by a second Ctrl-C; each trial keeps its last checkpoint in "
+            f"{run.plan.directory}; run the same command again to continue") from None
+    finally:
+        pool.close()
+
+
+def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_output: bool) -> None:
+    from mlp_cli.sweeps.sweep import save_config
+
+    best = result.best()
+    best_trial = next((t for t in plan.trials if best and t.name == best["trial"]), None)
+    if save_best is not None and best_trial is not None:
+        save_config(best_trial.config, save_best)
+    if json_output:
+        typer.echo(json.dumps({"sweep_dir": str(result.directory), "trials": result.rows, "best": best,
+                               "skipped": result.skipped, "interrupted": result.interrupted,
+                               "saved_best": str(save_best) if save_best and best_trial else None}))
+    elif not quiet:
+        _print_result(result, best_trial, save_best)
+    if result.interrupted:
+        from mlp_cli.training.loop import TrainingInterrupted
+
+        raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
+                                  f"{result.directory}; run the same command again to continue")
+
+
+def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from mlp_cli.cli.sweep_view import pct, trials_table
+
+    console = Console(highlight=False)
+    console.print(trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)"))
+    if best_trial is None:
+        console.print("[red]no trial finished successfully[/]")
+        return
+    best = result.best()
+    console.print(f"best: [bold]{escape(best['trial'])}[/] dev {pct(best['best_dev_accuracy'])} "
+                  f"(epoch {best['best_epoch']}); its config: {escape(str(best_trial.config.run.dir))}/config.yaml")
+    if save_best is not None:
+        console.print(f"saved as {escape(str(save_best))}; train it with: mlp train --config {escape(str(save_best))}")
+    else:
+        console.print("save it as a config file with --save-best FILE (the finished trials are not rerun)")
+
+
+def _print_plan(plan: Any, json_output: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps({"sweep_dir": str(plan.directory), "continued": plan.continued,
+                               "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
+        return
+    typer.echo(f"{len(plan.trials)} trials, all valid; sweep directory {plan.directory}"
+               + (" (continued)" if plan.continued else ""))
+    for trial in plan.trials:
+        typer.echo(f"  {trial.name}")
+
+
+def _prefetch(plan: Any, data_dir: Path | None, mirrors: tuple[str, ...], quiet: bool) -> None:
+    from mlp_cli.data.cache import load_dataset
+
+    for dataset in sorted({t.config.data.dataset for t in plan.trials}):
+        load_dataset(dataset, "train", data_dir, mirrors, reporter=download_reporter(quiet))
+
+
+def _make_observer(quiet: bool) -> Any:
+    from mlp_cli.cli.sweep_view import PlainSweepObserver, RichSweepObserver
+
+    if quiet:
+        return _Silent()
+    return RichSweepObserver() if is_interactive() else PlainSweepObserver()
+
+
+class _Silent:
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def on_start(self, *args: Any) -> None:
+        pass
+
+    def on_trial(self, row: dict[str, Any]) -> None:
+        pass
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: every trial saves and stops after its step. Second: stop at once."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.run.interrupted:
+            raise KeyboardInterrupt
+        self.run.stop()
+
+    def __enter__(self) -> _StopOnInterrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

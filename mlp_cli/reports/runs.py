@@ -1,0 +1,284 @@
+"""The table of `mlp runs`: every run directory found, what sets it apart, how far it got.
+
+Given directories are searched one level deep: a run directory is a run, a sweep directory
+(``spec.yaml`` or ``trials.jsonl``) stands for its trials, and any other folder's subfolders are
+each a run or a sweep. Links are not followed. Each run is read from its ``config.yaml``,
+``metrics.jsonl``, ``eval.json`` (written by ``mlp eval``) and, for a sweep's trial, its row in
+``trials.jsonl``; whatever is missing or unreadable makes it a failed run with a note, never an
+error.
+
+Status: finished (all planned epochs, or stopped early), running (a held ``*.lock`` file, or a
+checkpoint or metrics row written within the last minute or so), interrupted (a checkpoint to
+resume from), diverged and failed (as its sweep recorded them, or no metrics at all).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.sweeps import records
+from mlp_cli.sweeps.spec import short_key
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
+EVAL_FILE = "eval.json"
+MAX_RUNS = 10_000
+MAX_FILE = 64 * 2**20  # bytes of a config, metrics or eval file read
+RUNNING_WINDOW = 60.0  # seconds: a run that wrote this recently (or within 3 epochs) is running
+SORT_KEYS = ("name", "status", "epochs", "dev", "test", "time")
+TRIAL_STATUS = {"ok": "finished", "diverged": "diverged", "failed": "failed", "interrupted": "interrupted"}
+
+
+@dataclass
+class RunInfo:
+    name: str
+    status: str
+    settings: dict[str, Any] = field(default_factory=dict)  # flattened config: section.key -> value
+    epochs: int = 0
+    planned_epochs: int | None = None
+    best_dev_accuracy: float | None = None  # dev accuracy (train accuracy for a run without dev set)
+    best_epoch: int | None = None
+    test_accuracy: float | None = None  # of best.npz (else last.npz), when mlp eval recorded it
+    seconds: float | None = None
+    note: str | None = None
+    differing: dict[str, Any] = field(default_factory=dict)  # the settings that differ between runs
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("settings")
+        return data
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in RUN_FILES)
+
+
+def find_runs(roots: Sequence[Path]) -> list[tuple[Path, dict[str, Any] | None]]:
+    """(run directory, its sweep row or None) for every run under ``roots``."""
+    found: list[tuple[Path, dict[str, Any] | None]] = []
+    for root in roots:
+        if root.is_symlink() or not root.is_dir():
+            continue
+        if records.is_sweep_dir(root) or is_run_dir(root):
+            candidates = [root]
+        else:
+            candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+        for path in candidates:
+            found += _sweep_runs(path) if records.is_sweep_dir(path) else [(path, None)]
+            if len(found) > MAX_RUNS:
+                raise UsageError(f"more than {MAX_RUNS:,} runs under {root}; name fewer directories")
+    return found
+
+
+def _sweep_runs(sweep: Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    try:
+        latest = records.latest(records.read_trials(sweep))
+    except MlpError:
+        latest = {}
+    dirs = {p.name: p for p in records.trial_dirs(sweep)}
+    names = sorted(set(dirs) | set(latest))
+    return [(dirs.get(name, sweep / records.TRIALS_DIR / name), latest.get(name)) for name in names]
+
+
+def read_run(path: Path, trial: dict[str, Any] | None = None, now: float | None = None) -> RunInfo:
+    """One run's row; problems become its note and a failed status."""
+    info = RunInfo(name=str(path), status="failed")
+    try:
+        info.settings = _flatten(_read_yaml(path / "config.yaml")) if (path / "config.yaml").is_file() else {}
+        planned = info.settings.get("train.epochs")
+        info.planned_epochs = planned if isinstance(planned, int) else None
+        rows = _read_metrics(path)
+    except MlpError as err:
+        info.note = " ".join(str(err).split())
+        return info
+    if rows:
+        which = "dev_accuracy" if any(r.get("dev_accuracy") is not None for r in rows) else "train_accuracy"
+        best = max(rows, key=lambda r: r.get(which) or 0.0)
+        info.best_dev_accuracy, info.best_epoch = best.get(which), best.get("epoch")
+        info.epochs, info.seconds = int(rows[-1].get("epoch", 0)), _seconds(rows)
+    elif trial is not None:
+        info.seconds = trial.get("seconds")
+    try:
+        info.test_accuracy = _test_accuracy(path, {"best.npz": info.best_epoch, "last.npz": info.epochs})
+    except MlpError as err:
+        info.note = " ".join(str(err).split())
+    info.status, info.note = _status(path, rows, info, trial, time.time() if now is None else now)
+    return info
+
+
+def _status(path: Path, rows: list[dict[str, Any]], info: RunInfo, trial: dict[str, Any] | None,
+            now: float) -> tuple[str, str | None]:
+    finished = bool(rows) and (
+        (info.planned_epochs is not None and info.epochs >= info.planned_epochs) or bool(rows[-1].get("stopped_early")))
+    if not finished and _active(path, rows, now):
+        return "running", None
+    if trial is not None:
+        return TRIAL_STATUS[trial["status"]], trial.get("error") if trial["status"] != "ok" else None
+    if finished:
+        return "finished", None
+    if (path / "last.npz").is_file():
+        return "interrupted", None
+    if not path.is_dir():
+        return "failed", "no run directory"
+    return "failed", "no metrics" if not rows else "no checkpoint"
+
+
+def _active(path: Path, rows: list[dict[str, Any]], now: float) -> bool:
+    """A held lock file, or a file written within max(a minute, three epochs)."""
+    if not path.is_dir():
+        return False
+    for lock in path.glob("*.lock"):
+        if not lock.is_symlink() and _held(lock):
+            return True
+    window = max([RUNNING_WINDOW] + [3 * float(r.get("seconds") or 0.0) for r in rows[-3:]])
+    times = [p.stat().st_mtime for p in path.iterdir() if p.is_file() and not p.is_symlink()
+             and (p.suffix in (".npz", ".jsonl", ".tmp"))]
+    return bool(times) and now - max(times) < window
+
+
+def _held(lock: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the modification times decide
+        return False
+    try:
+        with open(lock, "rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def _seconds(rows: list[dict[str, Any]]) -> float:
+    """Training time over every session: ``elapsed`` restarts when a run is resumed."""
+    total, previous = 0.0, 0.0
+    for row in rows:
+        elapsed = float(row.get("elapsed") or 0.0)
+        if elapsed < previous:
+            total += previous
+        previous = elapsed
+    return total + previous
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_FILE:
+            raise MlpError(f"{path} is larger than {MAX_FILE // 2**20} MiB")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MlpError(f"cannot read {path}: {err}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except (yaml.YAMLError, RecursionError):
+        raise MlpError(f"{path} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise MlpError(f"{path} is not a config")
+    return data
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    from mlp_cli.training.metrics import METRICS_FILE, read_metrics
+
+    if not (path / METRICS_FILE).is_file():
+        return []
+    _read_text(path / METRICS_FILE)  # size check first
+    return read_metrics(path / METRICS_FILE)
+
+
+def _test_accuracy(path: Path, epochs: dict[str, int | None]) -> float | None:
+    """The recorded test accuracy of best.npz, else last.npz, if it is of the checkpoint the run
+    holds now (a result of an older run overwritten since is ignored)."""
+    if not (path / EVAL_FILE).is_file():
+        return None
+    try:
+        recorded = json.loads(_read_text(path / EVAL_FILE))
+    except json.JSONDecodeError:
+        raise MlpError(f"{path / EVAL_FILE} is not valid JSON") from None
+    for checkpoint in ("best.npz", "last.npz"):
+        entry = recorded.get(checkpoint, {}).get("test") if isinstance(recorded, dict) else None
+        if (isinstance(entry, dict) and isinstance(entry.get("accuracy"), (int, float))
+                and entry.get("epoch") == epochs[checkpoint]):
+            return float(entry["accuracy"])
+    return None
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for section, values in config.items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{key}": value for key, value in values.items()})
+    return flat
+
+
+def collect(roots: Sequence[Path], sort: str = "name") -> list[RunInfo]:
+    """Every run under ``roots``, with the settings that differ between them, sorted by ``sort``."""
+    runs = [read_run(path, trial) for path, trial in find_runs(roots)]
+    configured = [run for run in runs if run.settings]  # a run without a config differs in nothing
+    keys = sorted({key for run in configured for key in run.settings} - {"run.dir", "run.name"})
+    differing = [k for k in keys if len({json.dumps(run.settings.get(k)) for run in configured}) > 1]
+    for run in runs:
+        run.differing = {short_key(k): run.settings.get(k) for k in differing}
+    return sort_runs(runs, sort)
+
+
+def sort_runs(runs: list[RunInfo], key: str) -> list[RunInfo]:
+    """By name, status, epochs, time; dev and test best first; or by a setting (section.key)."""
+    columns = {"name": "name", "status": "status", "epochs": "epochs", "dev": "best_dev_accuracy",
+               "test": "test_accuracy", "time": "seconds"}
+    settings = {k for run in runs for k in run.settings}
+    if key not in columns and key not in settings:
+        raise UsageError(f"--sort {key!r}: expected one of {', '.join(SORT_KEYS)} or a setting such as optimizer.lr")
+
+    def raw(run: RunInfo) -> Any:
+        return getattr(run, columns[key]) if key in columns else run.settings.get(key)
+
+    def value(run: RunInfo) -> tuple[bool, bool, Any]:  # missing last; numbers before text
+        number = isinstance(raw(run), (int, float)) and not isinstance(raw(run), bool)
+        return (raw(run) is None, not number, raw(run) if number else str(raw(run)))
+
+    if key in ("dev", "test"):  # best first, runs without a score last
+        return sorted(runs, key=lambda r: (raw(r) is None, -(raw(r) or 0.0)))
+    return sorted(runs, key=value)
+
+
+def record_evaluation(
+    checkpoint: Path, epoch: int, split: str, loss: float, accuracy: float, examples: int
+) -> Path | None:
+    """Add this result to the checkpoint's run directory's ``eval.json`` (atomically), keyed by
+    checkpoint file and split, so that `mlp runs` can show it. A checkpoint outside a run
+    directory is not recorded (None); an unreadable eval.json is replaced."""
+    from datetime import datetime
+
+    from mlp_cli.atomic import atomic_write_text
+
+    run_dir = checkpoint.parent
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.jsonl").is_file():
+        return None
+    path = run_dir / EVAL_FILE
+    try:
+        recorded = json.loads(_read_text(path)) if path.is_file() and not path.is_symlink() else {}
+    except (MlpError, json.JSONDecodeError):
+        recorded = {}
+    if not isinstance(recorded, dict):
+        recorded = {}
+    entry = recorded.get(checkpoint.name)
+    entry = entry if isinstance(entry, dict) else {}
+    entry[split] = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "examples": examples,
+                    "evaluated_at": datetime.now().isoformat(timespec="seconds")}
+    recorded[checkpoint.name] = entry
+    atomic_write_text(path, json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    return path

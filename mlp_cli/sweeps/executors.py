@@ -1,0 +1,157 @@
+"""Where trials run: one ``concurrent.futures``-style interface, two implementations.
+
+``LocalExecutor`` is a ``ProcessPoolExecutor`` of spawned processes. Spawned, not forked, so
+that each worker sets its BLAS thread count before numpy is first imported: with several trials
+side by side each gets cores // jobs threads (one on a 2-core machine at --jobs 2), alone it
+keeps the library's default. ``DaskExecutor`` is a ``distributed.Client``: of a running cluster
+(``tcp://host:8786``) or of a local one it starts. Both hand back futures with ``result()`` and
+iterate them with ``as_completed``; the sweep does not know which it has, apart from ``ship``
+(Dask workers share no filesystem with the client, so trials come back as bytes).
+
+A Dask worker lost mid-trial makes the scheduler run the trial again elsewhere; each attempt
+logs its start as an event, so ``attempts`` tells the sweep where a trial was tried.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.sweeps.runner import BLAS_VARIABLES, TrialTask, init_local_worker
+
+EXECUTORS = ("local", "dask")
+DASK_HINT = "pip install 'mlp[dask]'"
+
+
+class Executor(Protocol):
+    ship: bool  # trials return their files as bytes (no shared filesystem)
+    workers: int  # how many trials run at once (as far as the client knows)
+    description: str
+
+    def task_options(self) -> dict[str, Any]: ...
+    def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any: ...
+    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]: ...
+    def attempts(self, trial: str) -> list[str]: ...
+    def request_stop(self) -> None: ...
+    def kill(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def blas_threads(jobs: int) -> int | None:
+    """BLAS threads per trial: None (the library's default) alone, else the cores shared out."""
+    return None if jobs == 1 else max(1, default_jobs() // jobs)
+
+
+class LocalExecutor:
+    ship = False
+
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self.workers = jobs
+        threads = blas_threads(jobs)
+        self.description = f"{jobs} local process{'es' if jobs > 1 else ''}" + (
+            f", {threads} BLAS thread{'s' if threads > 1 else ''} each" if threads else "")
+        self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                         initializer=init_local_worker, initargs=(self._stop, threads))
+
+    def task_options(self) -> dict[str, Any]:
+        return {}
+
+    def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
+        return self._pool.submit(fn, task)
+
+    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+        from concurrent.futures import as_completed
+
+        return as_completed(list(futures))
+
+    def attempts(self, trial: str) -> list[str]:
+        return []
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def kill(self) -> None:
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            child.terminate()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    ship = True
+
+    def __init__(self, scheduler: str | None, jobs: int) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise UsageError(f"--executor dask needs dask.distributed, which is not installed: {DASK_HINT}") from None
+        self._id = uuid.uuid4().hex[:12]
+        self._cluster: Any = None
+        if scheduler:
+            try:
+                self.client = distributed.Client(scheduler, timeout=15, set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as err:
+                raise MlpError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        else:
+            env = {variable: "1" for variable in BLAS_VARIABLES}
+            self._cluster = distributed.LocalCluster(
+                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+            self.client = distributed.Client(self._cluster, set_as_default=False)
+        workers = self.client.scheduler_info().get("workers", {})
+        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+        self.description = f"Dask at {scheduler} ({len(workers)} workers)" if scheduler else (
+            f"a local Dask cluster of {jobs} workers")
+
+    def task_options(self) -> dict[str, Any]:
+        return {"stop_event": f"mlp-stop-{self._id}", "event_topic": f"mlp-trials-{self._id}"}
+
+    def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
+        return self.client.submit(fn, task, pure=False, key=f"mlp-trial-{self._id}-{task.index}")
+
+    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+        from distributed import as_completed
+
+        return iter(as_completed(list(futures)))
+
+    def attempts(self, trial: str) -> list[str]:
+        events = self.client.get_events(self.task_options()["event_topic"])
+        return [m["where"] for _, m in events if isinstance(m, dict) and m.get("trial") == trial]
+
+    def request_stop(self) -> None:
+        from distributed import Event
+
+        Event(self.task_options()["stop_event"], client=self.client).set()
+
+    def kill(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def make_executor(kind: str, jobs: int, scheduler: str | None) -> Executor:
+    if kind not in EXECUTORS:
+        raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+    if scheduler and kind != "dask":
+        raise UsageError("--scheduler goes with --executor dask")
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}; expected at least 1")
+    return LocalExecutor(jobs) if kind == "local" else DaskExecutor(scheduler, jobs)

@@ -1,0 +1,234 @@
+"""One trial, run where an executor puts it: a local worker process or a Dask worker.
+
+A trial trains through the library (``prepare_data``, ``create_run_dir``, ``train``), never a
+subprocess of the CLI. It resumes from its run directory's ``last.npz`` when there is one
+(bit-identical, like ``mlp train --resume``), so an interrupted sweep continues where it stopped.
+Every way a trial can end is an outcome, not an exception: ok, diverged (the loop's
+TrainingError), failed (a bad value found once the data is known, a missing dataset, a bug) or
+interrupted (the stop flag was raised; the loop saved ``last.npz`` first).
+
+Two placements, one code path. Local (``ship`` false): the trial trains in place, in its
+directory inside the sweep. Dask (``ship`` true): no shared filesystem is assumed; the trial
+fetches and verifies the dataset into the worker's own cache (with the client's mirrors),
+trains in a temporary directory seeded with the files the client sent (to resume), and returns
+its files as bytes for the client to write.
+
+Stopping: a local pool shares one multiprocessing Event, installed by :func:`init_local_worker`;
+on Dask a thread polls a ``distributed.Event`` named in the task. Either sets the flag the
+training loop checks between steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.errors import MlpError
+
+SHIPPED = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    sweep: str  # the sweep's directory name: names the Dask events
+    index: int
+    name: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]  # the full config, run.dir = the trial's directory in the sweep
+    ship: bool = False  # train in a temporary directory and return the files (Dask)
+    resume_files: dict[str, bytes] = field(default_factory=dict)  # ship: what the client has
+    data_dir: str | None = None
+    mirrors: tuple[str, ...] = ()
+    stop_event: str | None = None  # Dask: the distributed.Event set on Ctrl-C
+    event_topic: str | None = None  # Dask: where each attempt's start is logged
+
+
+@dataclass
+class TrialOutcome:
+    name: str
+    status: str | None  # None: stopped before it started (nothing to record)
+    row: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping
+
+
+_SHARED_STOP: Any = None  # the pool's multiprocessing Event, in a local worker process
+_LOCAL_STOP = threading.Event()  # a Ctrl-C this process received itself
+
+
+def init_local_worker(stop_event: Any, blas_threads: int | None) -> None:
+    """Initializer of each local pool process (spawned: numpy is not imported yet, so the BLAS
+    thread count set here is the one OpenBLAS starts with)."""
+    global _SHARED_STOP
+    _SHARED_STOP = stop_event
+    if blas_threads is not None:
+        for variable in BLAS_VARIABLES:
+            os.environ[variable] = str(blas_threads)
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """A terminal's Ctrl-C reaches every process of the group: the first asks the trial to stop
+    after its step (and save); a second one stops it at once."""
+    if _LOCAL_STOP.is_set():
+        raise KeyboardInterrupt
+    _LOCAL_STOP.set()
+
+
+def _local_stop() -> bool:
+    return _LOCAL_STOP.is_set() or (_SHARED_STOP is not None and _SHARED_STOP.is_set())
+
+
+@contextlib.contextmanager
+def _dask_stop(name: str) -> Iterator[Callable[[], bool]]:
+    """A flag raised when the client sets the distributed.Event ``name`` (polled by a thread)."""
+    from distributed import Event
+
+    flag, done = threading.Event(), threading.Event()
+    event = Event(name)
+
+    def poll() -> None:
+        while not done.is_set():
+            try:
+                if event.wait(timeout=0.5):
+                    flag.set()
+                    return
+            except Exception:  # the scheduler went away: the trial runs on, its result is lost anyway
+                return
+
+    thread = threading.Thread(target=poll, name=f"mlp-stop-{name}", daemon=True)
+    thread.start()
+    try:
+        yield flag.is_set
+    finally:
+        done.set()
+
+
+def where_running() -> str:
+    """The Dask worker's name and address, else host:pid."""
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        with contextlib.suppress(ValueError):
+            worker = get_worker()
+            return f"{worker.name} ({worker.address})" if worker.name != worker.address else worker.address
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def run_trial(task: TrialTask) -> TrialOutcome:
+    """Train one trial to its end, whatever that end is; never raises for the trial's own faults."""
+    where = where_running()
+    stopping = _dask_stop(task.stop_event) if task.stop_event else contextlib.nullcontext(_local_stop)
+    with stopping as stop_requested:
+        if stop_requested():
+            return TrialOutcome(task.name, None)
+        if task.event_topic:
+            from distributed import get_worker
+
+            get_worker().log_event(task.event_topic, {"trial": task.name, "where": where})
+        start = time.perf_counter()
+        with _workdir(task) as run_dir:
+            status, error = _train(task, run_dir, stop_requested)
+            row = summarize(task, run_dir, status, error, time.perf_counter() - start, where)
+            files = collect_files(run_dir) if task.ship else {}
+    return TrialOutcome(task.name, status, row, files)
+
+
+@contextlib.contextmanager
+def _workdir(task: TrialTask) -> Iterator[Path]:
+    if not task.ship:
+        yield Path(task.config["run"]["dir"])
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mlp-trial-"))
+    try:
+        for name, data in task.resume_files.items():
+            if name in SHIPPED:  # only the files a run directory holds, by their plain names
+                (folder / name).write_bytes(data)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -> tuple[str, str | None]:
+    from mlp_cli.config import build_config
+    from mlp_cli.data.preprocess import Preprocessing
+    from mlp_cli.errors import TrainingError
+    from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.loop import create_run_dir, prepare_data, train
+
+    try:
+        config = build_config(task.config)
+        checkpoint = load_checkpoint(run_dir / "last.npz") if (run_dir / "last.npz").is_file() else None
+        if checkpoint is not None and _finished(checkpoint, config, run_dir):
+            return "ok", None  # trained to the end before its row was recorded
+        if checkpoint is None and not task.ship:
+            create_run_dir(config, None, overwrite=True)  # nothing trained there: no last.npz
+        elif checkpoint is None:
+            (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        preprocessing = Preprocessing.from_dict(checkpoint.meta["preprocessing"]) if checkpoint else None
+        data = prepare_data(config, data_dir=task.data_dir, mirrors=task.mirrors, preprocessing=preprocessing)
+        train(config, data, run_dir, resume=checkpoint, stop_requested=stop_requested)
+    except MlpError as err:
+        message = " ".join(str(err).split())
+        if err.exit_code == 130:
+            return "interrupted", message
+        return ("diverged" if isinstance(err, TrainingError) else "failed"), message
+    except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
+        return "failed", f"{type(err).__name__}: {err}"
+    return "ok", None
+
+
+def _finished(checkpoint: Any, config: Any, run_dir: Path) -> bool:
+    from mlp_cli.training.metrics import read_metrics
+
+    if checkpoint.epoch >= config.train.epochs:
+        return True
+    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    return bool(rows) and bool(rows[-1].get("stopped_early"))
+
+
+def summarize(
+    task: TrialTask, run_dir: Path, status: str, error: str | None, seconds: float, where: str
+) -> dict[str, Any]:
+    """The trial's row for trials.jsonl, from its metrics.jsonl (whole history, resumes included)."""
+    from mlp_cli.training.metrics import read_metrics
+
+    try:
+        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    except MlpError:
+        rows = []
+    which = "dev_accuracy" if any(r.get("dev_accuracy") is not None for r in rows) else "train_accuracy"
+    best = max(rows, key=lambda r: r.get(which) or 0.0, default=None)
+    last = rows[-1] if rows else {}
+    return {
+        "trial": task.name, "index": task.index, "overrides": task.overrides, "status": status,
+        "best_dev_accuracy": best.get(which) if best else None, "best_epoch": best["epoch"] if best else None,
+        "best_by": which, "epochs": last.get("epoch", 0), "planned_epochs": task.config["train"]["epochs"],
+        **{key: last.get(key) for key in ("train_loss", "train_accuracy", "dev_loss", "dev_accuracy")},
+        "seconds": round(seconds, 3), "where": where, "attempts": 1, "error": error,
+        "finished_at": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def collect_files(run_dir: Path) -> dict[str, bytes]:
+    return {name: (run_dir / name).read_bytes() for name in SHIPPED if (run_dir / name).is_file()}

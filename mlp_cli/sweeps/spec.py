@@ -1,0 +1,255 @@
+"""A sweep: a base config plus a search, expanded into trials that are each a full, valid config.
+
+A sweep file (``configs/sweeps/*.yaml``)::
+
+    name: lr-hidden            # optional; default: the file's name
+    config: best               # the base config: a name from configs/ or a path
+    set: {train.epochs: 10}    # fixed overrides for every trial
+    grid:                      # the product of these lists (Hydra's multirun)
+      optimizer.lr: [0.05, 0.1, 0.2]
+      model.hidden: [300, 800]
+    random:                    # `trials` draws, each combined with every grid point
+      train.l2: {loguniform: [1.0e-6, 1.0e-3]}
+      optimizer.momentum: {uniform: [0.8, 0.99]}
+      train.batch_size: {choice: [50, 100]}
+      model.hidden: {int: [100, 800]}      # inclusive
+    trials: 8
+    seed: 0                    # of the random draws (the trials' own seeds stay train.seed)
+
+On the command line, ``--set key=a,b,c`` is a grid axis and ``--set key=a`` a fixed override.
+
+Random draw ``t`` comes from ``default_rng([seed, t])``, so the first draws do not change when
+``trials`` grows. Continuous draws are rounded to 4 significant digits: the trial's name and its
+config then say exactly the value it trained with. Every trial's config is built and validated
+(:func:`plan_trials`) before anything runs; a bad key or value names the trial.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.config import Config, show_value
+from mlp_cli.config_file import CHECKOUT_CONFIGS, load_config, parse_scalar, read_yaml, resolve_config_path
+from mlp_cli.errors import ConfigError
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
+SPEC_KEYS = ("name", "config", "set", "grid", "random", "trials", "seed")
+MAX_TRIALS = 10_000  # a sweep is a list held in memory and a directory per trial: bounded
+MAX_NAME = 96  # characters of a trial directory's name
+UNSWEEPABLE = ("run.",)  # where a trial's files go is the sweep's business
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One random axis: ``choice`` of values, ``uniform`` / ``loguniform`` in [lo, hi], ``int``
+    in [lo, hi] inclusive."""
+
+    kind: str
+    values: tuple[Any, ...]
+
+    def draw(self, rng: Any) -> Any:
+        if self.kind == "choice":
+            return self.values[int(rng.integers(len(self.values)))]
+        lo, hi = self.values
+        if self.kind == "int":
+            return int(rng.integers(lo, hi + 1))
+        if self.kind == "uniform":
+            return _round4(lo + (hi - lo) * float(rng.random()))
+        return _round4(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rng.random())))
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    config: str | None  # the base config as given (a name or a path)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    random: dict[str, Distribution] = field(default_factory=dict)
+    trials: int = 1  # random draws; without a random part, 1
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "config": self.config, "set": dict(self.fixed), "grid": dict(self.grid),
+            "random": {k: {d.kind: list(d.values)} for k, d in self.random.items()},
+            "trials": self.trials, "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    name: str  # its run directory's name, from its index and overrides
+    overrides: dict[str, Any]  # the swept keys only
+    config: Config  # the full, validated config (run.dir not yet set)
+
+
+def _round4(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def resolve_sweep_path(spec: str) -> Path:
+    """A path, or the name of a file in ./configs/sweeps or the checkout's configs/sweeps."""
+    path = Path(spec)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    for folder in (Path("configs") / "sweeps", CHECKOUT_CONFIGS / "sweeps"):
+        if (folder / f"{spec}.yaml").is_file():
+            return folder / f"{spec}.yaml"
+    names = sorted(p.stem for p in (CHECKOUT_CONFIGS / "sweeps").glob("*.yaml"))
+    raise ConfigError(f"sweep {spec!r} not found: no such file, and no {spec}.yaml in configs/sweeps "
+                      f"(the shipped ones: {', '.join(names) or 'none'})")
+
+
+def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | None = None) -> SweepSpec:
+    """Parse and check a sweep file; ``trials`` / ``seed`` (flags) override the file's."""
+    path = Path(path)
+    raw = read_yaml(path)
+    where = f"sweep {path}: "
+    for key in raw:
+        if key not in SPEC_KEYS:
+            raise ConfigError(f"{where}unknown key {key!r}; expected some of {', '.join(SPEC_KEYS)}")
+    fixed = _mapping(raw.get("set"), "set", where)
+    grid = {str(k): _values(v, f"grid.{k}", where) for k, v in _mapping(raw.get("grid"), "grid", where).items()}
+    random = {str(k): parse_distribution(v, f"random.{k}", where)
+              for k, v in _mapping(raw.get("random"), "random", where).items()}
+    config = raw.get("config")
+    if config is not None and not isinstance(config, str):
+        raise ConfigError(f"{where}config = {show_value(config)}; expected a config name or path")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise ConfigError(f"{where}name = {show_value(name)}; expected letters, digits, '.', '_' or '-'")
+    count = _count(raw.get("trials", 1) if trials is None else trials, "trials", where, lo=1)
+    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, random=random,
+                     trials=count if random else 1,
+                     seed=_count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0))
+
+
+def spec_from_sets(
+    config: str | None, sets: list[str] | tuple[str, ...], trials: int | None = None, seed: int | None = None
+) -> SweepSpec:
+    """``--set key=a,b,c`` (a grid axis) and ``--set key=a`` (fixed) on top of ``config``."""
+    fixed: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value or section.key=a,b,c, got {item!r}")
+        values = [parse_scalar(part.strip()) for part in text.split(",")]
+        if len(values) > 1:
+            grid[key.strip()] = values
+        else:
+            fixed[key.strip()] = values[0]
+    if trials not in (None, 1):
+        raise ConfigError("--trials needs a random search, which only a sweep file can describe")
+    name = Path(config).stem if config else "sweep"
+    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0)
+
+
+def parse_distribution(raw: Any, key: str, where: str) -> Distribution:
+    """``{choice: [...]}``, ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}`` or ``{int: [lo, hi]}``."""
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}{key} = {show_value(raw)}; expected one of "
+                          + ", ".join(f"{{{d}: [...]}}" for d in DISTRIBUTIONS))
+    kind, values = next(iter(raw.items()))
+    if kind == "choice":
+        return Distribution(kind, tuple(_values(values, key, where)))
+    if not isinstance(values, list) or len(values) != 2:
+        raise ConfigError(f"{where}{key}: {kind} takes [lo, hi], got {show_value(values)}")
+    lo, hi = (parse_scalar(v) if isinstance(v, str) else v for v in values)
+    number = int if kind == "int" else (int, float)
+    if any(isinstance(v, bool) or not isinstance(v, number) for v in (lo, hi)) or not lo < hi:
+        what = "integers" if kind == "int" else "numbers"
+        raise ConfigError(f"{where}{key}: {kind} takes two {what} lo < hi, got {show_value(values)}")
+    if kind == "loguniform" and lo <= 0:
+        raise ConfigError(f"{where}{key}: loguniform needs lo > 0, got {lo}")
+    return Distribution(kind, (lo, hi))
+
+
+def _mapping(raw: Any, key: str, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}{key} = {show_value(raw)}; expected a mapping of section.key to values")
+    return {str(k): v for k, v in raw.items()}
+
+
+def _values(raw: Any, key: str, where: str) -> list[Any]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}{key} = {show_value(raw)}; expected a non-empty list of values")
+    return list(raw)
+
+
+def _count(raw: Any, key: str, where: str, lo: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < lo or raw > 2**32 - 1:
+        raise ConfigError(f"{where}{key} = {show_value(raw)}; expected a whole number >= {lo}")
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Expanding
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial's swept overrides, in order: grid points (the last key varying fastest), each
+    combined with every random draw."""
+    import numpy as np
+
+    points = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
+    total = len(points) * (spec.trials if spec.random else 1)
+    if total > MAX_TRIALS:
+        raise ConfigError(f"sweep {spec.name} has {total:,} trials; at most {MAX_TRIALS:,} are allowed")
+    if not spec.random:
+        return points
+    draws = []
+    for t in range(spec.trials):
+        rng = np.random.default_rng([spec.seed, t])
+        draws.append({key: dist.draw(rng) for key, dist in spec.random.items()})
+    return [{**point, **draw} for point in points for draw in draws]
+
+
+def trial_name(index: int, overrides: dict[str, Any]) -> str:
+    """``007-lr=0.1-hidden=300``: the index keeps names unique and ordered; the short key (the
+    part after the dot) is used unless two swept keys share it."""
+    shorts = [short_key(key) for key in overrides]
+    parts = [f"{index:03d}"]
+    for (key, value), short in zip(overrides.items(), shorts, strict=True):
+        label = short if shorts.count(short) == 1 else key
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        text = text.lower() if isinstance(value, bool) else text
+        parts.append(re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{label}={text}"))
+    return "-".join(parts)[:MAX_NAME]
+
+
+def short_key(key: str) -> str:
+    """``optimizer.lr`` -> ``lr``; ``optimizer.name`` -> ``optimizer`` (a bare "name" says nothing)."""
+    section, _, name = key.partition(".")
+    return section if name == "name" else name or key
+
+
+def plan_trials(spec: SweepSpec) -> list[Trial]:
+    """Build and validate every trial's config; the first bad one is a ConfigError naming it."""
+    base = resolve_config_path(spec.config)
+    swept = list(spec.grid) + list(spec.random)
+    for key in [*spec.fixed, *swept]:
+        if key.startswith(UNSWEEPABLE):
+            raise ConfigError(f"sweep {spec.name}: {key} cannot be set in a sweep; each trial's run "
+                              "directory is chosen by the sweep (use --out for the sweep's own)")
+    trials = []
+    for index, overrides in enumerate(expand(spec)):
+        name = trial_name(index, overrides)
+        try:
+            config = load_config(base, {**spec.fixed, **overrides})
+        except ConfigError as err:
+            raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
+        trials.append(Trial(index=index, name=name, overrides=overrides, config=config))
+    return trials

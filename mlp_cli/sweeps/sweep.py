@@ -1,0 +1,184 @@
+"""Running a sweep: choose its directory, skip what is settled, run the rest, record each trial.
+
+``plan_sweep`` validates every trial and picks the directory: ``--out``, else the newest
+``sweeps/<name>-*`` holding the same sweep (same trials, same configs: the same command run
+again continues it), else a new ``sweeps/<name>-<time>``. ``SweepRun`` submits the trials that
+are not settled (ok or diverged) to an executor, writes each returned trial (atomically, when a
+Dask worker sends its files back) and appends its row to ``trials.jsonl`` as it arrives.
+``stop()`` (the CLI's Ctrl-C) asks every running trial to save and stop; trials not yet started
+are not recorded, so the next run starts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, make_parents
+from mlp_cli.errors import RunDirError
+from mlp_cli.sweeps import records
+from mlp_cli.sweeps.executors import Executor
+from mlp_cli.sweeps.runner import SHIPPED, TrialOutcome, TrialTask, run_trial
+from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
+
+SWEEPS_ROOT = Path("sweeps")
+WRITE_ORDER = ("config.yaml", "metrics.jsonl", "best.npz", "last.npz")  # last.npz last: never ahead of metrics
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    trials: list[Trial]  # run.dir set to each trial's directory
+    directory: Path
+    continued: bool  # the directory already held this sweep
+
+
+@dataclass
+class SweepResult:
+    directory: Path
+    rows: list[dict[str, Any]]  # the latest row of each trial that has one, in trial order
+    skipped: int  # trials already settled before this run
+    interrupted: bool
+
+    def best(self) -> dict[str, Any] | None:
+        ok = [r for r in self.rows if r["status"] == "ok" and r.get("best_dev_accuracy") is not None]
+        return max(ok, key=lambda r: r["best_dev_accuracy"], default=None)
+
+
+class SweepObserver:
+    """What the CLI shows; the defaults show nothing."""
+
+    def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
+        pass
+
+    def on_trial(self, row: dict[str, Any]) -> None:
+        pass
+
+
+def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
+    trials = plan_trials(spec)
+    directory, continued = _choose_directory(spec, trials, out)
+    placed = []
+    for trial in trials:
+        trial_dir = directory / records.TRIALS_DIR / trial.name
+        run = dataclasses.replace(trial.config.run, dir=str(trial_dir), name=trial.name)
+        placed.append(dataclasses.replace(trial, config=dataclasses.replace(trial.config, run=run)))
+    return SweepPlan(spec, placed, directory, continued)
+
+
+def _choose_directory(spec: SweepSpec, trials: list[Trial], out: Path | None) -> tuple[Path, bool]:
+    fingerprint = records.fingerprint(trials)
+    if out is not None:
+        if out.exists() and (not out.is_dir() or out.is_symlink()):
+            raise RunDirError(f"--out {out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()):
+            if records.read_fingerprint(out) != fingerprint:
+                raise RunDirError(f"{out} already holds something else than this sweep (other trials or "
+                                  "configs, or no spec.yaml); choose another --out")
+            return out, True
+        return out, False
+    if SWEEPS_ROOT.is_dir():
+        for candidate in sorted(SWEEPS_ROOT.glob(f"{spec.name}-*"), reverse=True):  # newest first
+            if candidate.is_dir() and not candidate.is_symlink() and records.read_fingerprint(candidate) == fingerprint:
+                return candidate, True
+    return SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", False
+
+
+def save_config(trial_config: Any, path: Path) -> None:
+    """A trial's config as a config file: run.dir and run.name cleared for a fresh run."""
+    run = dataclasses.replace(trial_config.run, dir=None, name=None)
+    make_parents(path)
+    atomic_write_text(path, dataclasses.replace(trial_config, run=run).to_yaml())
+
+
+class SweepRun:
+    """One pass over a sweep's unsettled trials through ``executor``."""
+
+    def __init__(self, plan: SweepPlan, executor: Executor, *, data_dir: str | Path | None = None,
+                 mirrors: tuple[str, ...] = (), observer: SweepObserver | None = None) -> None:
+        self.plan, self.executor = plan, executor
+        self.data_dir, self.mirrors = (str(data_dir) if data_dir else None), tuple(mirrors)
+        self.observer = observer or SweepObserver()
+        self.interrupted = False
+        self._futures: dict[Any, Trial] = {}
+
+    def stop(self) -> None:
+        """Every running trial saves its checkpoint and stops; the others do not start."""
+        self.interrupted = True
+        for future in self._futures:
+            future.cancel()
+        self.executor.request_stop()
+
+    def run(self) -> SweepResult:
+        directory = self.plan.directory
+        if not self.plan.continued:
+            records.write_spec(directory, self.plan.spec.to_dict(), self.plan.trials)
+        previous = records.latest(records.read_trials(directory))
+        todo = [t for t in self.plan.trials if previous.get(t.name, {}).get("status") not in records.SETTLED]
+        self.observer.on_start(self.plan, len(todo), self.executor)
+        for trial in todo:
+            if self.interrupted:
+                break
+            self._futures[self.executor.submit(run_trial, self._task(trial))] = trial
+        for future in self.executor.as_completed(self._futures):
+            outcome = self._outcome(future, self._futures[future])
+            if outcome.status is None:
+                continue
+            self._write_files(self._futures[future], outcome.files)
+            row = outcome.row
+            attempts = self.executor.attempts(outcome.name)
+            if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
+                row.update(attempts=len(attempts), tried_on=attempts)
+            records.append_trial(directory, row)
+            self.observer.on_trial(row)
+        latest = records.latest(records.read_trials(directory))
+        rows = [latest[t.name] for t in self.plan.trials if t.name in latest]
+        return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted)
+
+    def _task(self, trial: Trial) -> TrialTask:
+        from mlp_cli.data.registry import get_spec
+
+        trial_dir = Path(trial.config.run.dir or "")
+        resume = {}
+        if self.executor.ship and (trial_dir / "last.npz").is_file():
+            resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if (trial_dir / name).is_file()}
+        dataset = get_spec(trial.config.data.dataset)
+        env_mirrors = tuple(m for m in os.environ.get(dataset.mirror_env, "").replace(",", " ").split() if m)
+        return TrialTask(
+            sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
+            config=trial.config.to_dict(), ship=self.executor.ship, resume_files=resume,
+            data_dir=None if self.executor.ship else self.data_dir,  # a remote worker uses its own cache
+            mirrors=self.mirrors + env_mirrors, **self.executor.task_options(),
+        )
+
+    def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:
+        """The trial's outcome; an executor-level failure (cancelled, every worker tried lost) is
+        a failed row, unless the sweep is stopping (then the trial simply did not run)."""
+        if future.cancelled():
+            return TrialOutcome(trial.name, None)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: B036  (CancelledError is a BaseException; KilledWorker)
+            if self.interrupted:
+                return TrialOutcome(trial.name, None)
+            message = " ".join(f"{type(err).__name__}: {err}".split())
+            row = {"trial": trial.name, "index": trial.index, "overrides": trial.overrides, "status": "failed",
+                   "epochs": 0, "planned_epochs": trial.config.train.epochs, "attempts": 1,
+                   "error": f"the executor lost the trial ({message})",
+                   "finished_at": datetime.now().isoformat(timespec="seconds")}
+            return TrialOutcome(trial.name, "failed", row)
+
+    def _write_files(self, trial: Trial, files: dict[str, bytes]) -> None:
+        if not files:
+            return
+        trial_dir = Path(trial.config.run.dir or "")
+        make_parents(trial_dir / "config.yaml")
+        for name in WRITE_ORDER:
+            if name in files:
+                atomic_write_bytes(trial_dir / name, files[name])
