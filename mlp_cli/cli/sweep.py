@@ -132,6 +132,10 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
 
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
                                   f"{result.directory}; run the same command again to continue")
+    if best is None and result.rows:
+        from mlp_cli.errors import MlpError
+
+        raise MlpError(f"no trial finished successfully; each one's error is in {result.directory}/trials.jsonl")
 
 
 def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:

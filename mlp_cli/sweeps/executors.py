@@ -105,14 +105,14 @@ class DaskExecutor:
         self._cluster: Any = None
         if scheduler:
             try:
-                self.client = distributed.Client(scheduler, timeout=15, set_as_default=False)
+                self.client = distributed.Client(scheduler, timeout=15)
             except (OSError, TimeoutError, ValueError) as err:
                 raise MlpError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         else:
             env = {variable: "1" for variable in BLAS_VARIABLES}
             self._cluster = distributed.LocalCluster(
                 n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
-            self.client = distributed.Client(self._cluster, set_as_default=False)
+            self.client = distributed.Client(self._cluster)
         workers = self.client.scheduler_info().get("workers", {})
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
         self.description = f"Dask at {scheduler} ({len(workers)} workers)" if scheduler else (

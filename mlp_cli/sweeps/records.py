@@ -52,12 +52,12 @@ def fingerprint(trials: Sequence[Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any]) -> None:
+def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any], fingerprint: str) -> None:
     import yaml
 
     document = {
         **spec,
-        "fingerprint": fingerprint(trials),
+        "fingerprint": fingerprint,
         "expanded": [{"trial": t.name, "overrides": t.overrides} for t in trials],
     }
     make_parents(sweep / SPEC_FILE)

@@ -144,7 +144,7 @@ def spec_from_sets(
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects section.key=value or section.key=a,b,c, got {item!r}")
-        values = [parse_scalar(part.strip()) for part in text.split(",")]
+        values = [_number(parse_scalar(part.strip())) for part in text.split(",")]
         if len(values) > 1:
             grid[key.strip()] = values
         else:
@@ -153,6 +153,13 @@ def spec_from_sets(
         raise ConfigError("--trials needs a random search, which only a sweep file can describe")
     name = Path(config).stem if config else "sweep"
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0)
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e6`` (no dot) as a string; on the command line it is the number."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def parse_distribution(raw: Any, key: str, where: str) -> Distribution:

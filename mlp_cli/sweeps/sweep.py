@@ -35,6 +35,7 @@ class SweepPlan:
     trials: list[Trial]  # run.dir set to each trial's directory
     directory: Path
     continued: bool  # the directory already held this sweep
+    fingerprint: str  # of the trials' names and configs (before their run.dir is set)
 
 
 @dataclass
@@ -61,17 +62,17 @@ class SweepObserver:
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
     trials = plan_trials(spec)
-    directory, continued = _choose_directory(spec, trials, out)
+    fingerprint = records.fingerprint(trials)
+    directory, continued = _choose_directory(spec, fingerprint, out)
     placed = []
     for trial in trials:
         trial_dir = directory / records.TRIALS_DIR / trial.name
         run = dataclasses.replace(trial.config.run, dir=str(trial_dir), name=trial.name)
         placed.append(dataclasses.replace(trial, config=dataclasses.replace(trial.config, run=run)))
-    return SweepPlan(spec, placed, directory, continued)
+    return SweepPlan(spec, placed, directory, continued, fingerprint)
 
 
-def _choose_directory(spec: SweepSpec, trials: list[Trial], out: Path | None) -> tuple[Path, bool]:
-    fingerprint = records.fingerprint(trials)
+def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tuple[Path, bool]:
     if out is not None:
         if out.exists() and (not out.is_dir() or out.is_symlink()):
             raise RunDirError(f"--out {out} exists and is not a directory")
@@ -116,7 +117,7 @@ class SweepRun:
     def run(self) -> SweepResult:
         directory = self.plan.directory
         if not self.plan.continued:
-            records.write_spec(directory, self.plan.spec.to_dict(), self.plan.trials)
+            records.write_spec(directory, self.plan.spec.to_dict(), self.plan.trials, self.plan.fingerprint)
         previous = records.latest(records.read_trials(directory))
         todo = [t for t in self.plan.trials if previous.get(t.name, {}).get("status") not in records.SETTLED]
         self.observer.on_start(self.plan, len(todo), self.executor)

@@ -1,0 +1,71 @@
+"""Ctrl-C during a sweep (a real SIGINT to a real `mlp sweep` process): every running trial saves
+its checkpoint, the sweep exits 130, and the same command run again resumes them to the very
+numbers of a sweep that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from mlp_cli.cli import app
+from mlp_cli.sweeps.records import read_trials
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.metrics import read_metrics
+
+runner = CliRunner()
+# Two trials of about a second each, 200 steps per epoch: long enough to stop in the middle.
+ARGS = ["sweep", "--config", "default", "--set", "model.hidden=32", "--set", "data.limit=10000",
+        "--set", "data.dev_size=1000", "--set", "train.batch_size=50", "--set", "train.epochs=6",
+        "--set", "optimizer.name=momentum", "--set", "optimizer.lr=0.05,0.1", "--jobs", "2"]
+TRIALS = ("000-lr=0.05", "001-lr=0.1")
+TIMING = ("seconds", "examples_per_second", "elapsed")
+
+
+def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(mnist_data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "mlp_cli", *ARGS, "--data-dir", str(mnist_data_dir), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "NO_COLOR": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not all((out / "trials" / t / "last.npz").exists() for t in TRIALS):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)  # to the sweep only: it tells its trials
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr and "Traceback" not in stderr
+    rows = read_trials(out)
+    assert sorted(r["trial"] for r in rows) == list(TRIALS)
+    assert {r["status"] for r in rows} == {"interrupted"}
+    stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
+    assert all(0 < epoch < 6 for epoch in stopped.values())
+    before = {t: read_metrics(out / "trials" / t) for t in TRIALS}
+
+    resumed = runner.invoke(app, [*ARGS, "--data-dir", str(mnist_data_dir), "--out", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {r["status"] for r in json.loads(resumed.stdout)["trials"]} == {"ok"}
+    reference = runner.invoke(app, [*ARGS, "--data-dir", str(mnist_data_dir), "--out", str(tmp_path / "ref"), "-q"])
+    assert reference.exit_code == 0, reference.output
+    for trial in TRIALS:
+        got = load_checkpoint(out / "trials" / trial / "last.npz")
+        want = load_checkpoint(tmp_path / "ref" / "trials" / trial / "last.npz")
+        assert got.epoch == want.epoch == 6
+        for name in ("W1", "b1", "W2", "b2"):
+            np.testing.assert_array_equal(got.params[name], want.params[name])
+        rows_got, rows_want = read_metrics(out / "trials" / trial), read_metrics(tmp_path / "ref" / "trials" / trial)
+        strip = [{k: v for k, v in r.items() if k not in TIMING} for r in rows_got]
+        assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in rows_want]
+        assert rows_got[: stopped[trial]] == before[trial][: stopped[trial]]  # resumed, not retrained: same timings

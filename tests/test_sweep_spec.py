@@ -1,0 +1,121 @@
+"""Sweep specs: grid and random expansion, trial names, and validation before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlp_cli.cli import app
+from mlp_cli.errors import ConfigError
+from mlp_cli.sweeps.spec import expand, plan_trials, read_sweep_file, spec_from_sets, trial_name
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_grid_is_the_product_of_the_lists_in_order() -> None:
+    spec = spec_from_sets(None, ["optimizer.lr=0.05,0.1,0.2", "model.hidden=300,800", "train.epochs=3"])
+    assert spec.fixed == {"train.epochs": 3}
+    points = expand(spec)
+    assert len(points) == 6
+    assert points[0] == {"optimizer.lr": 0.05, "model.hidden": 300}
+    assert points[1] == {"optimizer.lr": 0.05, "model.hidden": 800}  # the last key varies fastest
+    assert {(p["optimizer.lr"], p["model.hidden"]) for p in points} == {
+        (lr, h) for lr in (0.05, 0.1, 0.2) for h in (300, 800)}
+    trials = plan_trials(spec)
+    assert [t.config.train.epochs for t in trials] == [3] * 6
+    assert trials[5].config.optimizer.lr == 0.2 and trials[5].config.model.hidden == 800
+    assert trials[5].name == "005-lr=0.2-hidden=800"
+
+
+def test_random_draws_are_reproducible_in_range_and_stable_as_trials_grow(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+config: default
+grid: {optimizer.name: [sgd, momentum]}
+random:
+  optimizer.lr: {loguniform: [1.0e-3, 1.0]}
+  optimizer.momentum: {uniform: [0.8, 0.99]}
+  model.hidden: {int: [10, 12]}
+  train.batch_size: {choice: [50, 100]}
+trials: 40
+seed: 3
+""")
+    spec = read_sweep_file(path)
+    points = expand(spec)
+    assert len(points) == 80  # every draw with every grid point
+    assert points == expand(read_sweep_file(path))
+    draws = points[:40]
+    assert all(1e-3 <= p["optimizer.lr"] <= 1.0 for p in draws)
+    assert all(0.8 <= p["optimizer.momentum"] <= 0.99 for p in draws)
+    assert {p["model.hidden"] for p in draws} == {10, 11, 12}  # inclusive
+    assert {p["train.batch_size"] for p in draws} == {50, 100}
+    assert all(float(f"{p['optimizer.lr']:.4g}") == p["optimizer.lr"] for p in draws)  # the name is exact
+    assert points[40]["optimizer.name"] == "momentum" and points[40]["optimizer.lr"] == draws[0]["optimizer.lr"]
+    fewer = expand(read_sweep_file(path, trials=5))
+    assert fewer[:5] == draws[:5]  # more trials extend the search, the first ones stay
+    assert expand(read_sweep_file(path, seed=4))[:40] != draws
+    lrs = sorted(p["optimizer.lr"] for p in draws)
+    assert lrs[len(lrs) // 2] < 0.2  # log-uniform: the median is near sqrt(1e-3), not 0.5
+
+
+def test_trial_names_are_unique_filesystem_safe_and_disambiguated() -> None:
+    assert trial_name(7, {"optimizer.name": "adam", "train.l2": 1e-05}) == "007-optimizer=adam-l2=1e-05"
+    assert trial_name(0, {"train.seed": 1, "data.seed": 2}) == "000-train.seed=1-data.seed=2"
+    assert trial_name(1, {"run.x": "a/b c"}) == "001-x=a_b_c"
+    assert trial_name(2, {}) == "002"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("grid: {optimizer.lr: [0.1, -1]}", "trial 001-lr=-1: optimizer.lr = -1"),
+    ("grid: {optimizer.lrr: [0.1]}", "unknown key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
+    ("random: {train.l2: {loguniform: [0, 1]}}\ntrials: 2", "loguniform needs lo > 0"),
+    ("random: {train.l2: {uniform: [1, 0.5]}}\ntrials: 2", "uniform takes two numbers lo < hi"),
+    ("random: {model.hidden: {int: [1.5, 3]}}\ntrials: 2", "int takes two integers"),
+    ("random: {train.l2: {normal: [0, 1]}}", "expected one of {choice: [...]}"),
+    ("grid: {optimizer.lr: []}", "expected a non-empty list"),
+    ("grd: {optimizer.lr: [1]}", "unknown key 'grd'"),
+    ("trials: 0", "trials = 0"),
+    ("grid: {run.dir: [a, b]}", "run.dir cannot be set in a sweep"),
+    ("grid: {model.hidden: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\nrandom: {train.l2: {choice: [0]}}\ntrials: 1001",
+     "10,010 trials; at most 10,000"),
+])
+def test_a_bad_sweep_file_is_one_line_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        plan_trials(read_sweep_file(write(tmp_path, text)))
+    assert message in str(caught.value)
+
+
+def test_every_trial_is_validated_before_anything_runs(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", "--set", "optimizer.lr=0.1,0.5,-2", "--set", "train.epochs=1",
+                                 "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "trial 002-lr=-2" in result.stderr and "optimizer.lr = -2" in result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()  # nothing written, nothing trained
+
+
+def test_dry_run_lists_the_trials_of_a_shipped_sweep() -> None:
+    result = runner.invoke(app, ["sweep", "best-300", "--dry-run", "--json", "--out", "unused"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert len(listed["trials"]) == 32
+    assert len({t["trial"] for t in listed["trials"]}) == 32
+    assert all(t["overrides"].get("model.hidden", 300) == 300 for t in listed["trials"])
+
+
+def test_usage_errors_of_the_command(tmp_path: Path) -> None:
+    both = runner.invoke(app, ["sweep", "tiny", "--config", "best"])
+    assert both.exit_code == 2 and "not both" in both.stderr
+    missing = runner.invoke(app, ["sweep", "no-such-sweep"])
+    assert missing.exit_code == 2 and "tiny" in missing.stderr  # lists the shipped ones
+    scheduler = runner.invoke(app, ["sweep", "tiny", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "x")])
+    assert scheduler.exit_code == 2 and "--executor dask" in scheduler.stderr
