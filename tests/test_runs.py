@@ -1,0 +1,131 @@
+"""`mlp runs` over mixed run directories, and `mlp eval` of several models (whose results
+`mlp runs` then shows)."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlp_cli.cli import app
+from mlp_cli.config import Config, OptimizerConfig, TrainConfig
+from mlp_cli.sweeps.records import append_trial
+
+runner = CliRunner()
+OLD = time.time() - 3600  # an hour ago: nothing that old is running
+
+
+def make_run(path: Path, *, lr: float = 0.5, epochs: int = 3, done: int = 3, dev: list[float] | None = None,
+             checkpoint: bool = True, age: float = OLD) -> Path:
+    """A run directory as `mlp train` leaves it (the checkpoints are placeholders: not read)."""
+    path.mkdir(parents=True)
+    config = dataclasses.replace(Config(), optimizer=OptimizerConfig(lr=lr), train=TrainConfig(epochs=epochs))
+    (path / "config.yaml").write_text(config.to_yaml())
+    dev = dev or [0.5 + 0.1 * e for e in range(done)]
+    rows = [{"epoch": e + 1, "step": 10 * (e + 1), "train_loss": 1.0, "train_accuracy": 0.9, "dev_loss": 1.0,
+             "dev_accuracy": dev[e], "lr": lr, "seconds": 1.0, "examples_per_second": 1.0, "elapsed": 1.5 * (e + 1)}
+            for e in range(done)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if checkpoint and done:
+        (path / "last.npz").write_bytes(b"PK")
+    for file in path.iterdir():
+        os.utime(file, (age, age))
+    return path
+
+
+def test_runs_shows_each_kind_of_run_and_never_fails_on_a_broken_one(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs / "finished", lr=0.1, dev=[0.6, 0.8, 0.7])
+    make_run(runs / "stopped", lr=0.2, epochs=5, done=2)
+    make_run(runs / "active", lr=0.3, epochs=5, done=1, age=time.time())
+    (runs / "empty").mkdir()
+    (make_run(runs / "garbled", lr=0.4) / "metrics.jsonl").write_text("{not json\n{}\n")
+    locked = make_run(runs / "locked", lr=0.6, epochs=5, done=1)
+    sweep = tmp_path / "sweeps" / "s"
+    make_run(sweep / "trials" / "000-lr=9", lr=9.0, epochs=3, done=1)
+    append_trial(sweep, {"trial": "000-lr=9", "status": "diverged", "error": "training diverged: ..."})
+    append_trial(sweep, {"trial": "001-lr=8", "status": "failed", "error": "no data"})  # never got a directory
+    (runs / "finished" / "eval.json").write_text(json.dumps({"best.npz": {"test": {"accuracy": 0.75, "epoch": 2}}}))
+    (runs / "stopped" / "eval.json").write_text(json.dumps({"best.npz": {"test": {"accuracy": 0.5, "epoch": 9}}}))
+
+    with open(locked / "run.lock", "wb") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # as a training process holds it
+        result = runner.invoke(app, ["runs", str(runs), str(tmp_path / "sweeps"), "--json"])
+    assert result.exit_code == 0, result.output
+    table = {Path(r["name"]).name: r for r in json.loads(result.stdout)}
+    status = {name: r["status"] for name, r in table.items()}
+    assert status == {"finished": "finished", "stopped": "interrupted", "active": "running", "empty": "failed",
+                      "garbled": "failed", "locked": "running", "000-lr=9": "diverged", "001-lr=8": "failed"}
+    assert table["empty"]["note"] == "no metrics" and "line 1 is not valid JSON" in table["garbled"]["note"]
+    finished = table["finished"]
+    assert (finished["best_dev_accuracy"], finished["best_epoch"], finished["epochs"]) == (0.8, 2, 3)
+    assert finished["test_accuracy"] == 0.75 and finished["seconds"] == 4.5
+    assert table["stopped"]["test_accuracy"] is None  # recorded for another best.npz (epoch 9): stale
+    assert finished["differing"] == {"lr": 0.1, "epochs": 3}  # only what differs between the runs
+    assert table["stopped"]["differing"] == {"lr": 0.2, "epochs": 5}
+
+    by_dev = json.loads(runner.invoke(app, ["runs", str(runs), "--sort", "dev", "--json"]).stdout)
+    assert Path(by_dev[0]["name"]).name == "finished"
+    assert [r["best_dev_accuracy"] for r in by_dev][-2:] == [None, None]
+    by_lr = json.loads(runner.invoke(app, ["runs", str(runs), "--sort", "optimizer.lr", "--json"]).stdout)
+    assert [Path(r["name"]).name for r in by_lr][:3] == ["finished", "stopped", "active"]
+    shown = runner.invoke(app, ["runs", str(runs)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "interrupted" in shown.stdout and "75.00%" in shown.stdout
+    bad = runner.invoke(app, ["runs", str(runs), "--sort", "colour"])
+    assert bad.exit_code == 2 and "--sort 'colour'" in bad.stderr
+
+
+def test_runs_defaults_to_runs_and_sweeps_and_says_when_there_is_nothing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["runs"]).stdout.startswith("no runs found in runs, sweeps")
+    make_run(tmp_path / "runs" / "a")
+    assert [r["status"] for r in json.loads(runner.invoke(app, ["runs", "--json"]).stdout)] == ["finished"]
+    missing = runner.invoke(app, ["runs", "nowhere"])
+    assert missing.exit_code == 2 and "nowhere is not a directory" in missing.stderr
+
+
+def train_tiny(data_dir: Path, out: Path, lr: str) -> None:
+    result = runner.invoke(app, ["train", "--data-dir", str(data_dir), "--out", str(out), "--hidden", "16",
+                                 "--batch", "100", "--epochs", "1", "--lr", lr, "--set", "data.limit=1000",
+                                 "--set", "data.dev_size=500", "--quiet"])
+    assert result.exit_code == 0, result.output
+
+
+def test_eval_of_several_models_names_each_compares_them_and_records_the_results(mnist_data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    train_tiny(mnist_data_dir, tmp_path / "a", "0.5")
+    train_tiny(mnist_data_dir, tmp_path / "b", "0.05")
+    models = [str(tmp_path / "a"), str(tmp_path / "b" / "last.npz")]
+    listed = runner.invoke(app, ["eval", *models, "--data-dir", str(mnist_data_dir), "--json"])
+    assert listed.exit_code == 0, listed.output
+    reports = json.loads(listed.stdout)
+    assert [r["checkpoint"] for r in reports] == [str(tmp_path / "a" / "best.npz"), str(tmp_path / "b" / "last.npz")]
+    single = json.loads(runner.invoke(app, ["eval", str(tmp_path / "a" / "best.npz"), "--data-dir",
+                                            str(mnist_data_dir), "--json"]).stdout)
+    assert reports[0]["accuracy"] == single["accuracy"] and reports[0]["examples"] == 10_000
+    assert reports[0]["accuracy"] != reports[1]["accuracy"]
+
+    quiet = runner.invoke(app, ["eval", *models, "--data-dir", str(mnist_data_dir), "-q"])
+    lines = quiet.stdout.splitlines()
+    assert lines == [f"{r['checkpoint']} (epoch 1): loss {r['loss']:.4f}  accuracy {100 * r['accuracy']:.2f}%"
+                     for r in reports]
+    full = runner.invoke(app, ["eval", *models, "--data-dir", str(mnist_data_dir)], env={"COLUMNS": "200"})
+    assert "2 models on the test split" in full.stdout and "best" in full.stdout and "pts" in full.stdout
+
+    recorded = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert recorded["last.npz"]["test"]["accuracy"] == reports[1]["accuracy"]
+    shown = json.loads(runner.invoke(app, ["runs", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]).stdout)
+    assert [r["test_accuracy"] for r in shown] == [reports[0]["accuracy"], reports[1]["accuracy"]]
+
+    errors = runner.invoke(app, ["eval", *models, "--errors", "3"])
+    assert errors.exit_code == 2 and "single checkpoint" in errors.stderr
+    (tmp_path / "c").mkdir()
+    empty = runner.invoke(app, ["eval", str(tmp_path / "c")])
+    assert empty.exit_code == 2 and "without best.npz" in empty.stderr
