@@ -71,20 +71,10 @@ def sweep_command(
     failing trial is a result: the others go on. Ctrl-C stops every trial cleanly (each saves
     its checkpoint).
     """
-    from mlp_cli.errors import UsageError
     from mlp_cli.sweeps.executors import default_jobs, make_executor
-    from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
-    if spec is not None and config is not None:
-        raise UsageError("a sweep file names its base config; give the file or --config, not both")
-    if spec is not None:
-        sweep_spec = read_sweep_file(resolve_sweep_path(spec), trials, seed)
-        if set_:
-            raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
-    else:
-        sweep_spec = spec_from_sets(config, tuple(set_ or ()), trials, seed)
-    plan = plan_sweep(sweep_spec, out)
+    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
@@ -96,6 +86,19 @@ def sweep_command(
                    observer=_make_observer(quiet or json_output))
     result = _run(run, pool)
     _finish(result, plan, save_best, quiet, json_output)
+
+
+def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None, seed: int | None) -> Any:
+    from mlp_cli.errors import UsageError
+    from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
+
+    if spec is None:
+        return spec_from_sets(config, sets, trials, seed)
+    if config is not None:
+        raise UsageError("a sweep file names its base config; give the file or --config, not both")
+    if sets:
+        raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
+    return read_sweep_file(resolve_sweep_path(spec), trials, seed)
 
 
 def _run(run: Any, pool: Any) -> Any:
