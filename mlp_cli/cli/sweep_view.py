@@ -109,24 +109,25 @@ class RichSweepObserver(PlainSweepObserver):
 
 def trials_table(rows: list[dict[str, Any]], title: str) -> Any:
     """A rich Table of the trials, best dev accuracy first (failed and diverged last)."""
+    from rich.markup import escape
     from rich.table import Table
 
     keys = list(dict.fromkeys(key for row in rows for key in row.get("overrides", {})))
     shorts = [short_key(key) for key in keys]
     table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("trial")
+    table.add_column("trial", justify="right")  # its index: the directory is trials/<index>-<overrides>
     for key, short in zip(keys, shorts, strict=True):
         table.add_column(short if shorts.count(short) == 1 else key, justify="right")
     for name in ("status", "best dev (epoch)", "train acc", "epochs", "time", "where"):
         table.add_column(name, justify="left" if name in ("status", "where") else "right")
     ordered = sorted(rows, key=lambda r: (r["status"] != "ok", -(r.get("best_dev_accuracy") or 0.0)))
-    for rank, row in enumerate(ordered, start=1):
+    for row in ordered:
         overrides = row.get("overrides", {})
         best = f"{pct(row.get('best_dev_accuracy'))} ({row['best_epoch']})" if row.get("best_epoch") else "-"
-        table.add_row(str(rank), row["trial"], *[_value(overrides.get(k)) for k in keys], row["status"], best,
-                      pct(row.get("train_accuracy")), f"{row.get('epochs', 0)}/{row.get('planned_epochs', '?')}",
-                      duration(row.get("seconds")), str(row.get("where", "-")))
+        cells = [row["trial"].split("-")[0], *[_value(overrides.get(k)) for k in keys], row["status"], best,
+                 pct(row.get("train_accuracy")), f"{row.get('epochs', 0)}/{row.get('planned_epochs', '?')}",
+                 duration(row.get("seconds")), str(row.get("where", "-"))]
+        table.add_row(*[escape(cell) for cell in cells])  # trials.jsonl is read back: no markup
     return table
 
 

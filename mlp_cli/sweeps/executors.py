@@ -23,7 +23,7 @@ from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.sweeps.runner import BLAS_VARIABLES, TrialTask, init_local_worker
 
 EXECUTORS = ("local", "dask")
-DASK_HINT = "pip install 'mlp[dask]'"
+DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
 
 
 class Executor(Protocol):
