@@ -80,3 +80,30 @@ def test_plain_progress_then_the_table_and_a_sweep_where_nothing_works_exits_1(m
     assert "no trial finished successfully" in result.stderr
     other = runner.invoke(app, ["sweep", *TINY, "--set", "optimizer.lr=0.1,0.2", "--out", str(tmp_path / "s")])
     assert other.exit_code == 2 and "holds something else than this sweep" in other.stderr
+
+
+def openblas_threads(_: object = None) -> int:
+    """The thread count OpenBLAS (numpy's, loaded in this process) actually uses."""
+    import ctypes
+
+    import numpy  # noqa: F401  (loads OpenBLAS)
+
+    with open("/proc/self/maps") as maps:
+        library = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})[0]
+    lib = ctypes.CDLL(library)
+    for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        if hasattr(lib, symbol):
+            return int(getattr(lib, symbol)())
+    raise AssertionError(f"no thread-count function in {library}")
+
+
+def test_trials_side_by_side_get_their_share_of_blas_threads(monkeypatch) -> None:
+    from mlp_cli.sweeps.executors import LocalExecutor, default_jobs
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # what the workers would inherit
+    for jobs, expected in ((2, max(1, default_jobs() // 2)), (1, min(3, default_jobs()))):  # OpenBLAS: at most the cores
+        pool = LocalExecutor(jobs)
+        try:
+            assert pool.submit(openblas_threads, None).result(timeout=60) == expected  # type: ignore[arg-type]
+        finally:
+            pool.close()

@@ -14,7 +14,10 @@ logs its start as an event, so ``attempts`` tells the sweep where a trial was tr
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -35,7 +38,7 @@ class Executor(Protocol):
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any: ...
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]: ...
     def attempts(self, trial: str) -> list[str]: ...
-    def request_stop(self) -> None: ...
+    def request_stop(self, futures: list[Any]) -> None: ...
     def kill(self) -> None: ...
     def close(self) -> None: ...
 
@@ -79,7 +82,10 @@ class LocalExecutor:
     def attempts(self, trial: str) -> list[str]:
         return []
 
-    def request_stop(self) -> None:
+    def request_stop(self, futures: list[Any]) -> None:
+        """Trials not started yet are cancelled; running ones see the shared event and save."""
+        for future in futures:
+            future.cancel()
         self._stop.set()
 
     def kill(self) -> None:
@@ -110,8 +116,10 @@ class DaskExecutor:
                 raise MlpError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         else:
             env = {variable: "1" for variable in BLAS_VARIABLES}
-            self._cluster = distributed.LocalCluster(
-                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+            with _sigint_ignored():  # the workers inherit it: a terminal's Ctrl-C must not kill them
+                self._cluster = distributed.LocalCluster(
+                    n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+                    silence_logs=logging.ERROR)
             self.client = distributed.Client(self._cluster)
         workers = self.client.scheduler_info().get("workers", {})
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
@@ -133,7 +141,9 @@ class DaskExecutor:
         events = self.client.get_events(self.task_options()["event_topic"])
         return [m["where"] for _, m in events if isinstance(m, dict) and m.get("trial") == trial]
 
-    def request_stop(self) -> None:
+    def request_stop(self, futures: list[Any]) -> None:
+        """Every trial sees the event, running or not yet started (cancelling a Dask future
+        would kill a running trial and lose its checkpoint)."""
         from distributed import Event
 
         Event(self.task_options()["stop_event"], client=self.client).set()
@@ -145,6 +155,22 @@ class DaskExecutor:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start. An ignored signal stays ignored across exec,
+    and Python (and asyncio) then install no handler of their own: the local cluster's workers
+    keep running through Ctrl-C, and the sweep stops their trials through a Dask event instead."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to protect from
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def make_executor(kind: str, jobs: int, scheduler: str | None) -> Executor:

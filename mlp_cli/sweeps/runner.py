@@ -102,6 +102,8 @@ def _dask_stop(name: str) -> Iterator[Callable[[], bool]]:
 
     flag, done = threading.Event(), threading.Event()
     event = Event(name)
+    if event.is_set():  # set before this trial started: it does not start
+        flag.set()
 
     def poll() -> None:
         while not done.is_set():
@@ -190,8 +192,8 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
         train(config, data, run_dir, resume=checkpoint, stop_requested=stop_requested)
     except MlpError as err:
         message = " ".join(str(err).split())
-        if err.exit_code == 130:
-            return "interrupted", message
+        if err.exit_code == 130:  # its advice (mlp train --resume) is not the sweep's: running it again is
+            return "interrupted", None
         return ("diverged" if isinstance(err, TrainingError) else "failed"), message
     except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
         return "failed", f"{type(err).__name__}: {err}"

@@ -110,9 +110,7 @@ class SweepRun:
     def stop(self) -> None:
         """Every running trial saves its checkpoint and stops; the others do not start."""
         self.interrupted = True
-        for future in self._futures:
-            future.cancel()
-        self.executor.request_stop()
+        self.executor.request_stop(list(self._futures))
 
     def run(self) -> SweepResult:
         directory = self.plan.directory
