@@ -101,7 +101,8 @@ def test_trials_side_by_side_get_their_share_of_blas_threads(monkeypatch) -> Non
     from mlp_cli.sweeps.executors import LocalExecutor, default_jobs
 
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # what the workers would inherit
-    for jobs, expected in ((2, max(1, default_jobs() // 2)), (1, min(3, default_jobs()))):  # OpenBLAS: at most the cores
+    alone = min(3, default_jobs())  # OpenBLAS uses at most the cores
+    for jobs, expected in ((2, max(1, default_jobs() // 2)), (1, alone)):
         pool = LocalExecutor(jobs)
         try:
             assert pool.submit(openblas_threads, None).result(timeout=60) == expected  # type: ignore[arg-type]
