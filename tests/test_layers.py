@@ -1,7 +1,7 @@
 """The import rule, checked: data flows one way, and each layer imports only those below it.
 
-    cli/  ->  api.py  ->  reports/  ->  training/  ->  data/  ->  config.py, config_file.py,
-                                                                atomic.py  ->  nn/  ->  errors.py
+    cli/  ->  api.py  ->  reports/  ->  sweeps/  ->  training/  ->  data/  ->  config.py, config_file.py,
+                                                                            atomic.py  ->  nn/  ->  errors.py
 
 (the config reads the optimiser and schedule registries of nn/, and the dataset registry, a
 leaf module of data/). nn/ needs numpy and the error
@@ -27,9 +27,10 @@ MAY_IMPORT = {
     "nn": {"errors"},
     "data": {"root", "nn"},
     "training": {"root", "nn", "data"},
-    "reports": {"root", "nn", "data", "training"},
-    "api": {"root", "nn", "data", "training", "reports"},
-    "cli": {"root", "nn", "data", "training", "reports", "api"},
+    "sweeps": {"root", "nn", "data", "training"},
+    "reports": {"root", "nn", "data", "training", "sweeps"},
+    "api": {"root", "nn", "data", "training", "sweeps", "reports"},
+    "cli": {"root", "nn", "data", "training", "sweeps", "reports", "api"},
 }
 THIRD_PARTY = {"nn": {"numpy"}}  # layers limited to these outside packages
 UI_ONLY = {"typer", "rich", "click"}
@@ -39,7 +40,7 @@ def layer_of(module: str) -> str:
     if module in ("mlp_cli", "mlp_cli.__main__"):  # the package's face: its API, its command
         return "api" if module == "mlp_cli" else "cli"
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in ("nn", "data", "training", "reports", "cli", "api"):
+    if len(parts) > 1 and parts[1] in ("nn", "data", "training", "sweeps", "reports", "cli", "api"):
         return parts[1]
     if module == "mlp_cli.errors":
         return "errors"

@@ -43,7 +43,6 @@ def test_runs_shows_each_kind_of_run_and_never_fails_on_a_broken_one(tmp_path: P
     runs = tmp_path / "runs"
     make_run(runs / "finished", lr=0.1, dev=[0.6, 0.8, 0.7])
     make_run(runs / "stopped", lr=0.2, epochs=5, done=2)
-    make_run(runs / "active", lr=0.3, epochs=5, done=1, age=time.time())
     (runs / "empty").mkdir()
     (make_run(runs / "garbled", lr=0.4) / "metrics.jsonl").write_text("{not json\n{}\n")
     locked = make_run(runs / "locked", lr=0.6, epochs=5, done=1)
@@ -54,13 +53,13 @@ def test_runs_shows_each_kind_of_run_and_never_fails_on_a_broken_one(tmp_path: P
     (runs / "finished" / "eval.json").write_text(json.dumps({"best.npz": {"test": {"accuracy": 0.75, "epoch": 2}}}))
     (runs / "stopped" / "eval.json").write_text(json.dumps({"best.npz": {"test": {"accuracy": 0.5, "epoch": 9}}}))
 
-    with open(locked / "run.lock", "wb") as lock:
+    with open(locked / ".lock", "wb") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # as a training process holds it
         result = runner.invoke(app, ["runs", str(runs), str(tmp_path / "sweeps"), "--json"])
     assert result.exit_code == 0, result.output
     table = {Path(r["name"]).name: r for r in json.loads(result.stdout)}
     status = {name: r["status"] for name, r in table.items()}
-    assert status == {"finished": "finished", "stopped": "interrupted", "active": "running", "empty": "failed",
+    assert status == {"finished": "finished", "stopped": "interrupted", "empty": "failed",
                       "garbled": "failed", "locked": "running", "000-lr=9": "diverged", "001-lr=8": "failed"}
     assert table["empty"]["note"] == "no metrics" and "line 1 is not valid JSON" in table["garbled"]["note"]
     finished = table["finished"]
@@ -74,7 +73,7 @@ def test_runs_shows_each_kind_of_run_and_never_fails_on_a_broken_one(tmp_path: P
     assert Path(by_dev[0]["name"]).name == "finished"
     assert [r["best_dev_accuracy"] for r in by_dev][-2:] == [None, None]
     by_lr = json.loads(runner.invoke(app, ["runs", str(runs), "--sort", "optimizer.lr", "--json"]).stdout)
-    assert [Path(r["name"]).name for r in by_lr][:3] == ["finished", "stopped", "active"]
+    assert [Path(r["name"]).name for r in by_lr][:3] == ["finished", "stopped", "garbled"]
     shown = runner.invoke(app, ["runs", str(runs)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "interrupted" in shown.stdout and "75.00%" in shown.stdout
     bad = runner.invoke(app, ["runs", str(runs), "--sort", "colour"])

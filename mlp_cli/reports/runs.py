@@ -7,15 +7,14 @@ each a run or a sweep. Links are not followed. Each run is read from its ``confi
 ``trials.jsonl``; whatever is missing or unreadable makes it a failed run with a note, never an
 error.
 
-Status: finished (all planned epochs, or stopped early), running (a held ``*.lock`` file, or a
-checkpoint or metrics row written within the last minute or so), interrupted (a checkpoint to
-resume from), diverged and failed (as its sweep recorded them, or no metrics at all).
+Status: finished (all planned epochs, or stopped early), running (a live process holds the run
+directory's ``.lock``), interrupted (a checkpoint to resume from), diverged and failed (as its
+sweep recorded them, or no metrics at all).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 EVAL_FILE = "eval.json"
 MAX_RUNS = 10_000
 MAX_FILE = 64 * 2**20  # bytes of a config, metrics or eval file read
-RUNNING_WINDOW = 60.0  # seconds: a run that wrote this recently (or within 3 epochs) is running
 SORT_KEYS = ("name", "status", "epochs", "dev", "test", "time")
 TRIAL_STATUS = {"ok": "finished", "diverged": "diverged", "failed": "failed", "interrupted": "interrupted"}
 
@@ -85,7 +83,7 @@ def _sweep_runs(sweep: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     return [(dirs.get(name, sweep / records.TRIALS_DIR / name), latest.get(name)) for name in names]
 
 
-def read_run(path: Path, trial: dict[str, Any] | None = None, now: float | None = None) -> RunInfo:
+def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
     """One run's row; problems become its note and a failed status."""
     info = RunInfo(name=str(path), status="failed")
     try:
@@ -107,15 +105,15 @@ def read_run(path: Path, trial: dict[str, Any] | None = None, now: float | None 
         info.test_accuracy = _test_accuracy(path, {"best.npz": info.best_epoch, "last.npz": info.epochs})
     except MlpError as err:
         info.note = " ".join(str(err).split())
-    info.status, info.note = _status(path, rows, info, trial, time.time() if now is None else now)
+    info.status, info.note = _status(path, rows, info, trial)
     return info
 
 
-def _status(path: Path, rows: list[dict[str, Any]], info: RunInfo, trial: dict[str, Any] | None,
-            now: float) -> tuple[str, str | None]:
+def _status(path: Path, rows: list[dict[str, Any]], info: RunInfo, trial: dict[str, Any] | None
+            ) -> tuple[str, str | None]:
     finished = bool(rows) and (
         (info.planned_epochs is not None and info.epochs >= info.planned_epochs) or bool(rows[-1].get("stopped_early")))
-    if not finished and _active(path, rows, now):
+    if not finished and _active(path):
         return "running", None
     if trial is not None:
         return TRIAL_STATUS[trial["status"]], trial.get("error") if trial["status"] != "ok" else None
@@ -128,34 +126,11 @@ def _status(path: Path, rows: list[dict[str, Any]], info: RunInfo, trial: dict[s
     return "failed", "no metrics" if not rows else "no checkpoint"
 
 
-def _active(path: Path, rows: list[dict[str, Any]], now: float) -> bool:
-    """A held lock file, or a file written within max(a minute, three epochs)."""
-    if not path.is_dir():
-        return False
-    for lock in path.glob("*.lock"):
-        if not lock.is_symlink() and _held(lock):
-            return True
-    window = max([RUNNING_WINDOW] + [3 * float(r.get("seconds") or 0.0) for r in rows[-3:]])
-    times = [p.stat().st_mtime for p in path.iterdir() if p.is_file() and not p.is_symlink()
-             and (p.suffix in (".npz", ".jsonl", ".tmp"))]
-    return bool(times) and now - max(times) < window
+def _active(path: Path) -> bool:
+    """A live process holds the run directory's lock (training.run_dir)."""
+    from mlp_cli.training.run_dir import is_running
 
-
-def _held(lock: Path) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the modification times decide
-        return False
-    try:
-        with open(lock, "rb") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    except OSError:
-        return False
-    return False
+    return path.is_dir() and not path.is_symlink() and is_running(path)
 
 
 def _seconds(rows: list[dict[str, Any]]) -> float:

@@ -1,8 +1,9 @@
 """One trial, run where an executor puts it: a local worker process or a Dask worker.
 
-A trial trains through the library (``prepare_data``, ``create_run_dir``, ``train``), never a
-subprocess of the CLI. It resumes from its run directory's ``last.npz`` when there is one
-(bit-identical, like ``mlp train --resume``), so an interrupted sweep continues where it stopped.
+A trial trains through the library (``training.session``: the run directory's lock and resume
+rules, ``prepare_data``, then ``loop.train``), never a subprocess of the CLI. It resumes from its
+run directory's ``last.npz`` when there is one (bit-identical, like ``mlp train --resume``), so
+an interrupted sweep continues where it stopped.
 Every way a trial can end is an outcome, not an exception: ok, diverged (the loop's
 TrainingError), failed (a bad value found once the data is known, a missing dataset, a bug) or
 interrupted (the stop flag was raised; the loop saved ``last.npz`` first).
@@ -172,29 +173,27 @@ def _workdir(task: TrialTask) -> Iterator[Path]:
 
 
 def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -> tuple[str, str | None]:
+    """Through the training session (the lock, the resume rules, the run directory's files)."""
     from mlp_cli.config import build_config
-    from mlp_cli.data.preprocess import Preprocessing
     from mlp_cli.errors import TrainingError
     from mlp_cli.training.checkpoint import load_checkpoint
-    from mlp_cli.training.loop import create_run_dir, prepare_data, train
+    from mlp_cli.training.session import load_inputs, new_session, resumed_session, run_session
 
     try:
-        config = build_config(task.config)
-        checkpoint = load_checkpoint(run_dir / "last.npz") if (run_dir / "last.npz").is_file() else None
+        config = build_config({**task.config, "run": {**task.config["run"], "dir": str(run_dir)}})
+        last = run_dir / "last.npz"
+        checkpoint = load_checkpoint(last) if last.is_file() else None
         if checkpoint is not None and _finished(checkpoint, config, run_dir):
             return "ok", None  # trained to the end before its row was recorded
-        if checkpoint is None and not task.ship:
-            create_run_dir(config, None, overwrite=True)  # nothing trained there: no last.npz
-        elif checkpoint is None:
-            (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        preprocessing = Preprocessing.from_dict(checkpoint.meta["preprocessing"]) if checkpoint else None
-        data = prepare_data(config, data_dir=task.data_dir, mirrors=task.mirrors, preprocessing=preprocessing)
-        train(config, data, run_dir, resume=checkpoint, stop_requested=stop_requested)
+        session = (resumed_session(config, checkpoint, last, None) if checkpoint is not None
+                   else new_session(config, None, overwrite=True))  # no last.npz: nothing trained to keep
+        with session:
+            data = load_inputs(session, data_dir=task.data_dir, mirrors=task.mirrors)
+            run_session(session, data, stop_requested=stop_requested)
     except MlpError as err:
-        message = " ".join(str(err).split())
-        if err.exit_code == 130:  # its advice (mlp train --resume) is not the sweep's: running it again is
+        if err.exit_code in (130, 143, 129):  # its advice (mlp train --resume) is not the sweep's: run it again
             return "interrupted", None
-        return ("diverged" if isinstance(err, TrainingError) else "failed"), message
+        return ("diverged" if isinstance(err, TrainingError) else "failed"), " ".join(str(err).split())
     except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
         return "failed", f"{type(err).__name__}: {err}"
     return "ok", None

@@ -178,6 +178,8 @@ class SweepRun:
             return
         trial_dir = Path(trial.config.run.dir or "")
         make_parents(trial_dir / "config.yaml")
+        if "config.yaml" in files:  # the settings in force, with the directory it now lives in
+            files = {**files, "config.yaml": trial.config.to_yaml().encode("utf-8")}
         for name in WRITE_ORDER:
             if name in files:
                 atomic_write_bytes(trial_dir / name, files[name])
