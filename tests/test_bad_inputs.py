@@ -391,7 +391,10 @@ CLICK_ERRORS = [  # (arguments, the command whose usage line is shown)
     (["download-data", "--force=yes"], "download-data"),
     (["download-data", "extra"], "download-data"),
     (["eval"], "eval"),
-    (["eval", "a.npz", "b.npz"], "eval"),
+    (["eval", "a.npz", "b.npz", "--errors"], "eval"),  # several models are fine, an option without value not
+    (["runs", "--sort"], "runs"),
+    (["sweep", "--jobs", "0"], "sweep"),
+    (["sweep", "--trials", "many"], "sweep"),
     (["eval", "a.npz", "--errors", "-1"], "eval"),
     (["eval", "a.npz", "--errors", "many"], "eval"),
     (["eval", "a.npz", "--split"], "eval"),
