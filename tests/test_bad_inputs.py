@@ -446,7 +446,7 @@ def test_a_misspelled_option_gets_a_suggestion():
 def test_every_command_is_covered_above():
     listed = mlp("--help").output
     commands = {c for args, c in CLICK_ERRORS if c}
-    assert commands == {"download-data", "eval", "gradcheck", "info", "plot", "predict", "train"}
+    assert commands == {"download-data", "eval", "gradcheck", "info", "plot", "predict", "runs", "sweep", "train"}
     assert all(f" {c} " in listed for c in commands)
 
 
@@ -461,6 +461,10 @@ TOOL_USAGE_ERRORS = [  # bad combinations the tool itself finds: one red line, e
     (["train", "--set", "nosuch.key=1"], "unknown section 'nosuch'"),
     (["train", "--hidden", "0"], "model.hidden = 0"),
     (["train", "--optimizer", "rmsprop"], "optimizer.name = 'rmsprop' is not one of"),
+    (["sweep", "--set", "optimizer.lr=0.1,-1"], "trial 001-lr=-1: optimizer.lr = -1"),
+    (["sweep", "tiny", "--set", "model.hidden=3,4"], "--set goes with --config"),
+    (["sweep", "--executor", "spark"], "--executor 'spark' is not one of local, dask"),
+    (["runs", "--sort", "colour"], "--sort 'colour'"),
 ]
 
 
