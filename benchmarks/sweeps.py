@@ -2,7 +2,8 @@
 
 1. Trials per hour for a sweep of small trials (configs/best.yaml on 10,000 training images,
    2 epochs, 8 learning rates): ``--jobs 1`` (one process, the BLAS library's default threads:
-   both cores) against ``--jobs 2`` (two processes, one BLAS thread each). Whole commands, from
+   both cores; and, to see where the difference comes from, with one thread) against
+   ``--jobs 2`` (two processes, one BLAS thread each). Whole commands, from
    process start to exit, alternated so that both see the same background load.
 2. The per-trial cost of each executor, from trivial trials (8 hidden units, 100 images, one
    epoch): the slope of wall time against the number of trials (10 and 30), so that starting
@@ -28,18 +29,24 @@ TRIVIAL = ["--config", "default", "--set", "model.hidden=8", "--set", "data.limi
            "--set", "train.batch_size=100", "--set", "train.epochs=1"]
 
 
-def timed_sweep(args: list[str], workdir: Path) -> float:
+def timed_sweep(args: list[str], workdir: Path, blas_threads: int | None = None) -> float:
+    """Seconds of one whole `mlp sweep` command; BLAS threads left to the tool unless given."""
     out = Path(tempfile.mkdtemp(dir=workdir))
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    if blas_threads is not None:
+        env |= {"OPENBLAS_NUM_THREADS": str(blas_threads), "OMP_NUM_THREADS": str(blas_threads)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mlp_cli", "sweep", *args, "--out", str(out / "s"), "--quiet"],
-                   check=True, env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+                   check=True, env=env)
     return time.perf_counter() - start
 
 
 def trials_per_hour(workdir: Path, repeats: int = 2) -> dict[str, float]:
-    times: dict[str, list[float]] = {"jobs1": [], "jobs2": []}
+    """--jobs 1 with the default (two) and with one BLAS thread, --jobs 2 with one each."""
+    times: dict[str, list[float]] = {"jobs1": [], "jobs1_one_thread": [], "jobs2": []}
     for _ in range(repeats):
         times["jobs1"].append(timed_sweep([*SMALL, "--jobs", "1"], workdir))
+        times["jobs1_one_thread"].append(timed_sweep([*SMALL, "--jobs", "1"], workdir, blas_threads=1))
         times["jobs2"].append(timed_sweep([*SMALL, "--jobs", "2"], workdir))
     return {name: 8 * 3600 / statistics.median(t) for name, t in times.items()} | {
         f"{name}_seconds": statistics.median(t) for name, t in times.items()}
