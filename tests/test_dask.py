@@ -115,3 +115,46 @@ def test_a_sweep_on_two_workers_survives_losing_one(cluster: Cluster, offline_mn
             "config.yaml", "metrics.jsonl", "last.npz", "best.npz"}
     for cache in cluster.caches.values():  # each worker fetched and verified MNIST for itself
         assert (cache / "mnist" / "train-images.npy").is_file()
+
+
+def test_ctrl_c_on_a_local_dask_cluster_brings_every_trial_back_to_resume(
+    mnist_data_dir: Path, offline_mnist_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the cluster's workers included: they
+    keep running, each trial saves its checkpoint and ships it back, and the same command resumes."""
+    from mlp_cli.training.metrics import read_metrics
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--config", "default", "--set", "model.hidden=32", "--set", "data.limit=10000",
+            "--set", "data.dev_size=1000", "--set", "train.batch_size=50", "--set", "train.epochs=30",
+            "--set", "optimizer.lr=0.05,0.1", "--executor", "dask", "--jobs", "2", "--mirror", offline_mnist_url,
+            "--out", str(out)]
+    env = {**os.environ, "MLP_DATA_DIR": str(mnist_data_dir)}  # the workers' cache: MNIST is there
+    process = subprocess.Popen([sys.executable, "-m", "mlp_cli", *args], stderr=subprocess.PIPE, text=True,
+                               stdout=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        assert process.stderr is not None
+        lines = iter(process.stderr.readline, "")
+        assert any("running 2 on a local Dask cluster" in line for line, _ in zip(lines, range(50), strict=False))
+        time.sleep(2.0)  # a few epochs of 30
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command again" in stderr
+    rows = read_trials(out)
+    assert sorted(r["status"] for r in rows) == ["interrupted", "interrupted"], rows
+    before = {r["trial"]: read_metrics(out / "trials" / r["trial"]) for r in rows}
+    assert all(before.values()) and all(len(r) < 30 for r in before.values())  # stopped mid-run, after an epoch
+    assert all((out / "trials" / t / "last.npz").is_file() for t in before)
+
+    monkeypatch.setenv("MLP_DATA_DIR", str(mnist_data_dir))
+    again = runner.invoke(app, [*args, "--json", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert {r["status"] for r in json.loads(again.stdout)["trials"]} == {"ok"}
+    for trial, rows_before in before.items():
+        after = read_metrics(out / "trials" / trial)
+        assert [r["epoch"] for r in after] == list(range(1, 31))
+        assert after[: len(rows_before)] == rows_before  # continued from the shipped checkpoint

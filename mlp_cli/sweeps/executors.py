@@ -118,8 +118,8 @@ class DaskExecutor:
             env = {variable: "1" for variable in BLAS_VARIABLES}
             with _sigint_ignored():  # the workers inherit it: a terminal's Ctrl-C must not kill them
                 self._cluster = distributed.LocalCluster(
-                    n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
-                    silence_logs=logging.ERROR)
+                    n_workers=jobs, threads_per_worker=1, processes=True, env=env, silence_logs=logging.ERROR,
+                    dashboard_address="127.0.0.1:0")  # None still takes :8787; any free loopback port
             self.client = distributed.Client(self._cluster)
         workers = self.client.scheduler_info().get("workers", {})
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
