@@ -71,10 +71,14 @@ def external_cluster(workdir: Path) -> tuple[str, list[subprocess.Popen]]:
                                    "--scheduler-file", str(scheduler_file)], **quiet)]  # type: ignore[call-overload]
     processes.append(subprocess.Popen([*dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
                                        "--no-dashboard"], **quiet))  # type: ignore[call-overload]
-    while not scheduler_file.exists():
-        time.sleep(0.1)
+    while True:  # the scheduler writes the file once it is up (a read may catch it half written)
+        try:
+            address = str(json.loads(scheduler_file.read_text())["address"])
+            break
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
     time.sleep(3)  # the worker registers
-    return json.loads(scheduler_file.read_text())["address"], processes
+    return address, processes
 
 
 def main() -> None:

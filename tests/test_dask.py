@@ -57,10 +57,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 env=env, stdout=subprocess.DEVNULL, stderr=open(logs / name, "w"))
             processes.append(workers[name])
         deadline = time.monotonic() + 30
-        while not scheduler_file.exists():
+        while (address := _address(scheduler_file)) is None:  # the scheduler writes the file when it is up
             assert time.monotonic() < deadline, (logs / "scheduler").read_text()
             time.sleep(0.05)
-        address = json.loads(scheduler_file.read_text())["address"]
         with distributed.Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=30)
         yield Cluster(address, workers, caches)
@@ -73,6 +72,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _address(scheduler_file: Path) -> str | None:
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (OSError, ValueError, KeyError):  # not there yet, or half written
+        return None
 
 
 def starts(client: distributed.Client) -> list[str]:
