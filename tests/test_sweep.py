@@ -15,9 +15,9 @@ from mlp_cli.sweeps.records import read_trials
 
 runner = CliRunner()
 TINY = ["--config", "default", "--set", "model.hidden=16", "--set", "data.limit=1000",
-        "--set", "data.dev_size=500", "--set", "train.epochs=2"]
-# lr 1e6 diverges; a batch of 5000 is larger than the 1,000 training images: known only with the data
-GRID = ["--set", "optimizer.lr=0.5,1e6", "--set", "train.batch_size=100,5000"]
+        "--set", "train.batch_size=100", "--set", "train.epochs=2"]
+# lr 1e6 diverges; a dev set of 60,000 leaves no training images: known only with the data
+GRID = ["--set", "optimizer.lr=0.5,1e6", "--set", "data.dev_size=500,60000"]
 
 
 def sweep(data_dir: Path, out: Path, *extra: str):
@@ -33,14 +33,14 @@ def test_a_local_sweep_records_every_outcome_and_a_rerun_skips_the_settled(mnist
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     status = {row["trial"]: row["status"] for row in summary["trials"]}
-    assert status == {"000-lr=0.5-batch_size=100": "ok", "001-lr=0.5-batch_size=5000": "failed",
-                      "002-lr=1e+06-batch_size=100": "diverged", "003-lr=1e+06-batch_size=5000": "failed"}
+    assert status == {"000-lr=0.5-dev_size=500": "ok", "001-lr=0.5-dev_size=60000": "failed",
+                      "002-lr=1e+06-dev_size=500": "diverged", "003-lr=1e+06-dev_size=60000": "failed"}
     rows = {row["trial"]: row for row in read_trials(out)}
-    good = rows["000-lr=0.5-batch_size=100"]
+    good = rows["000-lr=0.5-dev_size=500"]
     assert good["epochs"] == 2 and 0.5 < good["best_dev_accuracy"] <= 1 and good["error"] is None
-    assert "diverged" in rows["002-lr=1e+06-batch_size=100"]["error"]
-    assert "larger than the training set" in rows["001-lr=0.5-batch_size=5000"]["error"]
-    assert summary["best"]["trial"] == "000-lr=0.5-batch_size=100"
+    assert "diverged" in rows["002-lr=1e+06-dev_size=500"]["error"]
+    assert "leaves no training examples" in rows["001-lr=0.5-dev_size=60000"]["error"]
+    assert summary["best"]["trial"] == "000-lr=0.5-dev_size=500"
     assert {p.name for p in (out / "trials" / good["trial"]).iterdir()} >= {
         "config.yaml", "metrics.jsonl", "last.npz", "best.npz"}
     saved = load_config(best_file)
@@ -53,14 +53,14 @@ def test_a_local_sweep_records_every_outcome_and_a_rerun_skips_the_settled(mnist
     assert json.loads(again.stdout)["skipped"] == 2  # ok and diverged are settled; failed ones run again
     assert last.stat().st_mtime_ns == before
     counts = [row["trial"] for row in read_trials(out)]
-    assert counts.count(good["trial"]) == 1 and counts.count("001-lr=0.5-batch_size=5000") == 2
+    assert counts.count(good["trial"]) == 1 and counts.count("001-lr=0.5-dev_size=60000") == 2
     assert len(counts) == 6  # history only grows
 
     plotted = runner.invoke(app, ["plot", str(out), "--out", str(tmp_path / "sweep.png")])
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "sweep.png").stat().st_size > 0
-    assert "skipped trial 002-lr=1e+06-batch_size=100" in plotted.stderr and "diverged" in plotted.stderr
-    assert "000-lr=0.5-batch_size=100" in plotted.stdout
+    assert "skipped trial 002-lr=1e+06-dev_size=500" in plotted.stderr and "diverged" in plotted.stderr
+    assert "000-lr=0.5-dev_size=500" in plotted.stdout
 
     table = runner.invoke(app, ["runs", str(out), "--json", "--sort", "dev"])
     assert table.exit_code == 0, table.output

@@ -3,13 +3,13 @@ evaluation leaves in its run directory (eval.json, read by `mlp runs`)."""
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mlp_cli.cli.app import print_error
+from mlp_cli.cli.app import print_error, strict_json
 
 
 def resolve_models(paths: list[Path]) -> list[Path]:
@@ -41,6 +41,8 @@ def record(checkpoint: Path, epoch: int, report: Any) -> None:
 
 def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirrors: tuple[str, ...],
                   reporter: Any, quiet: bool, json_output: bool) -> None:
+    from mlp_cli.data.registry import class_names
+    from mlp_cli.errors import MlpError
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import load_split
     from mlp_cli.training.checkpoint import load_checkpoint
@@ -50,12 +52,16 @@ def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirr
     for path, ckpt in zip(models, checkpoints, strict=True):
         images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=mirrors, reporter=reporter)
         report = build_report(ckpt.params, X, y, split)
+        if not math.isfinite(report.loss):  # as for one model: finite weights whose scores overflow
+            raise MlpError(f"evaluating {path} overflows: the network's scores are not finite on the {split} split "
+                           "(weights too large for the model's dtype), so its loss and accuracy mean nothing")
         record(path, ckpt.epoch, report)
-        results.append({"checkpoint": str(path), "epoch": ckpt.epoch, **report.to_dict()})
+        names = list(class_names(ckpt.config["data"]["dataset"]))
+        results.append({"checkpoint": str(path), "epoch": ckpt.epoch, "class_names": names, **report.to_dict()})
         if not json_output:
             typer.echo(f"{path} (epoch {ckpt.epoch}): loss {report.loss:.4f}  accuracy {100 * report.accuracy:.2f}%")
     if json_output:
-        typer.echo(json.dumps(results))
+        typer.echo(strict_json(results))
     elif not quiet:
         _print_comparison(results)
 

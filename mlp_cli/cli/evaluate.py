@@ -59,26 +59,34 @@ def eval_command(
 
     Each result is also recorded in the run directory (eval.json), where `mlp runs` shows it.
     """
-    from mlp_cli.cli.eval_many import evaluate_many, record, resolve_models
-    from mlp_cli.data.registry import class_names
-    from mlp_cli.errors import MlpError, UsageError
-    from mlp_cli.reports.confusion import build_report
-    from mlp_cli.reports.evaluate import EVAL_SPLITS, load_split
-    from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.cli.eval_many import evaluate_many, resolve_models
+    from mlp_cli.errors import UsageError
+    from mlp_cli.reports.evaluate import EVAL_SPLITS
 
     if split not in EVAL_SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     models = resolve_models(checkpoints)
-    if len(models) > 1:
-        if errors:
-            raise UsageError("--errors draws one model's mistakes; give a single checkpoint with it")
-        evaluate_many(models, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
-                      reporter=download_reporter(quiet or json_output), quiet=quiet, json_output=json_output)
+    reporter = download_reporter(quiet or json_output)
+    if len(models) == 1:
+        _evaluate_one(models[0], split, errors, data_dir, tuple(mirror or ()), reporter, quiet, json_output)
         return
-    checkpoint = models[0]
+    if errors:
+        raise UsageError("--errors draws one model's mistakes; give a single checkpoint with it")
+    evaluate_many(models, split, data_dir=data_dir, mirrors=tuple(mirror or ()), reporter=reporter, quiet=quiet,
+                  json_output=json_output)
+
+
+def _evaluate_one(checkpoint: Path, split: str, errors: int, data_dir: Path | None, mirrors: tuple[str, ...],
+                  reporter: Any, quiet: bool, json_output: bool) -> None:
+    from mlp_cli.cli.eval_many import record
+    from mlp_cli.data.registry import class_names
+    from mlp_cli.errors import MlpError
+    from mlp_cli.reports.confusion import build_report
+    from mlp_cli.reports.evaluate import load_split
+    from mlp_cli.training.checkpoint import load_checkpoint
+
     ckpt = load_checkpoint(checkpoint)
-    images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=tuple(mirror or ()),
-                              reporter=download_reporter(quiet or json_output))
+    images, X, y = load_split(ckpt, split, data_dir=data_dir, mirrors=mirrors, reporter=reporter)
     report = build_report(ckpt.params, X, y, split, errors=errors, images=images)
     if not math.isfinite(report.loss):  # finite weights whose scores still overflow
         raise MlpError(

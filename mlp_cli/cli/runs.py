@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app
+from mlp_cli.cli.app import app, strict_json
 
 EXAMPLES_RUNS = """
 Examples:
@@ -50,7 +49,7 @@ def runs_command(
             raise MissingFileError(f"{directory} is not a directory; give run or sweep directories")
     runs = collect(list(dirs or DEFAULT_ROOTS), sort)
     if json_output:
-        typer.echo(json.dumps([run.to_dict() for run in runs]))
+        typer.echo(strict_json([run.to_dict() for run in runs]))
         return
     if not runs:
         where = ", ".join(str(d) for d in (dirs or DEFAULT_ROOTS))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app, is_interactive
+from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
 
 EXAMPLES_SWEEP = """
@@ -125,7 +124,7 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
     if save_best is not None and best_trial is not None:
         save_config(best_trial.config, save_best)
     if json_output:
-        typer.echo(json.dumps({"sweep_dir": str(result.directory), "trials": result.rows, "best": best,
+        typer.echo(strict_json({"sweep_dir": str(result.directory), "trials": result.rows, "best": best,
                                "skipped": result.skipped, "interrupted": result.interrupted,
                                "saved_best": str(save_best) if save_best and best_trial else None}))
     elif not quiet:
@@ -163,7 +162,7 @@ def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
 
 def _print_plan(plan: Any, json_output: bool) -> None:
     if json_output:
-        typer.echo(json.dumps({"sweep_dir": str(plan.directory), "continued": plan.continued,
+        typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
         return
     typer.echo(f"{len(plan.trials)} trials, all valid; sweep directory {plan.directory}"

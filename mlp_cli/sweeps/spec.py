@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import Config, show_value
+from mlp_cli.config import SECTIONS, Config, build_config, show_value, unknown_name
 from mlp_cli.config_file import CHECKOUT_CONFIGS, load_config, parse_scalar, read_yaml, resolve_config_path
 from mlp_cli.errors import ConfigError
 
@@ -251,12 +251,27 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
         if key.startswith(UNSWEEPABLE):
             raise ConfigError(f"sweep {spec.name}: {key} cannot be set in a sweep; each trial's run "
                               "directory is chosen by the sweep (use --out for the sweep's own)")
+    base_config = load_config(base).to_dict()  # the file's own errors name the file
     trials = []
     for index, overrides in enumerate(expand(spec)):
         name = trial_name(index, overrides)
         try:
-            config = load_config(base, {**spec.fixed, **overrides})
+            config = build_config(_merged(base_config, {**spec.fixed, **overrides}))
         except ConfigError as err:
             raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
         trials.append(Trial(index=index, name=name, overrides=overrides, config=config))
     return trials
+
+
+def _merged(base: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``base`` with each ``section.key`` of ``overrides`` set (an unknown section is refused here;
+    build_config judges the keys and values)."""
+    merged = {section: dict(values) for section, values in base.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key or "." in key:
+            raise ConfigError(f"{dotted!r} must look like section.key (e.g. optimizer.lr)")
+        if section not in SECTIONS:
+            raise ConfigError(unknown_name("section", section, list(SECTIONS), where=None))
+        merged[section][key] = value
+    return merged
