@@ -25,17 +25,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import (
+    MIRROR_ENV_VARS,
+    TEST_MNIST_ENV,
+    RecordingReporter,
+    TinyDataset,
+    closed_port,
+    find_mnist_copy,
+    idx_images,
+    idx_labels,
+    mnist_copies,
+    sha256,
+)
 from loopback import LoopbackServer
 
 from mlp_cli.data import download
 from mlp_cli.data import registry as datasets
 from mlp_cli.data.download import RetryPolicy
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
-TEST_MNIST_ENV = "MLP_TEST_MNIST"
-USER_DATA_DIR = os.environ.get("MLP_DATA_DIR", "")  # the user's, read before any test sets its own
-MIRROR_ENV_VARS = ("MLP_MNIST_MIRROR", "MLP_FASHION_MNIST_MIRROR")
 
 # Retries without waiting and short timeouts: failure paths stay fast.
 FAST_POLICY = RetryPolicy(tries=3, backoff=0.0, max_delay=0.0, timeout=(2.0, 2.0))
@@ -56,28 +62,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setattr(download, "DEFAULT_POLICY", FAST_POLICY)  # the CLI's retries, fast
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # -- real MNIST -------------------------------------------------------------------------------
-
-
-def mnist_copies() -> list[Path]:
-    """The directories where the tests look for MNIST's four .gz files, in order."""
-    from mlp_cli.data.cache import resolve_data_dir
-
-    named = os.environ.get(TEST_MNIST_ENV, "").strip()
-    return [*([Path(named).expanduser()] if named else []), OFFLINE_MNIST,
-            resolve_data_dir(USER_DATA_DIR or None) / "mnist"]
-
-
-def find_mnist_copy() -> Path | None:
-    files = datasets.DATASETS["mnist"].files
-    return next((d for d in mnist_copies() if all((d / f).is_file() for f in files)), None)
 
 
 @pytest.fixture(scope="session")
@@ -115,42 +100,6 @@ def mnist_data_dir(tmp_path_factory: pytest.TempPathFactory, offline_mnist_url: 
 
 
 # -- tiny IDX files ---------------------------------------------------------------------------
-
-
-def idx_images(images: np.ndarray) -> bytes:
-    """(n, rows, cols) uint8 -> IDX bytes."""
-    n, rows, cols = images.shape
-    header = (0x00000803).to_bytes(4, "big") + b"".join(
-        d.to_bytes(4, "big") for d in (n, rows, cols)
-    )
-    return header + images.astype(np.uint8).tobytes()
-
-
-def idx_labels(labels: np.ndarray) -> bytes:
-    """(n,) uint8 -> IDX bytes."""
-    return (0x00000801).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + bytes(
-        labels.astype(np.uint8)
-    )
-
-
-def sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class TinyDataset:
-    """Four small, valid MNIST-format files registered (for the test) as ``mnist``."""
-
-    gz: dict[str, bytes]  # file name -> .gz bytes as a mirror serves them
-    images: dict[str, np.ndarray]  # split -> (n, 28, 28) uint8
-    labels: dict[str, np.ndarray]  # split -> (n,) uint8
-    spec: datasets.DatasetSpec
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        return tuple(self.gz)
 
 
 @pytest.fixture
@@ -303,33 +252,6 @@ def mirror_server() -> Iterator[MirrorServer]:
     server = MirrorServer()
     yield server
     server.close()
-
-
-class RecordingReporter:
-    """A reporter that remembers every call, for asserting what the user would be told."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, ...]] = []
-        self.lock = threading.Lock()
-
-    def start(self, filename: str, total: int | None, mirror: str) -> None:
-        self.events.append(("start", filename, str(total), mirror))
-
-    def advance(self, nbytes: int) -> None:
-        self.events.append(("advance", str(nbytes)))
-
-    def done(self, filename: str, status: str) -> None:
-        self.events.append(("done", filename, status))
-
-    def note(self, text: str) -> None:
-        self.events.append(("note", text))
-
-    @property
-    def notes(self) -> str:
-        return "\n".join(e[1] for e in self.events if e[0] == "note")
-
-    def statuses(self) -> dict[str, str]:
-        return {e[1]: e[2] for e in self.events if e[0] == "done"}
 
 
 @pytest.fixture

@@ -17,22 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyDataset, closed_port, idx_images, idx_labels, sha256
-from typer.testing import CliRunner
+from helpers import TinyDataset, closed_port, idx_images, idx_labels, mlp, sha256
 
-from mlp_cli.cli import app
 from mlp_cli.config_file import load_config
 from mlp_cli.data import registry as datasets
 from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.errors import DataError
 from mlp_cli.nn.network import init_params
 from mlp_cli.training.checkpoint import FORMAT_VERSION, save_checkpoint
-
-runner = CliRunner()
-
-
-def mlp(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def error_line(result, exit_code: int) -> str:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEST_MNIST_ENV, find_mnist_copy
+from helpers import TEST_MNIST_ENV, find_mnist_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_COPY = find_mnist_copy()

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 
-runner = CliRunner()
 MLP = [sys.executable, "-c", "from mlp_cli.cli import main; main()"]
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.cli.render import halfblock_lines
@@ -15,7 +15,6 @@ from mlp_cli.config import AugmentConfig
 from mlp_cli.data.cache import load_dataset
 from mlp_cli.reports.preview import grid_image, preview_pairs
 
-runner = CliRunner()
 ROTATE = ["--set", "augment.rotate=20", "--set", "augment.elastic_alpha=34"]
 SETTINGS = AugmentConfig(rotate=20.0, elastic_alpha=34.0)
 

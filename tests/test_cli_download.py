@@ -6,18 +6,10 @@ import io
 import json
 
 import pytest
-from conftest import closed_port
-from typer.testing import CliRunner
+from helpers import closed_port, mlp
 
-from mlp_cli.cli import app
 from mlp_cli.cli.download import PlainReporter, RichReporter, human_size, make_reporter
 from mlp_cli.data.download import NullReporter
-
-runner = CliRunner()
-
-
-def mlp(*args: str):
-    return runner.invoke(app, list(args))
 
 
 def test_help_explains_options_mirrors_and_examples():

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_images, idx_labels, sha256
+from helpers import idx_images, idx_labels, runner, sha256
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.data import registry as datasets
 from mlp_cli.training.checkpoint import load_checkpoint
 
-runner = CliRunner()
 NAMES = datasets.DATASETS["fashion-mnist"].classes
 
 

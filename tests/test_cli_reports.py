@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import runner
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlp_cli.cli import app
 from mlp_cli.cli.render import (
@@ -27,8 +27,6 @@ from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.nn.network import forward
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.metrics import read_metrics
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.metrics import read_metrics
 
-runner = CliRunner()
 SMALL = ["--hidden", "32", "--batch", "100", "--set", "data.limit=2000", "--set", "data.dev_size=1000"]
 
 

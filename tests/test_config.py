@@ -130,16 +130,13 @@ def test_consistency_checks() -> None:
 def test_a_limit_below_the_batch_size_trains_one_smaller_batch(mnist_data_dir: Path, tmp_path: Path) -> None:
     import json
 
-    from typer.testing import CliRunner
+    from helpers import mlp
 
-    from mlp_cli.cli import app
     from mlp_cli.training.metrics import read_metrics
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "--data-dir", str(mnist_data_dir), "--out", str(out), "--hidden", "8", "--batch", "1000",
-        "--epochs", "2", "--set", "data.limit=300", "--set", "data.dev_size=100", "--json",
-    ])
+    result = mlp("train", "--data-dir", mnist_data_dir, "--out", out, "--hidden", "8", "--batch", "1000",
+                 "--epochs", "2", "--set", "data.limit=300", "--set", "data.dev_size=100", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["epochs"] == 2
     assert [row["step"] for row in read_metrics(out)] == [1, 2]  # one batch (of 300) per epoch

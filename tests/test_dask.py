@@ -17,12 +17,11 @@ from pathlib import Path
 
 import distributed  # the dask extra, which `make setup` installs
 import pytest
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.sweeps.records import read_trials
 
-runner = CliRunner()
 # Eight trials of about a second each (100 steps per epoch, 4 epochs).
 SWEEP = ["sweep", "--config", "default", "--set", "model.hidden=32", "--set", "data.limit=5000",
          "--set", "data.dev_size=1000", "--set", "train.batch_size=50", "--set", "train.epochs=4",

@@ -223,7 +223,7 @@ def test_real_fashion_mnist_from_the_system_package(tmp_path, reporter):
 
 def test_the_suite_finds_mnist_in_the_named_dir_or_the_users_cache(tmp_path, monkeypatch):
     """Without ../shared, the real-data tests use $MLP_TEST_MNIST, else the cache `make train` filled."""
-    import conftest
+    import helpers
 
     files = datasets.DATASETS["mnist"].files
     named, cache = tmp_path / "named", tmp_path / "cache"
@@ -231,11 +231,11 @@ def test_the_suite_finds_mnist_in_the_named_dir_or_the_users_cache(tmp_path, mon
         directory.mkdir(parents=True)
         for name in files:
             (directory / name).write_bytes(b"x")
-    monkeypatch.setattr(conftest, "OFFLINE_MNIST", tmp_path / "absent")
-    monkeypatch.setattr(conftest, "USER_DATA_DIR", str(cache))
-    monkeypatch.setenv(conftest.TEST_MNIST_ENV, str(named))
-    assert conftest.find_mnist_copy() == named
-    monkeypatch.delenv(conftest.TEST_MNIST_ENV)
-    assert conftest.find_mnist_copy() == cache / "mnist"
+    monkeypatch.setattr(helpers, "OFFLINE_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(helpers, "USER_DATA_DIR", str(cache))
+    monkeypatch.setenv(helpers.TEST_MNIST_ENV, str(named))
+    assert helpers.find_mnist_copy() == named
+    monkeypatch.delenv(helpers.TEST_MNIST_ENV)
+    assert helpers.find_mnist_copy() == cache / "mnist"
     (cache / "mnist" / files[0]).unlink()  # an incomplete cache is no copy
-    assert conftest.find_mnist_copy() is None
+    assert helpers.find_mnist_copy() is None

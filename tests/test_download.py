@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RecordingReporter, TinyDataset, closed_port, sha256
+from helpers import RecordingReporter, TinyDataset, closed_port, sha256
 
 from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.data.download import Downloader, RetryPolicy

@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyDataset
 from fault_disk import FullDisk, read_only
 from fault_server import FaultServer
-from typer.testing import CliRunner
+from helpers import TinyDataset, mlp
 
-from mlp_cli.cli import app
 from mlp_cli.data import cache as data_module
 from mlp_cli.data import partfile
 from mlp_cli.data import registry as datasets
@@ -40,7 +38,6 @@ TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 # No waiting between retries; a read timeout short enough that a stalled server costs 0.25 s.
 # Small chunks, so that what arrived before a stall is on disk (urllib3 drops a partial chunk).
 POLICY = RetryPolicy(tries=3, backoff=0.0, max_delay=0.0, timeout=(1.0, 0.25), chunk_size=512)
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -83,10 +80,6 @@ def assert_complete(tiny: TinyDataset, cache: Path) -> None:
         images, labels = load_dataset("mnist", split, data_dir=cache, download=False)
         np.testing.assert_array_equal(images, tiny.images[split])
         np.testing.assert_array_equal(labels, tiny.labels[split])
-
-
-def mlp(*args: str):
-    return runner.invoke(app, list(args))
 
 
 # -- a mirror that fails once, then works --------------------------------------------------------

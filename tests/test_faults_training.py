@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fault_disk import read_only
-from typer.testing import CliRunner
+from helpers import mlp
 
-from mlp_cli.cli import app
 from mlp_cli.nn.network import PARAM_NAMES
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.metrics import EpochMetrics, append_metrics, read_metrics
 
-runner = CliRunner()
 SMALL = ["--hidden", "32", "--batch", "100", "--set", "data.limit=2000", "--set", "data.dev_size=1000"]
 
 
@@ -34,10 +32,6 @@ def mlp_process(*args: str, **kwargs) -> subprocess.Popen:
     make a training step a hundred times slower, and these tests time signals against steps."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "mlp_cli", *args], env=env, **kwargs)
-
-
-def mlp(*args: str):
-    return runner.invoke(app, list(args))
 
 
 def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:

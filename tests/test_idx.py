@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import idx_images, idx_labels, sha256
+from helpers import idx_images, idx_labels, sha256
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -114,13 +114,9 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
 
 
 def test_info_for_a_checkpoint_shows_the_run(mnist_data_dir: Path, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
+    from helpers import mlp as invoke
 
-    from mlp_cli.cli import app
     from mlp_cli.training.checkpoint import load_checkpoint
-
-    def invoke(*args: object):
-        return CliRunner().invoke(app, [str(a) for a in args])
 
     run_dir = tmp_path / "run"
     trained = invoke("train", "--data-dir", mnist_data_dir, "--out", run_dir, "--hidden", "32", "--batch", "100",

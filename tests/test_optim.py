@@ -475,12 +475,12 @@ def test_each_schedule_entry_names_its_builder_and_fields(name: str) -> None:
 
 
 def test_config_choices_and_help_come_from_the_registries() -> None:
-    from typer.testing import CliRunner
+    from helpers import runner
 
     from mlp_cli.cli import app
 
     for section, registry in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         for name in registry:
             assert getattr(load_config(None, {f"{section}.name": name, "data.dev_size": 100}), section).name == name
-    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
+    help_text = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
     assert listed(OPTIMIZERS) in help_text

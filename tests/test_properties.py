@@ -22,7 +22,7 @@ from typing import Any, get_args, get_type_hints
 import numpy as np
 import pytest
 import yaml
-from conftest import idx_images, idx_labels
+from helpers import idx_images, idx_labels
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

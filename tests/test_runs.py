@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.config import Config, OptimizerConfig, TrainConfig
 from mlp_cli.sweeps.records import append_trial
 
-runner = CliRunner()
 OLD = time.time() - 3600  # an hour ago: nothing that old is running
 
 

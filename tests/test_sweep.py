@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.config_file import load_config
 from mlp_cli.sweeps.records import read_trials
 
-runner = CliRunner()
 TINY = ["--config", "default", "--set", "model.hidden=16", "--set", "data.limit=1000",
         "--set", "train.batch_size=100", "--set", "train.epochs=2"]
 # lr 1e6 diverges; a dev set of 60,000 leaves no training images: known only with the data

@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.sweeps.records import read_trials
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.metrics import read_metrics
 
-runner = CliRunner()
 # Two trials of about a second each, 200 steps per epoch: long enough to stop in the middle.
 ARGS = ["sweep", "--config", "default", "--set", "model.hidden=32", "--set", "data.limit=10000",
         "--set", "data.dev_size=1000", "--set", "train.batch_size=50", "--set", "train.epochs=6",

@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import runner
 
 from mlp_cli.cli import app
 from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps.spec import expand, plan_trials, read_sweep_file, spec_from_sets, trial_name
-
-runner = CliRunner()
 
 
 def write(tmp_path: Path, text: str) -> Path:
