@@ -127,3 +127,16 @@ def test_eval_of_several_models_names_each_compares_them_and_records_the_results
     (tmp_path / "c").mkdir()
     empty = runner.invoke(app, ["eval", str(tmp_path / "c")])
     assert empty.exit_code == 2 and "without best.npz" in empty.stderr
+
+
+def test_tables_into_a_pipe_are_not_cut_to_a_terminal_width(tmp_path) -> None:
+    import json
+
+    run = tmp_path / ("a-long-run-name-" * 5).rstrip("-")
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 10, "train_loss": 0.5,
+                                                   "train_accuracy": 0.912345, "dev_loss": 0.6,
+                                                   "dev_accuracy": 0.901234, "lr": 0.1, "seconds": 1.0}) + "\n")
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert run.name in result.stdout and "…" not in result.stdout  # nothing shortened with an ellipsis

@@ -166,6 +166,21 @@ def strict_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(clean(value), indent=indent, allow_nan=False)
 
 
+def table_console(*tables: Any) -> Any:
+    """A console for tables on stdout: the terminal's width there; into a file or a pipe (no
+    terminal, no COLUMNS) as wide as the widest table needs, so that nothing is cut short."""
+    import os
+
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if is_interactive(sys.stdout) or os.environ.get("COLUMNS"):
+        return console
+    needed = max((console.measure(table, options=console.options.update_width(10_000)).maximum
+                  for table in tables), default=80)
+    return Console(highlight=False, width=max(needed, 80))
+
+
 def is_interactive(stream: Any = None) -> bool:
     """True when ``stream`` (default stderr) is a terminal: progress bars, else plain lines."""
     stream = sys.stderr if stream is None else stream

@@ -67,9 +67,10 @@ def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirr
 
 
 def _print_comparison(results: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from mlp_cli.cli.app import table_console
 
     best = max(r["accuracy"] for r in results)
     table = Table(title=f"{len(results)} models on the {results[0]['split']} split, best first", title_justify="left")
@@ -80,4 +81,4 @@ def _print_comparison(results: list[dict[str, Any]]) -> None:
         wrong = round((1 - r["accuracy"]) * r["examples"])
         table.add_row(escape(r["checkpoint"]), str(r["epoch"]), f"{r['loss']:.4f}", f"{100 * r['accuracy']:.2f}%",
                       gap, f"{wrong:,}")
-    Console(highlight=False).print(table)
+    table_console(table).print(table)

@@ -55,9 +55,10 @@ def runs_command(
         where = ", ".join(str(d) for d in (dirs or DEFAULT_ROOTS))
         typer.echo(f"no runs found in {where}")
         return
-    from rich.console import Console
+    from mlp_cli.cli.app import table_console
 
-    Console(highlight=False).print(_table(runs))
+    table = _table(runs)
+    table_console(table).print(table)
 
 
 def _table(runs: list[Any]) -> Any:
@@ -71,7 +72,8 @@ def _table(runs: list[Any]) -> Any:
     table.add_column("run")
     for key in keys:
         table.add_column(key, justify="right")
-    for name in ("epochs", "best dev (epoch)", "test", "time", "status"):
+    done = "done" if "epochs" in keys else "epochs"  # epochs done of planned (beside a train.epochs column)
+    for name in (done, "best dev (epoch)", "test", "time", "status"):
         table.add_column(name, justify="left" if name == "status" else "right")
     colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red"}
     for run in runs:

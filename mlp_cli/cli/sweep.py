@@ -141,13 +141,14 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
 
 
 def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
+    from mlp_cli.cli.app import table_console
     from mlp_cli.cli.sweep_view import pct, trials_table
 
-    console = Console(highlight=False)
-    console.print(trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)"))
+    table = trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)")
+    console = table_console(table)
+    console.print(table)
     if best_trial is None:
         console.print("[red]no trial finished successfully[/]")
         return

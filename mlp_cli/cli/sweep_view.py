@@ -118,7 +118,8 @@ def trials_table(rows: list[dict[str, Any]], title: str) -> Any:
     table.add_column("trial", justify="right")  # its index: the directory is trials/<index>-<overrides>
     for key, short in zip(keys, shorts, strict=True):
         table.add_column(short if shorts.count(short) == 1 else key, justify="right")
-    for name in ("status", "best dev (epoch)", "train acc", "epochs", "time", "where"):
+    done = "done" if "epochs" in shorts else "epochs"  # epochs done of planned (beside a train.epochs column)
+    for name in ("status", "best dev (epoch)", "train acc", done, "time", "where"):
         table.add_column(name, justify="left" if name in ("status", "where") else "right")
     ordered = sorted(rows, key=lambda r: (r["status"] != "ok", -(r.get("best_dev_accuracy") or 0.0)))
     for row in ordered:
