@@ -112,3 +112,15 @@ class RecordingReporter:
 
     def statuses(self) -> dict[str, str]:
         return {e[1]: e[2] for e in self.events if e[0] == "done"}
+
+
+def synthetic_training_data() -> Any:
+    """500 training and 200 dev rows of Gaussian inputs, labelled by a random linear map: data a
+    small network learns a little of in a few epochs (for the training-loop tests)."""
+    from mlp_cli.data.preprocess import Preprocessing
+    from mlp_cli.training.inputs import TrainingData
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((700, 784)).astype(np.float32)
+    y = (X @ rng.standard_normal((784, 10))).argmax(axis=1)
+    return TrainingData(X[:500], y[:500], X[500:], y[500:], Preprocessing("none", 0.0, 1.0), {"x": "y"})

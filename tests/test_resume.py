@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import synthetic_training_data
 
 from mlp_cli.config import Config
 from mlp_cli.config_file import load_config
-from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.nn.network import PARAM_NAMES
 from mlp_cli.training.batches import Batches
 from mlp_cli.training.checkpoint import load_checkpoint
@@ -28,10 +28,7 @@ TIMINGS = ("seconds", "examples_per_second", "elapsed", "changes")
 
 @pytest.fixture(scope="module")
 def data() -> TrainingData:
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((700, 784)).astype(np.float32)
-    y = (X @ rng.standard_normal((784, 10))).argmax(axis=1)
-    return TrainingData(X[:500], y[:500], X[500:], y[500:], Preprocessing("none", 0.0, 1.0), {"x": "y"})
+    return synthetic_training_data()
 
 
 def config(run_dir: Path, **overrides: object) -> Config:

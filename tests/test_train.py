@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import synthetic_training_data
 
 from mlp_cli.config import Config
 from mlp_cli.config_file import load_config
@@ -22,10 +23,7 @@ from mlp_cli.training.session import new_session, run_session
 
 @pytest.fixture(scope="module")
 def data() -> TrainingData:
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((700, 784)).astype(np.float32)
-    y = (X @ rng.standard_normal((784, 10))).argmax(axis=1)
-    return TrainingData(X[:500], y[:500], X[500:], y[500:], Preprocessing("none", 0.0, 1.0), {"x": "y"})
+    return synthetic_training_data()
 
 
 def config(tmp_path: Path, **overrides) -> Config:
