@@ -119,10 +119,12 @@ def _row_problem(row: Any) -> str | None:
     return None
 
 
-def truncate_metrics(path: str | Path, last_epoch: int) -> None:
-    """Keep only the rows up to ``last_epoch`` (used when a run resumes from an older point)."""
-    path = Path(path)
-    if not path.exists():
+def copy_metrics(source: str | Path, target: str | Path, last_epoch: int) -> None:
+    """Write the rows of ``source`` up to ``last_epoch`` to ``target``, which may be ``source``
+    itself (the later rows are dropped; nothing is written when none would be)."""
+    source, target = Path(source), Path(target)
+    rows = read_metrics(source) if source.exists() else []
+    kept = [row for row in rows if row["epoch"] <= last_epoch]
+    if target.resolve() == source.resolve() and len(kept) == len(rows):
         return
-    rows = [row for row in read_metrics(path) if row["epoch"] <= last_epoch]
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(target, "".join(json.dumps(row) + "\n" for row in kept))

@@ -25,7 +25,7 @@ from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import SECTIONS, Config
 from mlp_cli.errors import CheckpointError, RunDirError, UsageError
 from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
-from mlp_cli.training.metrics import METRICS_FILE, read_metrics
+from mlp_cli.training.metrics import METRICS_FILE, copy_metrics
 from mlp_cli.training.run_dir import clear_products, contents
 from mlp_cli.training.state import NO_BEST
 
@@ -119,14 +119,13 @@ def is_latest(source: Path, checkpoint: Checkpoint) -> bool:
 def prepare_run_dir(plan: ResumePlan, checkpoint: Checkpoint) -> None:
     """Make ``plan.run_dir`` hold exactly the history up to the checkpoint (run under its lock)."""
     home = plan.source.parent
-    rows = _rows_up_to(home / METRICS_FILE, checkpoint.epoch)
+    if plan.mode == "branch":
+        clear_products(plan.run_dir)  # of a run --overwrite replaces, before the history comes in
+    copy_metrics(home / METRICS_FILE, plan.run_dir / METRICS_FILE, checkpoint.epoch)
     if plan.mode == "continue":
-        if (home / METRICS_FILE).exists() and len(rows) != len(read_metrics(home / METRICS_FILE)):
-            atomic_write_text(home / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
         return
     best = _best_as_of(home, plan.source, checkpoint)
     if plan.mode == "branch":
-        clear_products(plan.run_dir)
         parent = {"path": str(plan.source), "epoch": checkpoint.epoch, "step": checkpoint.step,
                   "sha256": _sha256(plan.source)}
         atomic_write_text(plan.run_dir / "parent.json", json.dumps(parent) + "\n")
@@ -139,11 +138,6 @@ def prepare_run_dir(plan: ResumePlan, checkpoint: Checkpoint) -> None:
         checkpoint.meta.update(best_epoch=0, best_accuracy=NO_BEST)
     elif best.resolve() != (plan.run_dir / "best.npz").resolve():
         shutil.copyfile(best, plan.run_dir / "best.npz")
-    atomic_write_text(plan.run_dir / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
-
-
-def _rows_up_to(path: Path, epoch: int) -> list[dict[str, Any]]:
-    return [row for row in read_metrics(path) if row["epoch"] <= epoch] if path.exists() else []
 
 
 def _best_as_of(home: Path, source: Path, checkpoint: Checkpoint) -> Path | None:

@@ -31,17 +31,6 @@ if TYPE_CHECKING:
 NO_BEST = -1.0  # best_accuracy before the first epoch has been evaluated
 
 
-def build_optimizer(config: Config, params: Params) -> Optimizer:
-    return make_optimizer(config.optimizer, params.as_dict())
-
-
-def build_schedule(config: Config, steps_per_epoch: int) -> Schedule:
-    return make_schedule(
-        config.schedule, config.optimizer.lr, total_steps=steps_per_epoch * config.train.epochs,
-        steps_per_epoch=steps_per_epoch,
-    )
-
-
 @dataclass
 class TrainState:
     params: Params
@@ -95,7 +84,9 @@ class TrainState:
     @classmethod
     def around(cls, config: Config, params: Params, steps_per_epoch: int) -> TrainState:
         """A state for ``params`` with the optimiser, schedule and stopper ``config`` asks for."""
-        return cls(params, build_optimizer(config, params), build_schedule(config, steps_per_epoch),
+        schedule = make_schedule(config.schedule, config.optimizer.lr, steps_per_epoch=steps_per_epoch,
+                                 total_steps=steps_per_epoch * config.train.epochs)
+        return cls(params, make_optimizer(config.optimizer, params.as_dict()), schedule,
                    EarlyStopping.from_config(config.early_stopping))
 
     def start_batch(self, steps_per_epoch: int) -> int:
