@@ -60,6 +60,10 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_range(0, 2**32 - 1))
     shuffle: bool = True
     l2: float = field(default=0.0, metadata=_range(0.0))
+    # dropout (mlp_cli.nn.dropout): the fraction of hidden units, and of input pixels, left out of
+    # each training batch (0: none); the trained network is evaluated without it
+    dropout: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    input_dropout: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
 
 
 @dataclass(frozen=True)

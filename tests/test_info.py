@@ -12,6 +12,7 @@ import pytest
 from mlp_cli.config import OptimizerConfig
 from mlp_cli.config_file import load_config
 from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.dropout import draw_masks
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.network import init_params
 from mlp_cli.nn.optimizers import make_optimizer
@@ -19,6 +20,7 @@ from mlp_cli.nn.workspace import Workspace
 from mlp_cli.reports.info import info_for_config, network_info
 
 STEP, EVALUATION = "training step: activations, dZ2, gradients", "evaluation: folded weights, a block of n rows"
+DROPOUT = "dropout: masks, thinned X and A1"
 
 
 def test_parameters_and_shapes_follow_the_derivation() -> None:
@@ -81,13 +83,15 @@ def test_to_dict_is_json_and_consistent() -> None:
     assert data["memory"]["total_bytes"] == sum(c["value"] for c in data["memory"]["items"])
 
 
-@pytest.mark.parametrize(("optimizer", "l2", "dtype"), [("sgd", 0.0, "float32"), ("adam", 1e-3, "float64")])
+@pytest.mark.parametrize(("optimizer", "l2", "dtype", "dropout"), [
+    ("sgd", 0.0, "float32", 0.0), ("adam", 1e-3, "float64", 0.0), ("momentum", 0.0, "float32", 0.3),
+])
 def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_allocate(
-    optimizer: str, l2: float, dtype: str
+    optimizer: str, l2: float, dtype: str, dropout: float
 ) -> None:
     B, h, n_train, n_dev = 512, 40, 2_500, 2_000  # a (B, k) buffer: 20 kB; evaluation blocks of 2,000 rows
     info = network_info(h, batch_size=B, dtype=dtype, optimizer=optimizer, l2=l2, train_examples=n_train,
-                        dev_examples=n_dev)
+                        dev_examples=n_dev, dropout=dropout, input_dropout=dropout)
     memory = {c.what: c.value for c in info.memory}
     rng = np.random.default_rng(0)
     params = init_params(h, rng, "xavier", dtype)
@@ -99,14 +103,16 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
         before = tracemalloc.get_traced_memory()[0]
         workspace = Workspace()
         optim = make_optimizer(OptimizerConfig(name=optimizer), params.as_dict())
-        _, grads = loss_and_gradients(params, X[:B], y[:B], l2, workspace)
+        masks = draw_masks(rng, B, 784, h, dropout, dropout, np.dtype(dtype), workspace) if dropout else None
+        _, grads = loss_and_gradients(params, X[:B], y[:B], l2, workspace, masks)
         optim.step(params.as_dict(), grads.as_dict(), 0.1)
         loss_and_accuracy(params, X, y, workspace=workspace)
         loss_and_accuracy(params, X[:n_dev], y[:n_dev], workspace=workspace)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert memory[STEP] + memory[EVALUATION] == workspace.nbytes
+    assert memory[STEP] + memory[EVALUATION] + memory.get(DROPOUT, 0) == workspace.nbytes
+    assert (DROPOUT in memory) == (dropout > 0)
     optimizer_bytes = sum(a.nbytes for a in optim.arrays().values())
     assert memory[f"{optimizer} state"] + memory["optimiser scratch"] == optimizer_bytes
     # and nothing else stays allocated but small Python objects (array headers, dicts: about 10 kB)
@@ -134,3 +140,13 @@ def test_info_for_a_checkpoint_shows_the_run(mnist_data_dir: Path, tmp_path: Pat
     text = invoke("info", deep).stdout
     assert f"{deep} (epoch {ckpt.epoch})" in text.splitlines()  # the header, whole on its line
     assert "dev accuracy" in text and facts["saved"] in text
+
+
+def test_dropout_adds_its_products_and_buffers() -> None:
+    plain, thinned = network_info(300), network_info(300, dropout=0.5, input_dropout=0.2)
+    assert [c.what for c in thinned.forward][:1] == ["X~ = X * M0"]
+    assert "A1~ = A1 * M1" in [c.what for c in thinned.forward] and "dA1 *= M1" in [c.what for c in thinned.backward]
+    extra = {c.what: c.value for c in thinned.memory}[DROPOUT]
+    assert thinned.memory_bytes - plain.memory_bytes == extra == 1000 * (784 + 300) * (1 + 4 + 4)
+    hidden_only = network_info(300, dropout=0.5)
+    assert "X~ = X * M0" not in [c.what for c in hidden_only.forward]

@@ -17,6 +17,8 @@ Examples:
 
   mlp gradcheck --hidden 32 --batch 4 --seed 7 --json
 
+  mlp gradcheck --set train.dropout=0.3 --set train.input_dropout=0.2   (through dropout masks)
+
 Exit status: 0 when every parameter passes, 1 when one fails.
 """
 
@@ -25,7 +27,8 @@ Exit status: 0 when every parameter passes, 1 when one fails.
 def gradcheck_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="Take hidden size, init and L2 from this config (or a name in configs/)."),
+        typer.Option("--config", "-c",
+                     help="Take hidden size, init, L2 and dropout from this config (or a name in configs/)."),
     ] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (default: the config's).")] = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="Examples in the random batch.")] = 16,
@@ -34,12 +37,16 @@ def gradcheck_command(
     samples: Annotated[
         int, typer.Option(min=1, help="Entries compared per parameter (all of them if it has fewer).")
     ] = 30,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check the hand-derived gradients against central finite differences.
 
     Runs loss_and_gradients (mlp_cli/nn/backprop.py, the tuned step training uses) in float64 on a
-    random batch, with the config's hidden size, init and L2. The equations it implements are
+    random batch, with the config's hidden size, init, L2 and dropout (masks drawn for the batch,
+    used on both sides). The equations it implements are
     written out line by line in backprop() in the same module, the plain reference.
 
     Per parameter: ||analytic - numeric|| / (||analytic|| + ||numeric||) over sampled entries; < 1e-6 passes.
@@ -48,10 +55,10 @@ def gradcheck_command(
     from mlp_cli.nn.gradcheck import gradcheck
 
     overrides = {"model.hidden": hidden, "train.l2": l2}
-    resolved = load_config(resolve_config_path(config), overrides)
-    result = gradcheck(
-        resolved.model.hidden, batch, resolved.train.l2, resolved.model.init, seed, samples=samples
-    )
+    resolved = load_config(resolve_config_path(config), overrides, tuple(set_ or ()))
+    train = resolved.train
+    result = gradcheck(resolved.model.hidden, batch, train.l2, resolved.model.init, seed, samples=samples,
+                       dropout=train.dropout, input_dropout=train.input_dropout)
     if json_output:
         typer.echo(strict_json(result.to_dict()))
     else:
@@ -66,7 +73,9 @@ def _print_result(result: Any) -> None:
 
     table = Table(
         title=(f"784-{result.hidden}-10, batch {result.batch_size}, init {result.init}, l2 {result.l2:g}, "
-               f"float64, eps {result.eps:g}, seed {result.seed}"),
+               + (f"dropout {result.dropout:g} (inputs {result.input_dropout:g}), "
+                  if result.dropout or result.input_dropout else "")
+               + f"float64, eps {result.eps:g}, seed {result.seed}"),
         title_justify="left",
     )
     for name in ("param", "shape", "checked", "max |grad|", "max |error|", "relative error", ""):

@@ -5,7 +5,8 @@ line per equation, in row notation (X is (B, d), rows are examples). Read it fir
 applied to the forward lines from the bottom up; because the loss is the cross-entropy of a
 softmax, the two derivatives collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (see
 ``network.log_softmax_backward`` for when that holds); the sigmoid's derivative is taken from its
-saved output, A1 (1 - A1), so Z1 need not be kept.
+saved output, A1 (1 - A1), so Z1 need not be kept. Dropout (``nn.dropout``) adds three
+products with its masks and changes nothing else; without masks the lines are the seed's.
 
 ``loss_and_gradients`` computes the same numbers with the buffers of a :class:`StepBuffers`
 (allocated once per batch shape, so the hot loop allocates no arrays; numpy keeps its own fixed
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlp_cli.nn.dropout import HiddenMaskBuffers, InputMaskBuffers, Masks
 from mlp_cli.nn.network import (
     Params,
     cross_entropy,
@@ -33,25 +35,33 @@ from mlp_cli.nn.network import (
 from mlp_cli.nn.workspace import Layout, Workspace, buffer, layout
 
 
-def backprop(params: Params, X: np.ndarray, y: np.ndarray, l2: float = 0.0) -> tuple[float, Params]:
+def backprop(
+    params: Params, X: np.ndarray, y: np.ndarray, l2: float = 0.0, masks: Masks | None = None
+) -> tuple[float, Params]:
     """The reference: mean cross-entropy of the batch and the gradients of J + lambda (|W1|^2 + |W2|^2).
 
     X (B, d) float, y (B,) int labels; returns the loss without the L2 term and the gradients in a
-    Params of the parameters' shapes.
+    Params of the parameters' shapes. ``masks`` (dropout, see ``nn.dropout``) thin the inputs
+    and the hidden units; without them every line is the seed's.
     """
     W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
+    M0, M1 = (masks.inputs, masks.hidden) if masks is not None else (None, None)
     B, k = X.shape[0], W2.shape[1]
     Y = np.eye(k, dtype=X.dtype)[y]  # one-hot labels                                       (B, k)
+    if M0 is not None:
+        X = X * M0  # X~ = X * M0: input dropout                                              (B, d)
     Z1 = X @ W1 + b1  # Z1 = X W1 + b1                                                         (B, h)
     A1 = sigmoid(Z1)  # A1 = sigmoid(Z1)                                                       (B, h)
-    Z2 = A1 @ W2 + b2  # Z2 = A1 W2 + b2                                                       (B, k)
+    H = A1 if M1 is None else A1 * M1  # A1~ = A1 * M1: hidden dropout (else A1~ = A1)        (B, h)
+    Z2 = H @ W2 + b2  # Z2 = A1~ W2 + b2                                                       (B, k)
     P = softmax(Z2)  # P = softmax(Z2), row-wise                                               (B, k)
     J = cross_entropy(Z2, y).mean()  # J = -(1/B) sum_i log P[i, y_i]                          ()
     dZ2 = (P - Y) / B  # dJ/dZ2 = (P - Y) / B                                                  (B, k)
-    dW2 = A1.T @ dZ2 + 2 * l2 * W2  # dJ/dW2 = A1^T dZ2 (+ 2 lambda W2)                        (h, k)
+    dW2 = H.T @ dZ2 + 2 * l2 * W2  # dJ/dW2 = A1~^T dZ2 (+ 2 lambda W2)                       (h, k)
     db2 = dZ2.sum(axis=0)  # dJ/db2 = sum over rows of dZ2                                    (k,)
-    dZ1 = (dZ2 @ W2.T) * A1 * (1 - A1)  # dJ/dZ1 = (dZ2 W2^T) * A1 * (1 - A1)                 (B, h)
-    dW1 = X.T @ dZ1 + 2 * l2 * W1  # dJ/dW1 = X^T dZ1 (+ 2 lambda W1)                          (d, h)
+    dA1 = dZ2 @ W2.T if M1 is None else (dZ2 @ W2.T) * M1  # dJ/dA1 = (dZ2 W2^T) * M1         (B, h)
+    dZ1 = dA1 * A1 * (1 - A1)  # dJ/dZ1 = dA1 * A1 * (1 - A1)                                  (B, h)
+    dW1 = X.T @ dZ1 + 2 * l2 * W1  # dJ/dW1 = X~^T dZ1 (+ 2 lambda W1)                         (d, h)
     db1 = dZ1.sum(axis=0)  # dJ/db1 = sum over rows of dZ1                                    (h,)
     return float(J), Params(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
@@ -111,9 +121,19 @@ def inplace_sigmoid_derivative(A: np.ndarray, delta: np.ndarray, scratch: np.nda
 
 def forward_into(params: Params, X: np.ndarray, A1: np.ndarray, A1W2: np.ndarray, Z2: np.ndarray) -> None:
     """The forward pass into given buffers: A1 = sigmoid(X @ W1 + b1) (n, h), Z2 = A1 @ W2 + b2 (n, k)."""
+    hidden_into(params, X, A1)
+    scores_into(params, A1, A1W2, Z2)
+
+
+def hidden_into(params: Params, X: np.ndarray, A1: np.ndarray) -> None:
+    """A1 = sigmoid(X @ W1 + b1) (n, h), into the given buffer."""
     np.matmul(X, params.W1, out=A1)  # X @ W1                                              (n, h)
     A1 += params.b1  # Z1 = X @ W1 + b1                                                      (n, h)
     inplace_sigmoid(A1)  # A1 = sigmoid(Z1); Z1 is not needed again                          (n, h)
+
+
+def scores_into(params: Params, A1: np.ndarray, A1W2: np.ndarray, Z2: np.ndarray) -> None:
+    """Z2 = A1 @ W2 + b2 (n, k), into the given buffers (A1W2 row-major, Z2 any order)."""
     np.matmul(A1, params.W2, out=A1W2)  # A1 @ W2                                           (n, k)
     np.add(A1W2, params.b2, out=Z2)  # Z2 = A1 @ W2 + b2                                     (n, k)
 
@@ -161,11 +181,13 @@ def loss_and_gradients(
     y: np.ndarray,
     l2: float = 0.0,
     workspace: Workspace | None = None,
+    masks: Masks | None = None,
 ) -> tuple[float, Params]:
     """What ``backprop`` computes, tuned: the batch's mean cross-entropy and the gradients.
 
-    X (B, d) float, y (B,) int labels. The gradients (a Params of the parameters' shapes and
-    dtype) live in ``workspace`` and are overwritten by its next call.
+    X (B, d) float, y (B,) int labels, ``masks`` the batch's dropout masks if any. The gradients
+    (a Params of the parameters' shapes and dtype) live in ``workspace`` and are overwritten by
+    its next call.
     """
     W1, W2 = params.W1, params.W2
     sizes = {"B": X.shape[0], "d": W1.shape[0], "h": W1.shape[1], "k": W2.shape[1]}
@@ -173,15 +195,23 @@ def loss_and_gradients(
     buf = ws.get(StepBuffers, sizes, W1.dtype)
     A1, Z2, dZ1 = buf.A1, buf.Z2, buf.dZ1
     dW1, db1, dW2, db2 = buf.dW1, buf.db1, buf.dW2, buf.db2
+    M0, M1 = (masks.inputs, masks.hidden) if masks is not None else (None, None)
+    thin = {"B": sizes["B"], "d": sizes["d"], "h": sizes["h"]}  # the dropout buffers' sizes
 
-    forward_into(params, X, A1, buf.A1W2, Z2)  # A1 = sigmoid(X @ W1 + b1), Z2 = A1 @ W2 + b2
+    if M0 is not None:
+        X = np.multiply(X, M0, out=ws.get(InputMaskBuffers, thin, W1.dtype).X)  # X~ = X * M0  (B, d)
+    hidden_into(params, X, A1)  # A1 = sigmoid(X @ W1 + b1)                                     (B, h)
+    H = A1 if M1 is None else np.multiply(A1, M1, out=ws.get(HiddenMaskBuffers, thin, W1.dtype).A1)
+    scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2 (A1~ = A1 * M1, or A1)          (B, k)
     loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B
     dZ2 = flush_subnormals(Z2, buf.magnitude, buf.subnormal)  # dZ2 = (P - Y) / B             (B, k)
-    np.matmul(A1.T, dZ2, out=dW2)  # dW2 = A1.T @ dZ2                                          (h, k)
+    np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)
+    if M1 is not None:
+        dZ1 *= M1  # dA1 = (dZ2 @ W2.T) * M1                                                  (B, h)
     inplace_sigmoid_derivative(A1, dZ1, buf.S)  # dZ1 = dA1 * A1 * (1 - A1)                    (B, h)
-    np.matmul(X.T, dZ1, out=dW1)  # dW1 = X.T @ dZ1                                            (d, h)
+    np.matmul(X.T, dZ1, out=dW1)  # dW1 = X~.T @ dZ1                                           (d, h)
     np.matmul(buf.ones, dZ1, out=db1)  # db1 = 1^T dZ1: the row sum as a BLAS product          (h,)
     if l2 > 0.0:
         penalty = ws.get(L2Buffers, sizes, W1.dtype)

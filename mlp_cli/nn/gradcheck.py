@@ -30,7 +30,9 @@ The point checked is a freshly initialised network (the run's init and hidden si
 biases instead of zeros, so that every term of the forward pass matters. The inputs are a random
 batch X ~ N(0, 1) / sqrt(d) (so a hidden unit's pre-activation has about the spread of one
 weight, and the sigmoid is not saturated for any init) with uniformly random labels. The check is
-about the formulas, and random data exercise every entry.
+about the formulas, and random data exercise every entry. With dropout rates the batch gets
+masks drawn like a training batch's, and both sides use them: the gradients checked are then
+those of the thinned network (``nn.dropout``), whose objective ``thinned_logits`` computes plainly.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ import numpy as np
 
 from mlp_cli.nn import backprop
 from mlp_cli.nn import network as model
+from mlp_cli.nn.dropout import Masks, draw_masks, thinned_logits
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
+from mlp_cli.nn.workspace import Workspace
 
 EPS = 1e-5  # finite-difference step
 TOLERANCE = 1e-6  # largest relative error that passes (typical: 1e-10 .. 1e-8)
@@ -83,6 +87,8 @@ class GradcheckResult:
     tolerance: float
     loss: float
     checks: tuple[ParamCheck, ...]
+    dropout: float = 0.0
+    input_dropout: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -91,14 +97,16 @@ class GradcheckResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "hidden": self.hidden, "batch_size": self.batch_size, "l2": self.l2, "init": self.init,
-            "seed": self.seed, "dtype": "float64", "eps": self.eps, "tolerance": self.tolerance,
+            "seed": self.seed, "dropout": self.dropout, "input_dropout": self.input_dropout,
+            "dtype": "float64", "eps": self.eps, "tolerance": self.tolerance,
             "loss": self.loss, "passed": self.passed, "params": [c.to_dict() for c in self.checks],
         }
 
 
-def objective(params: Params, X: np.ndarray, y: np.ndarray, l2: float) -> float:
+def objective(params: Params, X: np.ndarray, y: np.ndarray, l2: float, masks: Masks | None = None) -> float:
     """J_reg = mean cross-entropy + lambda (|W1|^2 + |W2|^2), by the plain forward path."""
-    return float(np.mean(model.cross_entropy(model.logits(params, X), y))) + model.l2_penalty(params, l2)
+    scores = model.logits(params, X) if masks is None else thinned_logits(params, X, masks)
+    return float(np.mean(model.cross_entropy(scores, y))) + model.l2_penalty(params, l2)
 
 
 def random_batch(batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -119,13 +127,16 @@ def check_gradients(
     eps: float = EPS,
     tolerance: float = TOLERANCE,
     gradient_fn: GradientFn | None = None,
+    masks: Masks | None = None,
 ) -> tuple[float, tuple[ParamCheck, ...]]:
     """Compare ``gradient_fn`` (default ``loss_and_gradients``) with central differences
-    on up to ``samples`` random entries of each parameter. Works on a float64 copy of params."""
+    on up to ``samples`` random entries of each parameter. Works on a float64 copy of params.
+    With ``masks`` (dropout) the objective is the thinned network's, and ``gradient_fn`` is
+    called with ``masks=``."""
     gradient_fn = gradient_fn or backprop.loss_and_gradients
     params = Params(**{k: np.array(v, dtype=np.float64) for k, v in params.as_dict().items()})
     X = np.asarray(X, dtype=np.float64)
-    loss, grads = gradient_fn(params, X, y, l2)
+    loss, grads = gradient_fn(params, X, y, l2) if masks is None else gradient_fn(params, X, y, l2, masks=masks)
     checks = []
     for name in PARAM_NAMES:
         array, analytic_all = params[name], np.asarray(grads[name])
@@ -137,9 +148,9 @@ def check_gradients(
         for i, index in enumerate(flat_indices):
             saved = flat[index]
             flat[index] = saved + eps
-            plus = objective(params, X, y, l2)
+            plus = objective(params, X, y, l2, masks)
             flat[index] = saved - eps
-            minus = objective(params, X, y, l2)
+            minus = objective(params, X, y, l2, masks)
             flat[index] = saved
             numeric[i] = (plus - minus) / (2 * eps)  # dJ/dp ~ (J(p + eps) - J(p - eps)) / 2 eps
         checks.append(_compare(name, array.shape, analytic, numeric, tolerance))
@@ -178,9 +189,12 @@ def gradcheck(
     eps: float = EPS,
     tolerance: float = TOLERANCE,
     gradient_fn: GradientFn | None = None,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
 ) -> GradcheckResult:
-    """Initialise a float64 network like a run would (``init``, ``seed``), draw a random batch and
-    check every parameter's gradient. Seeded: the same arguments give the same numbers."""
+    """Initialise a float64 network like a run would (``init``, ``seed``), draw a random batch
+    (and its dropout masks, with these rates) and check every parameter's gradient. Seeded: the
+    same arguments give the same numbers."""
     rng = np.random.default_rng(seed)
     params = model.init_params(hidden, rng, init, dtype="float64")
     # A run starts with zero biases; random ones make the point generic, so that a backward pass
@@ -188,10 +202,13 @@ def gradcheck(
     params.b1[:] = 0.5 * rng.standard_normal(hidden)
     params.b2[:] = 0.5 * rng.standard_normal(CLASSES)
     X, y = random_batch(batch_size, rng)
+    masks = None
+    if dropout > 0 or input_dropout > 0:
+        masks = draw_masks(rng, batch_size, INPUTS, hidden, input_dropout, dropout, np.dtype(np.float64), Workspace())
     loss, checks = check_gradients(
-        params, X, y, l2, rng=rng, samples=samples, eps=eps, tolerance=tolerance, gradient_fn=gradient_fn
+        params, X, y, l2, rng=rng, samples=samples, eps=eps, tolerance=tolerance, gradient_fn=gradient_fn, masks=masks
     )
     return GradcheckResult(
         hidden=hidden, batch_size=batch_size, l2=l2, init=init, seed=seed, eps=eps,
-        tolerance=tolerance, loss=loss, checks=checks,
+        tolerance=tolerance, loss=loss, checks=checks, dropout=dropout, input_dropout=input_dropout,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlp_cli.nn.backprop import step_layout
+from mlp_cli.nn.dropout import dropout_layout
 from mlp_cli.nn.evaluation import evaluation_layout
 from mlp_cli.nn.network import CLASSES, INPUTS
 from mlp_cli.nn.registry import OPTIMIZERS
@@ -134,6 +135,8 @@ def network_info(
     train_examples: int = 50_000,
     dev_examples: int = 10_000,
     shuffle: bool = True,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
 ) -> NetworkInfo:
     """The account for a 784-h-10 network trained with these settings."""
     d, h, k, B = INPUTS, hidden, CLASSES, min(batch_size, max(train_examples, 1))
@@ -143,14 +146,14 @@ def network_info(
         Tensor("W2", "R^{h×10}", (h, k)),
         Tensor("b2", "R^10", (k,)),
     )
-    forward = (
+    forward: tuple[Cost, ...] = (
         Cost("Z1 = X W1 + b1", "2dh + h", 2 * d * h + h),
         Cost("A1 = sigmoid(Z1)", "4h", 4 * h),
         Cost("Z2 = A1 W2 + b2", "2hk + k", 2 * h * k + k),
         Cost("P = softmax(Z2)", "5k", 5 * k),  # max, subtract, exp, sum, divide,
         Cost("J = -log P[y]", "2", 2),  # log of the sum, minus the true score,
     )
-    backward = (
+    backward: tuple[Cost, ...] = (
         Cost("dZ2 = (P - Y) / B", "k + 1", k + 1),
         Cost("dW2 = A1^T dZ2", "2hk", 2 * h * k),
         Cost("db2 = sum dZ2", "k", k),
@@ -159,6 +162,8 @@ def network_info(
         Cost("dW1 = X^T dZ1", "2dh", 2 * d * h),
         Cost("db1 = sum dZ1", "h", h),
     )
+    if input_dropout > 0 or dropout > 0:
+        forward, backward = _with_dropout(forward, backward, h, input_dropout, dropout)
     n_params = sum(t.size for t in tensors)
     n_weights = d * h + h * k
     spec = OPTIMIZERS[optimizer]
@@ -168,11 +173,29 @@ def network_info(
         per_step.insert(0, Cost("dW += 2 lambda W", "2 (dh + hk)", 2 * n_weights))
 
     memory = _memory(B, h, dtype, optimizer, l2, train_examples, dev_examples, shuffle)
+    thinning = dropout_layout(B, d, h, input_dropout, dropout)
+    if thinning:
+        memory = (*memory[:4], Cost("dropout: masks, thinned X and A1", _formula(thinning), _bytes(thinning, dtype)),
+                  *memory[4:])
     return NetworkInfo(
         hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
         train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
         forward=forward, backward=backward, per_step=tuple(per_step), memory=memory,
     )
+
+
+def _with_dropout(
+    forward: tuple[Cost, ...], backward: tuple[Cost, ...], h: int, input_rate: float, hidden_rate: float
+) -> tuple[tuple[Cost, ...], tuple[Cost, ...]]:
+    """The passes with dropout's products: X~ = X * M0 first, A1~ = A1 * M1 after the sigmoid,
+    dA1 *= M1 before the sigmoid's derivative (drawing the masks is not counted)."""
+    d = INPUTS
+    if hidden_rate > 0:
+        forward = (*forward[:2], Cost("A1~ = A1 * M1", "h", h), *forward[2:])
+        backward = (*backward[:4], Cost("dA1 *= M1", "h", h), *backward[4:])
+    if input_rate > 0:
+        forward = (Cost("X~ = X * M0", "d", d), *forward)
+    return forward, backward
 
 
 def _memory(
@@ -223,6 +246,7 @@ def info_for_config(config: Any, hidden: int | None = None) -> NetworkInfo:
         batch_size=config.train.batch_size, dtype=config.model.dtype,
         optimizer=config.optimizer.name, l2=config.train.l2,
         train_examples=train, dev_examples=dev, shuffle=config.train.shuffle,
+        dropout=config.train.dropout, input_dropout=config.train.input_dropout,
     )
 
 

@@ -31,7 +31,7 @@ from mlp_cli.training.metrics import EpochMetrics
 from mlp_cli.training.record import RunRecord
 from mlp_cli.training.resume import check_resumable
 from mlp_cli.training.state import TrainState
-from mlp_cli.training.step import DivergenceGuard, evaluate_splits, train_step
+from mlp_cli.training.step import DivergenceGuard, Dropout, evaluate_splits, train_step
 
 
 class TrainingInterrupted(MlpError):
@@ -86,13 +86,14 @@ def train(
     start_batch = state.start_batch(steps)
     record, batches = RunRecord(run_dir, config, data), Batches(data, config)
     guard, workspace = DivergenceGuard(run_dir, state.params.W2.shape[1]), Workspace()
+    dropout, hidden = Dropout(config, workspace), state.params.hidden
     rows: list[EpochMetrics] = []
     run_start = time.perf_counter()
     observer.on_start(config, run_dir, steps, state.epoch + 1)
     while state.epoch < config.train.epochs:
         epoch, epoch_start = state.epoch + 1, time.perf_counter()
         for batch, X, y in batches.epoch(epoch, start_batch):
-            loss = train_step(state, X, y, config.train.l2, workspace)
+            loss = train_step(state, X, y, config.train.l2, workspace, dropout.masks(epoch, batch, X, hidden))
             guard.check(loss, state, epoch, batch + 1)
             observer.on_step(epoch, batch + 1, steps, loss)
             if batch + 1 < steps and stop_requested():

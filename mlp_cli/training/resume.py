@@ -35,7 +35,9 @@ RESUME_RULES: dict[str, bool] = {
     "model": False,  # architecture, initialisation, dtype
     "train": False,  # batch size, seed and shuffling fix each step's batch...
     "train.epochs": True,  # ... but the length of the run and
-    "train.l2": True,  # the penalty may change
+    "train.l2": True,  # the penalty
+    "train.dropout": True,  # and dropout may change
+    "train.input_dropout": True,
     "optimizer": True,  # rate and hyper-parameters...
     "optimizer.name": False,  # ... but not the optimiser, whose state the checkpoint holds
     "schedule": True,

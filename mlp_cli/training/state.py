@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlp_cli.errors import CheckpointError, UsageError
+from mlp_cli.nn.dropout import DROPOUT_STREAM
 from mlp_cli.nn.network import Params, init_params
 from mlp_cli.nn.optimizers import Optimizer, make_optimizer
 from mlp_cli.nn.schedules import PlateauSchedule, Schedule, make_schedule
@@ -130,6 +131,8 @@ def checkpoint_meta(state: TrainState, config: Config, data: TrainingData, accur
         "rng": {"seed": seed, "init": "default_rng(seed)", "shuffle": "default_rng([seed, epoch])"},
         "saved_at": datetime.now().isoformat(timespec="seconds"),
     }
+    if config.train.dropout > 0 or config.train.input_dropout > 0:
+        meta["rng"]["dropout"] = f"default_rng([seed, {DROPOUT_STREAM:#x}, epoch, batch])"
     if state.plateau is not None:
         meta["plateau"] = state.plateau.state_dict()
     if state.stopper is not None:

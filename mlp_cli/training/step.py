@@ -1,8 +1,9 @@
 """One optimisation step, and the end-of-epoch evaluation.
 
 ``train_step`` is the whole inner loop of training: the hand-derived gradients of the batch
-(``nn.network.loss_and_gradients``) and one optimiser update with the schedule's rate. The
-benchmarks time this very function. ``DivergenceGuard`` turns a blown-up loss into an error
+(``nn.backprop.loss_and_gradients``, through the batch's dropout masks when the run uses
+dropout) and one optimiser update with the schedule's rate. The benchmarks time this very
+function. ``DivergenceGuard`` turns a blown-up loss into an error
 that names the last good checkpoint instead of a NaN run.
 """
 
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_cli.config import Config
 from mlp_cli.errors import TrainingError
 from mlp_cli.nn.backprop import loss_and_gradients
+from mlp_cli.nn.dropout import DROPOUT_STREAM, Masks, draw_masks
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.inputs import TrainingData
@@ -25,14 +28,35 @@ from mlp_cli.training.state import TrainState
 DIVERGENCE_FACTOR = 100.0
 
 
-def train_step(state: TrainState, X: np.ndarray, y: np.ndarray, l2: float, workspace: Workspace) -> float:
+def train_step(
+    state: TrainState, X: np.ndarray, y: np.ndarray, l2: float, workspace: Workspace, masks: Masks | None = None
+) -> float:
     """Update the parameters once from the batch (X (B, 784), y (B,)); returns its mean loss."""
     lr = state.schedule(state.step)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # judged by DivergenceGuard
-        loss, grads = loss_and_gradients(state.params, X, y, l2, workspace)
+        loss, grads = loss_and_gradients(state.params, X, y, l2, workspace, masks)
     state.optimizer.step(state.params.as_dict(), grads.as_dict(), lr)
     state.step += 1
     return loss
+
+
+class Dropout:
+    """The dropout masks of each training batch (None when the run uses no dropout).
+
+    A batch's masks come from ``default_rng([seed, DROPOUT_STREAM, epoch, batch])``: a pure
+    function of its position, so a run resumed at any batch draws the masks an uninterrupted one
+    would, whatever the rates were before a resume changed them.
+    """
+
+    def __init__(self, config: Config, workspace: Workspace) -> None:
+        self.seed, self.workspace = config.train.seed, workspace
+        self.inputs, self.hidden = config.train.input_dropout, config.train.dropout
+
+    def masks(self, epoch: int, batch: int, X: np.ndarray, hidden: int) -> Masks | None:
+        if self.inputs == 0 and self.hidden == 0:
+            return None
+        rng = np.random.default_rng([self.seed, DROPOUT_STREAM, epoch, batch])
+        return draw_masks(rng, X.shape[0], X.shape[1], hidden, self.inputs, self.hidden, X.dtype, self.workspace)
 
 
 def evaluate_splits(
