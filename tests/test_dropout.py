@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_the_tuned_step_equals_the_reference_through_the_masks(
     params.b1[:] = rng.standard_normal(hidden)
     X, y = random_batch(batch, rng)
     masks = masks_for(batch, hidden, input_rate, hidden_rate)
-    ref_loss, ref = backprop(params, X, y, 1e-3, Masks(masks.inputs, masks.hidden))
+    ref_loss, ref = backprop(params, X, y, 1e-3, masks)
     loss, grads = loss_and_gradients(params, X, y, 1e-3, Workspace(), masks)
     assert loss == pytest.approx(ref_loss, rel=1e-12)
     for name in PARAM_NAMES:
@@ -56,11 +57,13 @@ def test_the_tuned_step_equals_the_reference_through_the_masks(
 
 def test_masks_drop_the_fraction_asked_and_keep_the_expectation() -> None:
     masks = masks_for(400, 500, 0.2, 0.5)
-    assert masks.inputs is not None and masks.hidden is not None
-    for mask, rate in ((masks.inputs, 0.2), (masks.hidden, 0.5)):
-        assert set(np.unique(mask)) == {0.0, 1.0 / (1.0 - rate)}
+    assert masks.M0 is not None and masks.M1 is not None
+    for mask, rate in ((masks.M0, 0.2), (masks.M1, 0.5)):
+        values = np.unique(mask)
+        assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1.0 / (1.0 - rate), rel=1e-4)
         assert abs((mask == 0).mean() - rate) < 0.01
         assert abs(mask.mean() - 1.0) < 0.02  # inverted dropout: E[M] = 1
+    assert masks.input_scale * (1 - round(0.2 * 65536) / 65536) == pytest.approx(1.0)  # E[M] = 1 exactly
     only_hidden = masks_for(4, 10, 0.0, 0.3)
     assert only_hidden.inputs is None and only_hidden.hidden is not None
 
@@ -80,7 +83,7 @@ def test_a_gradient_that_ignores_a_mask_fails_the_check(forgotten: str) -> None:
     masks = masks_for(8, 16, 0.3, 0.5)
 
     def wrong(p, X, y, l2, masks: Masks):
-        kept = Masks(None, masks.hidden) if forgotten == "inputs" else Masks(masks.inputs, None)
+        kept = replace(masks, inputs=None) if forgotten == "inputs" else replace(masks, hidden=None)
         return backprop(p, X, y, l2, kept)
 
     _, checks = check_gradients(params, X, y, rng=rng, samples=15, gradient_fn=wrong, masks=masks)
@@ -104,10 +107,11 @@ def test_masks_are_a_function_of_the_batch_position(tmp_path: Path) -> None:
     a, b = Dropout(config(tmp_path), Workspace()), Dropout(config(tmp_path), Workspace())
     first, again = a.masks(2, 5, X, 16), b.masks(2, 5, X, 16)
     assert first is not None and again is not None
-    np.testing.assert_array_equal(first.hidden, again.hidden)
-    np.testing.assert_array_equal(first.inputs, again.inputs)
+    np.testing.assert_array_equal(first.M1, again.M1)
+    np.testing.assert_array_equal(first.M0, again.M0)
+    held = first.M1
     other = b.masks(2, 6, X, 16)
-    assert other is not None and not np.array_equal(other.hidden, first.hidden)
+    assert other is not None and not np.array_equal(other.M1, held)
     assert Dropout(config(tmp_path, **{"train.dropout": 0.0, "train.input_dropout": 0.0}), Workspace()).masks(
         1, 0, X, 16) is None
 

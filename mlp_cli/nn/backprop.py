@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlp_cli.nn.dropout import HiddenMaskBuffers, InputMaskBuffers, Masks
+from mlp_cli.nn.dropout import NO_MASKS, HiddenMaskBuffers, InputMaskBuffers, Masks
 from mlp_cli.nn.network import (
     Params,
     cross_entropy,
@@ -45,7 +45,7 @@ def backprop(
     and the hidden units; without them every line is the seed's.
     """
     W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
-    M0, M1 = (masks.inputs, masks.hidden) if masks is not None else (None, None)
+    M0, M1 = (masks.M0, masks.M1) if masks is not None else (None, None)  # 0 or 1 / (1 - p)
     B, k = X.shape[0], W2.shape[1]
     Y = np.eye(k, dtype=X.dtype)[y]  # one-hot labels                                       (B, k)
     if M0 is not None:
@@ -138,6 +138,13 @@ def scores_into(params: Params, A1: np.ndarray, A1W2: np.ndarray, Z2: np.ndarray
     np.add(A1W2, params.b2, out=Z2)  # Z2 = A1 @ W2 + b2                                     (n, k)
 
 
+def thin_into(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """out <- A * M = (A * keep) * scale, M a dropout mask (``nn.dropout``); out may be A."""
+    np.multiply(A, keep, out=out)
+    out *= scale
+    return out
+
+
 def inplace_softmax_minus_onehot(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers) -> float:
     """Z2 <- (softmax(Z2) - Y) / B, row-wise, Y one-hot; returns J = -(1/B) sum_i log P[i, y_i].
 
@@ -195,21 +202,23 @@ def loss_and_gradients(
     buf = ws.get(StepBuffers, sizes, W1.dtype)
     A1, Z2, dZ1 = buf.A1, buf.Z2, buf.dZ1
     dW1, db1, dW2, db2 = buf.dW1, buf.db1, buf.dW2, buf.db2
-    M0, M1 = (masks.inputs, masks.hidden) if masks is not None else (None, None)
+    masks = masks or NO_MASKS
     thin = {"B": sizes["B"], "d": sizes["d"], "h": sizes["h"]}  # the dropout buffers' sizes
 
-    if M0 is not None:
-        X = np.multiply(X, M0, out=ws.get(InputMaskBuffers, thin, W1.dtype).X)  # X~ = X * M0  (B, d)
+    if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
+        X = thin_into(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, thin, W1.dtype).X)
     hidden_into(params, X, A1)  # A1 = sigmoid(X @ W1 + b1)                                     (B, h)
-    H = A1 if M1 is None else np.multiply(A1, M1, out=ws.get(HiddenMaskBuffers, thin, W1.dtype).A1)
-    scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2 (A1~ = A1 * M1, or A1)          (B, k)
+    H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
+    if masks.hidden is not None:
+        H = thin_into(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, thin, W1.dtype).A1)
+    scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
     loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B
     dZ2 = flush_subnormals(Z2, buf.magnitude, buf.subnormal)  # dZ2 = (P - Y) / B             (B, k)
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)
-    if M1 is not None:
-        dZ1 *= M1  # dA1 = (dZ2 @ W2.T) * M1                                                  (B, h)
+    if masks.hidden is not None:  # dA1 = (dZ2 @ W2.T) * M1                                   (B, h)
+        thin_into(dZ1, masks.hidden, masks.hidden_scale, dZ1)
     inplace_sigmoid_derivative(A1, dZ1, buf.S)  # dZ1 = dA1 * A1 * (1 - A1)                    (B, h)
     np.matmul(X.T, dZ1, out=dW1)  # dW1 = X~.T @ dZ1                                           (d, h)
     np.matmul(buf.ones, dZ1, out=db1)  # db1 = 1^T dZ1: the row sum as a BLAS product          (h,)
