@@ -9,7 +9,7 @@ Full mode (tens of minutes on 2 cores) measures, on real MNIST:
    (see benchmarks/epoch.py);
 2. ``mlp train --config configs/cs229.yaml`` from process start to exit vs the same job in
    PyTorch with flush-to-zero (benchmarks/torch_cs229.py), runs interleaved;
-3. time to 98% test accuracy with configs/best.yaml (skipped when the file is missing);
+3. time to 98% test accuracy with configs/best-30.yaml (skipped when the file is missing);
 4. ``mlp --help`` start-up, loading the cached dataset, ``mlp eval`` on the 10,000 test images,
    and the peak resident memory of a default training run.
 
@@ -239,11 +239,11 @@ def bench_memory(args: argparse.Namespace, data_dir: Path, work: Path) -> dict[s
 def bench_time_to_accuracy(
     args: argparse.Namespace, data_dir: Path, work: Path, target: float = 0.98
 ) -> dict[str, Any]:
-    """Train configs/best.yaml keeping every epoch's checkpoint; the first epoch whose test
+    """Train configs/best-30.yaml keeping every epoch's checkpoint; the first epoch whose test
     accuracy reaches ``target``, and when (its checkpoint's mtime) after the process started."""
-    config = REPO_ROOT / "configs" / "best.yaml"
+    config = REPO_ROOT / "configs" / "best-30.yaml"
     if not config.exists():
-        return {"skipped": "configs/best.yaml does not exist"}
+        return {"skipped": "configs/best-30.yaml does not exist"}
     if args.smoke:
         return {"skipped": "smoke mode"}
     from mlp_cli.reports.evaluate import evaluate, load_split
@@ -251,8 +251,8 @@ def bench_time_to_accuracy(
 
     out = work / "best"
     machine.wait_for_quiet(max_wait=args.max_wait, log=log)
-    log("time to 98% test accuracy with configs/best.yaml ...")
-    run = checked(run_process(train_command("configs/best.yaml", data_dir, out, "--set", "run.checkpoint_every=1")))
+    log("time to 98% test accuracy with configs/best-30.yaml ...")
+    run = checked(run_process(train_command("configs/best-30.yaml", data_dir, out, "--set", "run.checkpoint_every=1")))
     reached = None
     epochs = []
     for path in sorted(out.glob("epoch-*.npz")):
@@ -341,7 +341,7 @@ def format_table(results: dict[str, Any]) -> str:
         reached = tta.get("reached")
         text = tta.get("skipped") or (
             f"{tta['seconds']:.1f} s (epoch {reached['epoch']})" if reached else "not reached")
-        lines.append(f"time to 98% test accuracy (configs/best.yaml): {text}")
+        lines.append(f"time to 98% test accuracy (configs/best-30.yaml): {text}")
     for key, label in (("startup", "mlp --help"), ("eval", "mlp eval (10,000 test images)")):
         if key in results:
             lines.append(f"{label}: {results[key]['median']:.3f} s")

@@ -1,6 +1,6 @@
 """How fast `mlp sweep` gets through trials: ``python -m benchmarks.sweeps`` (a few minutes).
 
-1. Trials per hour for a sweep of small trials (configs/best.yaml on 10,000 training images,
+1. Trials per hour for a sweep of small trials (configs/best-30.yaml on 10,000 training images,
    2 epochs, 8 learning rates): ``--jobs 1`` (one process, the BLAS library's default threads:
    both cores; and, to see where the difference comes from, with one thread) against
    ``--jobs 2`` (two processes, one BLAS thread each). Whole commands, from
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SMALL = ["--config", "best", "--set", "data.limit=10000", "--set", "train.epochs=2",
+SMALL = ["--config", "best-30", "--set", "data.limit=10000", "--set", "train.epochs=2",
          "--set", "optimizer.lr=0.02,0.03,0.05,0.07,0.1,0.14,0.2,0.3"]
 TRIVIAL = ["--config", "default", "--set", "model.hidden=8", "--set", "data.limit=100", "--set", "data.dev_size=100",
            "--set", "train.batch_size=100", "--set", "train.epochs=1"]
