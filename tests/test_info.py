@@ -150,3 +150,17 @@ def test_dropout_adds_its_products_and_buffers() -> None:
     assert thinned.memory_bytes - plain.memory_bytes == extra == 1000 * (784 + 300) * (1 + 4)  # keep, thinned
     hidden_only = network_info(300, dropout=0.5)
     assert "X~ = X * M0" not in [c.what for c in hidden_only.forward]
+
+
+def test_info_names_the_dropout_rates(tmp_path: Path) -> None:
+    from helpers import mlp as invoke
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  dropout: 0.25\n  input_dropout: 0.1\n")
+    shown = invoke("info", "--config", config)
+    assert shown.exit_code == 0, shown.output
+    words = " ".join(shown.stdout.split())  # the header wraps at the terminal's width
+    assert "dropout 0.25 (pixels 0.1)" in words and "X~ = X * M0" in words
+    data = json.loads(invoke("info", "--config", config, "--json").stdout)
+    assert (data["dropout"], data["input_dropout"]) == (0.25, 0.1)
+    assert "dropout" not in " ".join(invoke("info").stdout.split())

@@ -92,8 +92,10 @@ def _print_info(source: str, info: Any, facts: dict[str, str] | None) -> None:
 
     console = Console(highlight=False)
     console.print(escape(source), style="bold", soft_wrap=True)  # a long path runs on, never broken
-    console.print(f"[bold]784-{info.hidden}-10[/] sigmoid/softmax network; {info.dtype}, "
-                  f"batch {info.batch_size}, {info.optimizer}, l2 {info.l2:g}; "
+    settings = f"batch {info.batch_size}, {info.optimizer}, l2 {info.l2:g}"
+    if info.dropout or info.input_dropout:
+        settings += f", dropout {info.dropout:g} (pixels {info.input_dropout:g})"
+    console.print(f"[bold]784-{info.hidden}-10[/] sigmoid/softmax network; {info.dtype}, {settings}; "
                   f"{info.train_examples:,} train / {info.dev_examples:,} dev examples")
     if facts:
         run = Table(title="Run", title_justify="left", show_header=False)

@@ -71,6 +71,8 @@ class NetworkInfo:
     backward: tuple[Cost, ...]  # FLOPs per example
     per_step: tuple[Cost, ...]  # FLOPs per optimisation step
     memory: tuple[Cost, ...]  # bytes
+    dropout: float = 0.0  # of the hidden units
+    input_dropout: float = 0.0  # of the pixels
 
     @property
     def parameters(self) -> int:
@@ -109,6 +111,7 @@ class NetworkInfo:
             "architecture": f"{INPUTS}-{self.hidden}-{CLASSES}",
             "hidden": self.hidden, "dtype": self.dtype, "batch_size": self.batch_size,
             "optimizer": self.optimizer, "l2": self.l2,
+            "dropout": self.dropout, "input_dropout": self.input_dropout,
             "train_examples": self.train_examples, "dev_examples": self.dev_examples,
             "tensors": [{"name": t.name, "space": t.space, "shape": list(t.shape), "size": t.size}
                         for t in self.tensors],
@@ -181,6 +184,7 @@ def network_info(
         hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
         train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
         forward=forward, backward=backward, per_step=tuple(per_step), memory=memory,
+        dropout=dropout, input_dropout=input_dropout,
     )
 
 
