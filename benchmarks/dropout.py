@@ -37,17 +37,17 @@ def time_block(batch: int, ways: dict[str, tuple[float, float]], steps: int, rou
     setups = {}
     for name, (hidden, inputs) in ways.items():
         config = load_config(None, {"train.batch_size": batch, "train.dropout": hidden, "train.input_dropout": inputs,
-                                    "optimizer.lr": 0.01})
+                                    "optimizer.lr": 0.01, "model.hidden": 300})
         state = TrainState.around(config, init_params(300, np.random.default_rng(1)), steps_per_epoch=steps)
         workspace = Workspace()
         setups[name] = (state, workspace, Dropout(config, workspace))
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
         for name, (state, workspace, dropout) in setups.items():
-            train_step(state, X, y, 0.0, workspace, dropout.masks(1, 0, X, 300))  # warm: buffers, caches
+            train_step(state, X, y, 0.0, workspace, dropout.masks(1, 0, X))  # warm: buffers, caches
             start = time.perf_counter()
             for step in range(steps):
-                train_step(state, X, y, 0.0, workspace, dropout.masks(1, step, X, 300))
+                train_step(state, X, y, 0.0, workspace, dropout.masks(1, step, X))
             times[name].append((time.perf_counter() - start) / steps)
     return {name: statistics.median(values) for name, values in times.items()}
 

@@ -105,15 +105,15 @@ def last_params(run_dir: Path) -> dict[str, np.ndarray]:
 def test_masks_are_a_function_of_the_batch_position(tmp_path: Path) -> None:
     X = np.ones((64, INPUTS), dtype=np.float32)
     a, b = Dropout(config(tmp_path), Workspace()), Dropout(config(tmp_path), Workspace())
-    first, again = a.masks(2, 5, X, 16), b.masks(2, 5, X, 16)
+    first, again = a.masks(2, 5, X), b.masks(2, 5, X)
     assert first is not None and again is not None
     np.testing.assert_array_equal(first.M1, again.M1)
     np.testing.assert_array_equal(first.M0, again.M0)
     held = first.M1
-    other = b.masks(2, 6, X, 16)
+    other = b.masks(2, 6, X)
     assert other is not None and not np.array_equal(other.M1, held)
     assert Dropout(config(tmp_path, **{"train.dropout": 0.0, "train.input_dropout": 0.0}), Workspace()).masks(
-        1, 0, X, 16) is None
+        1, 0, X) is None
 
 
 def test_dropout_changes_training_deterministically(tmp_path: Path, data: TrainingData) -> None:

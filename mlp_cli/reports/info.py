@@ -149,24 +149,26 @@ def network_info(
         Tensor("W2", "R^{h×10}", (h, k)),
         Tensor("b2", "R^10", (k,)),
     )
-    forward: tuple[Cost, ...] = (
+    # dropout's products where its rates ask for them (drawing the masks is not counted)
+    forward = (
+        *((Cost("X~ = X * M0", "d", d),) if input_dropout > 0 else ()),
         Cost("Z1 = X W1 + b1", "2dh + h", 2 * d * h + h),
         Cost("A1 = sigmoid(Z1)", "4h", 4 * h),
+        *((Cost("A1~ = A1 * M1", "h", h),) if dropout > 0 else ()),
         Cost("Z2 = A1 W2 + b2", "2hk + k", 2 * h * k + k),
         Cost("P = softmax(Z2)", "5k", 5 * k),  # max, subtract, exp, sum, divide,
         Cost("J = -log P[y]", "2", 2),  # log of the sum, minus the true score,
     )
-    backward: tuple[Cost, ...] = (
+    backward = (
         Cost("dZ2 = (P - Y) / B", "k + 1", k + 1),
         Cost("dW2 = A1^T dZ2", "2hk", 2 * h * k),
         Cost("db2 = sum dZ2", "k", k),
         Cost("dA1 = dZ2 W2^T", "2hk", 2 * h * k),
+        *((Cost("dA1 *= M1", "h", h),) if dropout > 0 else ()),
         Cost("dZ1 = dA1 * A1 (1 - A1)", "3h", 3 * h),
         Cost("dW1 = X^T dZ1", "2dh", 2 * d * h),
         Cost("db1 = sum dZ1", "h", h),
     )
-    if input_dropout > 0 or dropout > 0:
-        forward, backward = _with_dropout(forward, backward, h, input_dropout, dropout)
     n_params = sum(t.size for t in tensors)
     n_weights = d * h + h * k
     spec = OPTIMIZERS[optimizer]
@@ -175,11 +177,8 @@ def network_info(
     if l2 > 0:
         per_step.insert(0, Cost("dW += 2 lambda W", "2 (dh + hk)", 2 * n_weights))
 
-    memory = _memory(B, h, dtype, optimizer, l2, train_examples, dev_examples, shuffle)
     thinning = dropout_layout(B, d, h, input_dropout, dropout)
-    if thinning:
-        memory = (*memory[:4], Cost("dropout: masks, thinned X and A1", _formula(thinning), _bytes(thinning, dtype)),
-                  *memory[4:])
+    memory = _memory(B, h, dtype, optimizer, l2, train_examples, dev_examples, shuffle, thinning)
     return NetworkInfo(
         hidden=h, dtype=dtype, batch_size=B, optimizer=optimizer, l2=l2,
         train_examples=train_examples, dev_examples=dev_examples, tensors=tensors,
@@ -188,22 +187,9 @@ def network_info(
     )
 
 
-def _with_dropout(
-    forward: tuple[Cost, ...], backward: tuple[Cost, ...], h: int, input_rate: float, hidden_rate: float
-) -> tuple[tuple[Cost, ...], tuple[Cost, ...]]:
-    """The passes with dropout's products: X~ = X * M0 first, A1~ = A1 * M1 after the sigmoid,
-    dA1 *= M1 before the sigmoid's derivative (drawing the masks is not counted)."""
-    d = INPUTS
-    if hidden_rate > 0:
-        forward = (*forward[:2], Cost("A1~ = A1 * M1", "h", h), *forward[2:])
-        backward = (*backward[:4], Cost("dA1 *= M1", "h", h), *backward[4:])
-    if input_rate > 0:
-        forward = (Cost("X~ = X * M0", "d", d), *forward)
-    return forward, backward
-
-
 def _memory(
-    B: int, h: int, dtype: str, optimizer: str, l2: float, train_examples: int, dev_examples: int, shuffle: bool
+    B: int, h: int, dtype: str, optimizer: str, l2: float, train_examples: int, dev_examples: int, shuffle: bool,
+    thinning: list[Layout],
 ) -> tuple[Cost, ...]:
     """Bytes a run keeps: the optimiser's from its registry entry, the kernels' from their layouts."""
     d, k, size, spec = INPUTS, CLASSES, ITEMSIZE[dtype], OPTIMIZERS[optimizer]
@@ -217,6 +203,8 @@ def _memory(
         Cost("optimiser scratch", f"{spec.scratch_copies} × parameters", spec.scratch_copies * n_params * size),
         Cost("training step: activations, dZ2, gradients", _formula(step), _bytes(step, dtype)),
     ]
+    if thinning:  # dropout's buffers (nn.dropout)
+        memory.append(Cost("dropout: masks, thinned X and A1", _formula(thinning), _bytes(thinning, dtype)))
     if shuffle:
         memory.append(Cost("shuffled batch X", "B d", B * d * size))
     memory += [

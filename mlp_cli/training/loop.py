@@ -86,14 +86,14 @@ def train(
     start_batch = state.start_batch(steps)
     record, batches = RunRecord(run_dir, config, data), Batches(data, config)
     guard, workspace = DivergenceGuard(run_dir, state.params.W2.shape[1]), Workspace()
-    dropout, hidden = Dropout(config, workspace), state.params.hidden
+    dropout = Dropout(config, workspace)
     rows: list[EpochMetrics] = []
     run_start = time.perf_counter()
     observer.on_start(config, run_dir, steps, state.epoch + 1)
     while state.epoch < config.train.epochs:
         epoch, epoch_start = state.epoch + 1, time.perf_counter()
         for batch, X, y in batches.epoch(epoch, start_batch):
-            loss = train_step(state, X, y, config.train.l2, workspace, dropout.masks(epoch, batch, X, hidden))
+            loss = train_step(state, X, y, config.train.l2, workspace, dropout.masks(epoch, batch, X))
             guard.check(loss, state, epoch, batch + 1)
             observer.on_step(epoch, batch + 1, steps, loss)
             if batch + 1 < steps and stop_requested():

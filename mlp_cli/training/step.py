@@ -49,14 +49,16 @@ class Dropout:
     """
 
     def __init__(self, config: Config, workspace: Workspace) -> None:
-        self.seed, self.workspace = config.train.seed, workspace
-        self.inputs, self.hidden = config.train.input_dropout, config.train.dropout
+        self.seed, self.units, self.workspace = config.train.seed, config.model.hidden, workspace
+        self.input_rate, self.hidden_rate = config.train.input_dropout, config.train.dropout
 
-    def masks(self, epoch: int, batch: int, X: np.ndarray, hidden: int) -> Masks | None:
-        if self.inputs == 0 and self.hidden == 0:
+    def masks(self, epoch: int, batch: int, X: np.ndarray) -> Masks | None:
+        """The masks of batch ``batch`` (0-based) of epoch ``epoch`` (1-based), X (B, d)."""
+        if self.input_rate == 0 and self.hidden_rate == 0:
             return None
         rng = np.random.default_rng([self.seed, DROPOUT_STREAM, epoch, batch])
-        return draw_masks(rng, X.shape[0], X.shape[1], hidden, self.inputs, self.hidden, X.dtype, self.workspace)
+        return draw_masks(rng, X.shape[0], X.shape[1], self.units, self.input_rate, self.hidden_rate, X.dtype,
+                          self.workspace)
 
 
 def evaluate_splits(
