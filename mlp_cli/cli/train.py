@@ -19,9 +19,9 @@ Examples:
 
   mlp train --config configs/cs229.yaml
 
-  mlp train -c configs/best.yaml --set schedule.name=cosine --epochs 40 --out runs/cosine
+  mlp train -c best-30 --set train.dropout=0.1 --set train.input_dropout=0.2 --epochs 60 --out runs/drop
 
-  mlp train --resume runs/cosine/last.npz
+  mlp train --resume runs/drop/last.npz
 """
 
 @app.command("train", epilog=EXAMPLES_TRAIN)
