@@ -176,8 +176,9 @@ FLAG_KEYS = {
 # Validation
 
 
-def _yaml11_number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; people mean the number."""
+def yaml11_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; people mean the number (in a config file's
+    number fields, and in every value of a sweep's ``--set``)."""
     if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
         return float(value)
     return value
@@ -264,7 +265,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             else:
                 raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
     elif base is float:
-        value = _yaml11_number(value)
+        value = yaml11_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         try:
