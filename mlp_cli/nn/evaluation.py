@@ -56,11 +56,11 @@ def loss_and_accuracy(
 ) -> tuple[float, float]:
     """What ``plain_loss_and_accuracy`` computes, tuned: mean cross-entropy and accuracy.
 
-    Per row: the loss logsumexp(Z2) - Z2[i, y_i] (``nn.loss``'s tuned sum) and whether the highest score is the true
-    class. Pass the training run's Workspace to keep the block buffers between calls, and
-    ``scores`` (n, k) to receive each row's class scores, shifted so that their maximum is 0
-    (softmax and argmax unchanged): ``mlp eval`` builds its report from the very pass whose
-    loss and accuracy it prints.
+    Per row: the loss logsumexp(Z2) - Z2[i, y_i] (summed by ``nn.loss.shifted_cross_entropy_sum``)
+    and whether the highest score is the true class. Pass the training run's Workspace to keep
+    the block buffers between calls, and ``scores`` (n, k) to receive each row's class scores,
+    shifted so that their maximum is 0 (softmax and argmax unchanged): ``mlp eval`` builds its
+    report from the very pass whose loss and accuracy it prints.
 
     The forward pass here needs the scores Z2 only, never A1, so the sigmoid's halving and
     shifting are moved into the weights, once per call instead of on every activation:
