@@ -59,7 +59,7 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
     try:
         encoder = importlib.import_module(f"mlp_cli.reports.export.{spec.module}")
     except ModuleNotFoundError as err:
-        if err.name != spec.requires:
+        if (err.name or "").partition(".")[0] != spec.requires:
             raise
         raise UsageError(f"--format {fmt} needs the {spec.requires} package, which is not installed: "
                          f"{INSTALL_HINT}") from None
