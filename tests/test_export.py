@@ -193,6 +193,16 @@ def test_every_registered_format_writes_its_default_file(run: Path, tmp_path: Pa
     assert fmt in mlp("export", "--help").stdout
 
 
+def test_a_run_directory_exports_its_best_npz(run: Path, tmp_path: Path) -> None:
+    other = tmp_path / "run"
+    other.mkdir()
+    (other / "best.npz").write_bytes((run / "best.npz").read_bytes())
+    (other / "last.npz").write_bytes(b"not this one")
+    export(other, tmp_path / "model.onnx")
+    meta = {prop.key: prop.value for prop in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert meta["checkpoint_sha256"] == hashlib.sha256((run / "best.npz").read_bytes()).hexdigest()
+
+
 def test_unknown_format_lists_the_registry(run: Path, tmp_path: Path) -> None:
     result = mlp("export", run, "--format", "tflite", "--out", tmp_path / "m")
     assert result.exit_code == 2 and not (tmp_path / "m").exists()
