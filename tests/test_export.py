@@ -130,6 +130,7 @@ def test_onnx_records_what_it_is_and_loads_in_old_runtimes(trained: tuple[Path, 
     ops = [node.op_type for node in model.graph.node]
     method = ckpt.meta["preprocessing"]["method"]
     assert ("Sub" in ops) == (method == "standardize") and ("Div" in ops) == (method != "none")
+    assert "Gemm" not in ops  # onnxruntime < 1.18 fuses Gemm + Sigmoid, a kernel without float64 (to_onnx.py)
 
 
 def test_safetensors_is_pytorchs_sequential_layout(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -201,6 +202,14 @@ def test_a_run_directory_exports_its_best_npz(run: Path, tmp_path: Path) -> None
     export(other, tmp_path / "model.onnx")
     meta = {prop.key: prop.value for prop in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
     assert meta["checkpoint_sha256"] == hashlib.sha256((run / "best.npz").read_bytes()).hexdigest()
+
+
+def test_missing_folders_of_out_are_made_and_a_file_in_the_way_is_named(run: Path, tmp_path: Path) -> None:
+    export(run, tmp_path / "new" / "folder" / "model.onnx")
+    (tmp_path / "a-file").write_text("x")
+    result = mlp("export", run, "--out", tmp_path / "a-file" / "model.onnx")
+    assert result.exit_code == 2
+    assert f"cannot write {tmp_path / 'a-file' / 'model.onnx'}: Not a directory" in result.stderr
 
 
 def test_unknown_format_lists_the_registry(run: Path, tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlp_cli import __version__
-from mlp_cli.atomic import atomic_write_bytes
+from mlp_cli.atomic import atomic_write_bytes, make_parents
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.data.registry import class_names
-from mlp_cli.errors import MissingFileError, UsageError
+from mlp_cli.errors import MissingFileError, MlpError, UsageError
 from mlp_cli.nn.network import Params
 from mlp_cli.reports.export.registry import INSTALL_HINT, get_format
 from mlp_cli.training.checkpoint import load_checkpoint
@@ -65,7 +65,7 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
                          f"{INSTALL_HINT}") from None
     data: bytes = encoder.encode(loaded)
     check_out(out_path, overwrite)  # again: something may have appeared there meanwhile
-    atomic_write_bytes(out_path, data)
+    write_file(out_path, data)
     return ExportResult(out=out_path, format=fmt, checkpoint=checkpoint, nbytes=len(data))
 
 
@@ -94,6 +94,17 @@ def check_out(path: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {path} is not a regular file (a device, FIFO or socket); mlp writes only files")
     if not overwrite:
         raise UsageError(f"--out {path} already exists; pass --overwrite to replace it")
+
+
+def write_file(out: Path, data: bytes) -> None:
+    """Atomically, creating missing parent directories; one line if the disk refuses."""
+    try:
+        make_parents(out)
+        atomic_write_bytes(out, data)
+    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
+        raise UsageError(f"cannot write {out}: {err.strerror}") from None
+    except OSError as err:
+        raise MlpError(f"cannot write {out}: {err.strerror or err}") from None
 
 
 def load_source(checkpoint: Path) -> ExportSource:

@@ -3,18 +3,20 @@
 The graph, for pixels (N, 784) float32 as MNIST stores them (0-255):
 
     X     = (pixels - mean) / std            Sub, Div (left out where mean = 0 or std = 1)
-    Z1    = X @ W1 + b1                      Gemm                           (N, h)
+    Z1    = X @ W1 + b1                      MatMul, Add                    (N, h)
     A1    = sigmoid(Z1)                      Sigmoid                        (N, h)
-    Z2    = A1 @ W2 + b2                     Gemm        -> output "logits"        (N, 10)
+    Z2    = A1 @ W2 + b2                     MatMul, Add -> output "logits"        (N, 10)
     P     = softmax(Z2), row-wise            Softmax     -> output "probabilities" (N, 10)
 
 the same steps, in the same order, as ``Preprocessing.apply`` and ``nn.network.forward``. A
 float64 checkpoint computes in float64 (the input is cast up, the two outputs cast down), so its
 answers are the trained network's, not a float32 approximation of it.
 
-The opset and IR version are pinned to old ones (opset 13, IR 7: onnx 1.8, onnxruntime 1.6 and
-later) that every operator here exists in: an onnx release writes its own newest IR by default
-(onnx 1.23: IR 14), which older onnxruntime releases refuse to load.
+The opset and IR version are pinned to old ones (opset 13, IR 7: onnx 1.8) that every operator
+here exists in: an onnx release writes its own newest IR by default (onnx 1.23: IR 14), which
+older onnxruntime releases refuse to load (1.15.1, and 1.23.2 on Python 3.10, both do). MatMul and
+Add rather than one Gemm: onnxruntime before 1.18 fuses Gemm and Sigmoid into a kernel that has
+no float64 version, and so refuses a float64 model built with Gemm.
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ def _nodes(source: ExportSource) -> list[onnx.NodeProto]:
         x = "X"
     scores = "Z2" if float64 else LOGITS
     nodes += [
-        helper.make_node("Gemm", [x, "W1", "b1"], ["Z1"]),  # Z1 = X @ W1 + b1   (N, h)
+        helper.make_node("MatMul", [x, "W1"], ["XW1"]),  # Z1 = X @ W1 + b1   (N, h)
+        helper.make_node("Add", ["XW1", "b1"], ["Z1"]),
         helper.make_node("Sigmoid", ["Z1"], ["A1"]),  # A1 = sigmoid(Z1)   (N, h)
-        helper.make_node("Gemm", ["A1", "W2", "b2"], [scores]),  # Z2 = A1 @ W2 + b2   (N, 10)
+        helper.make_node("MatMul", ["A1", "W2"], ["A1W2"]),  # Z2 = A1 @ W2 + b2   (N, 10)
+        helper.make_node("Add", ["A1W2", "b2"], [scores]),
         helper.make_node("Softmax", [scores], ["P" if float64 else PROBABILITIES], axis=-1),  # P = softmax(Z2)
     ]
     if float64:
