@@ -54,16 +54,15 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
     spec = get_format(fmt)
     out_path = Path(out) if out is not None else Path(spec.default_out)
     check_out(out_path, overwrite)  # before any work: a bad --out costs nothing
-    checkpoint = checkpoint_path(Path(source))
-    loaded = load_source(checkpoint)
-    try:
+    try:  # before the checkpoint is read: a missing package is said first
         encoder = importlib.import_module(f"mlp_cli.reports.export.{spec.module}")
     except ModuleNotFoundError as err:
         if (err.name or "").partition(".")[0] != spec.requires:
             raise
         raise UsageError(f"--format {fmt} needs the {spec.requires} package, which is not installed: "
                          f"{INSTALL_HINT}") from None
-    data: bytes = encoder.encode(loaded)
+    checkpoint = checkpoint_path(Path(source))
+    data: bytes = encoder.encode(load_source(checkpoint))
     check_out(out_path, overwrite)  # again: something may have appeared there meanwhile
     write_file(out_path, data)
     return ExportResult(out=out_path, format=fmt, checkpoint=checkpoint, nbytes=len(data))
