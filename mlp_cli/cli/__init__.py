@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlp_cli.cli import augment as _augment  # noqa: F401  (registers commands)
 from mlp_cli.cli import download as _download  # noqa: F401
 from mlp_cli.cli import evaluate as _evaluate  # noqa: F401
+from mlp_cli.cli import export as _export  # noqa: F401
 from mlp_cli.cli import gradcheck as _gradcheck  # noqa: F401
 from mlp_cli.cli import info as _info  # noqa: F401
 from mlp_cli.cli import plot as _plot  # noqa: F401
