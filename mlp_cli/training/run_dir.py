@@ -22,7 +22,7 @@ from mlp_cli.training.metrics import METRICS_FILE
 
 RUNS = Path("runs")
 LOCK_FILE, WRITER_FILE = ".lock", ".writer"
-BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE})  # files that do not make a directory a run
+BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE, ".eval.lock"})  # files that do not make a directory a run
 PRODUCTS = ("last.npz", "best.npz", METRICS_FILE, "summary.json", "eval.json", "parent.json")
 
 
