@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,12 +97,13 @@ def test_eval_json_is_replaced_never_written_in_place(run: Path) -> None:
 
 WRITER = """
 import sys
+import time
 from pathlib import Path
 from mlp_cli.reports.eval_record import record_evaluation
 run, who, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 (run / f"ready-{who}").touch()
 while not (run / "go").exists():
-    pass
+    time.sleep(0.001)
 for i in range(count):
     record_evaluation(run / f"{who}-{i:03d}.npz", i, "test", 0.5, 0.9, 100)
 """
@@ -115,6 +117,7 @@ def test_concurrent_evaluations_keep_every_entry(tmp_path: Path) -> None:
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(run), who, "150"]) for who in ("a", "b")]
     while not all((run / f"ready-{who}").exists() for who in ("a", "b")):  # both started: then go together
         assert all(w.poll() is None for w in writers)
+        time.sleep(0.01)
     (run / "go").touch()
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
     recorded, notes = read_eval_record(run)
@@ -152,7 +155,7 @@ def test_a_bad_entry_is_a_note_in_runs_never_a_score(run: Path, entry: object, n
 
 def test_non_finite_accuracies_are_refused(run: Path) -> None:
     for text in ("NaN", "Infinity", "-Infinity"):
-        (run / EVAL_FILE).write_text('{"best.npz": {"test": {"accuracy": %s, "epoch": 2}}}' % text)
+        (run / EVAL_FILE).write_text('{"best.npz": {"test": {"accuracy": ' + text + ', "epoch": 2}}}')
         row = runs_row(run)
         assert row["test_accuracy"] is None and "is not a fraction" in row["note"]
 
@@ -176,7 +179,7 @@ def test_hostile_records_are_notes_in_bounded_time_and_memory(run: Path, record:
         with open(path, "wb") as handle:
             handle.truncate(80 << 20)  # sparse: costs no disk
     elif kind == "number-digits":
-        path.write_text('{"best.npz": {"test": {"accuracy": 1%s, "epoch": 2}}}' % ("0" * 5000))
+        path.write_text('{"best.npz": {"test": {"accuracy": 1' + "0" * 5000 + ', "epoch": 2}}}')
     else:
         path.mkdir()
     outcome = run_limited(mlp_command("runs", run, "--json"), memory=1 << 30, seconds=60)
