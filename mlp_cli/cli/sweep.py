@@ -70,14 +70,16 @@ def sweep_command(
     failing trial is a result: the others go on. Ctrl-C stops every trial cleanly (each saves
     its checkpoint).
     """
-    from mlp_cli.sweeps.executors import default_jobs, make_executor
+    from mlp_cli.sweeps.executors import make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
     plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
-    jobs = jobs or (default_jobs() if executor == "local" else 2)
+    jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
+    if note and not quiet:
+        typer.echo(f"note: {note}", err=True)
     pool = make_executor(executor, jobs, scheduler)
     if executor == "local":  # fetch once here, not once per process
         _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)

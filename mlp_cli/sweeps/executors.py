@@ -47,6 +47,21 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def plan_jobs(requested: int | None, kind: str, scheduler: str | None, trials: int) -> tuple[int, str | None]:
+    """Trials at once: as asked (default: the cores, or 2 Dask workers), never more than there are
+    trials to run; and a note when more are asked than this machine has cores for them."""
+    if requested is not None and requested < 1:
+        raise UsageError(f"--jobs {requested}; expected at least 1")
+    cores = default_jobs()
+    jobs = min(requested or (cores if kind == "local" else 2), max(trials, 1))
+    here = kind == "local" or not scheduler  # a local Dask cluster runs on this machine too
+    note = None
+    if here and requested is not None and min(requested, max(trials, 1)) > cores:
+        note = (f"--jobs {requested}: this machine has {cores} core{'s' if cores > 1 else ''}; "
+                f"{jobs} trials at once will share them, each slower")
+    return jobs, note
+
+
 def blas_threads(jobs: int) -> int | None:
     """BLAS threads per trial: None (the library's default) alone, else the cores shared out."""
     return None if jobs == 1 else max(1, default_jobs() // jobs)
