@@ -104,7 +104,7 @@ def test_a_scheduler_without_workers_ends_the_sweep_after_the_timeout(
     _, address = scheduler
     out = tmp_path / "sweep"
     sweep = start_sweep(*SWEEP, "--scheduler", address, "--no-workers-timeout", "2", "--out", out)
-    _, stderr = finish(sweep)
+    _, stderr = finish(sweep, timeout=60)
     assert sweep.returncode == 1 and "Traceback" not in stderr, stderr
     (line,) = stderr.strip().splitlines()
     assert f"the Dask cluster at {address} has had no workers for 2 s; 4 unfinished trials" in line
