@@ -114,7 +114,7 @@ def test_jobs_are_capped_at_the_trials_and_a_request_above_the_cores_is_noted() 
 def test_the_sweep_starts_no_more_workers_than_trials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     started: list[int] = []
 
-    def fake_executor(kind: str, jobs: int, scheduler: str | None) -> None:
+    def fake_executor(kind: str, jobs: int, *args: object) -> None:
         started.append(jobs)
         raise UsageError("stopped before any trial ran")
 
@@ -123,5 +123,5 @@ def test_the_sweep_starts_no_more_workers_than_trials(monkeypatch: pytest.Monkey
     rates = ",".join(str(0.1 * (i + 1)) for i in range(trials))
     result = runner.invoke(app, ["sweep", "--set", f"optimizer.lr={rates}", "--jobs", "500", "--out",
                                  str(tmp_path / "s")])
-    assert started == [trials] and result.exit_code == 2, result.output
+    assert started == [trials] and result.exit_code == 2, (result.output, result.exception)
     assert f"note: --jobs 500: this machine has {default_jobs()} core" in result.stderr
