@@ -28,15 +28,19 @@ def resolve_models(paths: list[Path]) -> list[Path]:
 
 
 def record(checkpoint: Path, epoch: int, report: Any) -> None:
-    """Keep the result in the run directory; a disk that refuses is a note, not a failure."""
-    from mlp_cli.reports.runs import record_evaluation
+    """Keep the result in the run directory; a disk that refuses, or an old record that was bad,
+    is a note, not a failure."""
+    from mlp_cli.errors import MlpError
+    from mlp_cli.reports.eval_record import record_evaluation
 
     try:
-        record_evaluation(checkpoint, epoch, report.split, report.loss, report.accuracy, report.examples)
-    except OSError as err:
-        from mlp_cli.errors import MlpError
-
-        print_error(MlpError(f"(not fatal) could not record the result in {checkpoint.parent}: {err.strerror or err}"))
+        _, note = record_evaluation(checkpoint, epoch, report.split, report.loss, report.accuracy, report.examples)
+    except (OSError, MlpError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        print_error(MlpError(f"(not fatal) could not record the result in {checkpoint.parent}: {reason}"))
+        return
+    if note:
+        print_error(MlpError(f"(not fatal) {note}"))
 
 
 def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirrors: tuple[str, ...],

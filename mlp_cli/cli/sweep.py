@@ -54,6 +54,10 @@ def sweep_command(
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")
     ] = None,
+    no_workers_timeout: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="End a Dask sweep whose cluster has had no "
+                            "workers this long (its unfinished trials are recorded to resume).")
+    ] = 300.0,
     save_best: Annotated[
         Path | None, typer.Option("--save-best", metavar="FILE", help="Write the best trial's config here.")
     ] = None,
@@ -70,15 +74,18 @@ def sweep_command(
     failing trial is a result: the others go on. Ctrl-C stops every trial cleanly (each saves
     its checkpoint).
     """
-    from mlp_cli.sweeps.executors import default_jobs, make_executor
+    from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
+    check_executor(executor, scheduler)
     plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
-    jobs = jobs or (default_jobs() if executor == "local" else 2)
-    pool = make_executor(executor, jobs, scheduler)
+    jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
+    if note and not quiet:
+        typer.echo(f"note: {note}", err=True)
+    pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
     if executor == "local":  # fetch once here, not once per process
         _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
@@ -134,6 +141,12 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
 
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
                                   f"{result.directory}; run the same command again to continue")
+    if result.lost:
+        from mlp_cli.sweeps.executors import ExecutorLost
+
+        unfinished = sum(row["status"] == "interrupted" for row in result.rows)
+        raise ExecutorLost(f"{result.lost}; {unfinished} unfinished trial{'s' if unfinished != 1 else ''} recorded "
+                           f"as interrupted in {result.directory}; run the same command again to continue")
     if best is None and result.rows:
         from mlp_cli.errors import MlpError
 

@@ -31,6 +31,7 @@ TRIALS_FILE = "trials.jsonl"
 TRIALS_DIR = "trials"
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 SETTLED = ("ok", "diverged")  # outcomes a rerun keeps; failed and interrupted trials run again
+MAX_SPEC_BYTES = 16 << 20  # 10,000 trials' names and overrides: ~2 MB
 MAX_ROWS = 1_000_000  # lines of trials.jsonl read (a file of a million attempts is not a sweep)
 
 
@@ -66,11 +67,11 @@ def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any], fingerp
 
 def read_fingerprint(sweep: Path) -> str | None:
     """The fingerprint recorded in ``sweep``'s spec.yaml, or None when it has none or is unreadable."""
-    import yaml
+    from mlp_cli.record_files import read_yaml_record
 
-    try:
-        document = yaml.safe_load((sweep / SPEC_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    try:  # within bounds: a FIFO or /dev/zero link here must not hang or fill memory
+        document = read_yaml_record(sweep / SPEC_FILE, MAX_SPEC_BYTES, "sweep spec")
+    except MlpError:
         return None
     value = document.get("fingerprint") if isinstance(document, dict) else None
     return value if isinstance(value, str) else None

@@ -21,7 +21,7 @@ from typing import Any
 from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, make_parents
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
-from mlp_cli.sweeps.executors import Executor
+from mlp_cli.sweeps.executors import Executor, ExecutorLost
 from mlp_cli.sweeps.runner import SHIPPED, TrialOutcome, TrialTask, run_trial
 from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
 
@@ -44,6 +44,7 @@ class SweepResult:
     rows: list[dict[str, Any]]  # the latest row of each trial that has one, in trial order
     skipped: int  # trials already settled before this run
     interrupted: bool
+    lost: str | None = None  # why the executor went away mid-sweep (its unfinished trials are interrupted)
 
     def best(self) -> dict[str, Any] | None:
         ok = [r for r in self.rows if r["status"] == "ok" and r.get("best_dev_accuracy") is not None]
@@ -105,6 +106,7 @@ class SweepRun:
         self.data_dir, self.mirrors = (str(data_dir) if data_dir else None), tuple(mirrors)
         self.observer = observer or SweepObserver()
         self.interrupted = False
+        self.lost: str | None = None
         self._futures: dict[Any, Trial] = {}
 
     def stop(self) -> None:
@@ -123,20 +125,32 @@ class SweepRun:
             if self.interrupted:
                 break
             self._futures[self.executor.submit(run_trial, self._task(trial))] = trial
-        for future in self.executor.as_completed(self._futures):
-            outcome = self._outcome(future, self._futures[future])
-            if outcome.status is None:
-                continue
-            self._write_files(self._futures[future], outcome.files)
-            row = outcome.row
-            attempts = self.executor.attempts(outcome.name)
-            if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
-                row.update(attempts=len(attempts), tried_on=attempts)
-            records.append_trial(directory, row)
-            self.observer.on_trial(row)
+        waiting = dict(self._futures)
+        try:
+            for future in self.executor.as_completed(self._futures):
+                self._collect(future, waiting.pop(future))
+        except ExecutorLost as err:  # no trial can finish now: each unfinished one is recorded
+            self.lost = str(err)
+            for trial in waiting.values():
+                self._append(self._executor_row(trial, "interrupted", f"{err} before the trial finished"))
         latest = records.latest(records.read_trials(directory))
         rows = [latest[t.name] for t in self.plan.trials if t.name in latest]
-        return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted)
+        return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted, self.lost)
+
+    def _collect(self, future: Any, trial: Trial) -> None:
+        outcome = self._outcome(future, trial)
+        if outcome.status is None:
+            return
+        self._write_files(trial, outcome.files)
+        row = outcome.row
+        attempts = self.executor.attempts(outcome.name)
+        if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
+            row.update(attempts=len(attempts), tried_on=attempts)
+        self._append(row)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        records.append_trial(self.plan.directory, row)
+        self.observer.on_trial(row)
 
     def _task(self, trial: Trial) -> TrialTask:
         from mlp_cli.data.registry import get_spec
@@ -157,6 +171,11 @@ class SweepRun:
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:
         """The trial's outcome; an executor-level failure (cancelled, every worker tried lost) is
         a failed row, unless the sweep is stopping (then the trial simply did not run)."""
+        lost = None if self.interrupted else self.executor.lost(future)
+        if lost:  # the scheduler went away: the trial did not finish, a rerun continues it
+            self.lost = lost
+            return TrialOutcome(trial.name, "interrupted",
+                                self._executor_row(trial, "interrupted", f"{lost} before the trial finished"))
         if future.cancelled():
             return TrialOutcome(trial.name, None)
         try:
@@ -167,11 +186,15 @@ class SweepRun:
             if self.interrupted:
                 return TrialOutcome(trial.name, None)
             message = " ".join(f"{type(err).__name__}: {err}".split())
-            row = {"trial": trial.name, "index": trial.index, "overrides": trial.overrides, "status": "failed",
-                   "epochs": 0, "planned_epochs": trial.config.train.epochs, "attempts": 1,
-                   "error": f"the executor lost the trial ({message})",
-                   "finished_at": datetime.now().isoformat(timespec="seconds")}
-            return TrialOutcome(trial.name, "failed", row)
+            return TrialOutcome(trial.name, "failed",
+                                self._executor_row(trial, "failed", f"the executor lost the trial ({message})"))
+
+    @staticmethod
+    def _executor_row(trial: Trial, status: str, error: str) -> dict[str, Any]:
+        """The row of a trial that the executor, not the trial, ended."""
+        return {"trial": trial.name, "index": trial.index, "overrides": trial.overrides, "status": status,
+                "epochs": 0, "planned_epochs": trial.config.train.epochs, "attempts": 1, "error": error,
+                "finished_at": datetime.now().isoformat(timespec="seconds")}
 
     def _write_files(self, trial: Trial, files: dict[str, bytes]) -> None:
         if not files:

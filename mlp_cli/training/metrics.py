@@ -20,6 +20,7 @@ from typing import Any
 
 from mlp_cli.atomic import atomic_write_text, naming
 from mlp_cli.errors import MissingFileError, MlpError
+from mlp_cli.record_files import parse_json_text, read_record_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -74,24 +75,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     elif path.suffix == ".npz":
         raise MlpError(f"{path} is a checkpoint, not a run's metrics: give its run directory "
                        f"{path.parent}, or draw its weights with --weights {path}")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_METRICS_BYTES + 1)
-        lines = data.decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise MlpError(f"metrics file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlpError(f"cannot read metrics file {path}: {err}") from None
-    if len(data) > MAX_METRICS_BYTES:
-        raise MlpError(f"metrics file {path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a run's metrics")
+    lines = read_record_text(path, MAX_METRICS_BYTES, "metrics file").splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):  # bad JSON, a 5000-digit number, deep nesting
-            raise MlpError(f"metrics file {path} line {number} is not valid JSON") from None
+        row = parse_json_text(line, f"metrics file {path} line {number}")
         problem = _row_problem(row)
         if problem:
             raise MlpError(f"metrics file {path} line {number} is not a metrics row: {problem}")

@@ -18,11 +18,12 @@ from typing import Any
 
 from mlp_cli.atomic import atomic_write_text, make_parents
 from mlp_cli.errors import MlpError, RunDirError
+from mlp_cli.record_files import read_json_record
 from mlp_cli.training.metrics import METRICS_FILE
 
 RUNS = Path("runs")
 LOCK_FILE, WRITER_FILE = ".lock", ".writer"
-BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE})  # files that do not make a directory a run
+BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE, ".eval.lock"})  # files that do not make a directory a run
 PRODUCTS = ("last.npz", "best.npz", METRICS_FILE, "summary.json", "eval.json", "parent.json")
 
 
@@ -118,9 +119,9 @@ class RunLock:
 def describe_writer(run_dir: Path) -> str:
     """"process 1234 on host (since 2026-12-01T14:31:02)", from the live writer's note."""
     try:
-        note: Any = json.loads((run_dir / WRITER_FILE).read_text(encoding="utf-8"))
+        note: Any = read_json_record(run_dir / WRITER_FILE, 4096, "writer note")  # a FIFO here must not hang
         return f"process {int(note['pid'])} on {str(note['host'])[:64]} (since {str(note['started'])[:19]})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (MlpError, ValueError, KeyError, TypeError):
         return "another process"
 
 
