@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from mlp_cli import __version__
 from mlp_cli.errors import MlpError
+from mlp_cli.version import __version__
 
 
 def _stderr_console() -> Any:

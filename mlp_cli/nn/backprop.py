@@ -1,4 +1,4 @@
-"""Backpropagation: the seed's equations as a plain reference, and the tuned step training runs.
+"""Backpropagation: the README's equations as a plain reference, and the tuned step training runs.
 
 ``backprop`` is the batched derivation the README gives ("The network and its gradients"), one
 line per equation, in row notation (X is (B, d), rows are examples). Read it first. Backpropagation is the chain rule
@@ -6,7 +6,7 @@ applied to the forward lines from the bottom up; because the loss is the cross-e
 softmax, the two derivatives collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (see
 ``network.log_softmax_backward`` for when that holds); the sigmoid's derivative is taken from its
 saved output, A1 (1 - A1), so Z1 need not be kept. Dropout (``nn.dropout``) adds three
-products with its masks and changes nothing else; without masks the lines are the seed's.
+products with its masks and changes nothing else; without masks the lines are the README's equations.
 
 ``loss_and_gradients`` computes the same numbers with the buffers of a :class:`StepBuffers`
 (allocated once per batch shape, so the hot loop allocates no arrays; numpy keeps its own fixed
@@ -42,7 +42,7 @@ def backprop(
 
     X (B, d) float, y (B,) int labels; returns the loss without the L2 term and the gradients in a
     Params of the parameters' shapes. ``masks`` (dropout, see ``nn.dropout``) thin the inputs
-    and the hidden units; without them every line is the seed's.
+    and the hidden units; without them every line is the README's equations.
     """
     W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
     M0, M1 = (masks.M0, masks.M1) if masks is not None else (None, None)  # 0 or 1 / (1 - p)

@@ -55,7 +55,7 @@ def new_session(config: Config, config_name: str | None, overwrite: bool = False
     """A fresh run: its directory must be free (or ``overwrite``) and not being written."""
     run_dir = planned_run_dir(config.run.dir, config.run.name, config_name)
     check_free(run_dir, overwrite)
-    session = Session(_settled(config, run_dir), run_dir, overwrite=overwrite)
+    session = Session(_with_run_dir(config, run_dir), run_dir, overwrite=overwrite)
     if run_dir.is_dir():
         session.lock = RunLock(run_dir).acquire()
         check_free(run_dir, overwrite)  # it may have become a run while we waited for nothing
@@ -68,7 +68,7 @@ def resumed_session(
     """Continue, branch or overwrite (see resume.py); refused here if the history would shrink."""
     check_resumable(config, checkpoint)
     plan = plan_resume(source, checkpoint, out, overwrite)
-    session = Session(_settled(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
+    session = Session(_with_run_dir(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
     if plan.run_dir.is_dir():
         session.lock = RunLock(plan.run_dir).acquire()
     return session
@@ -104,6 +104,6 @@ def run_session(
                  stop_requested=stop_requested)
 
 
-def _settled(config: Config, run_dir: Path) -> Config:
+def _with_run_dir(config: Config, run_dir: Path) -> Config:
     """The config as the run uses it: ``run.dir`` names the directory really written."""
     return dataclasses.replace(config, run=dataclasses.replace(config.run, dir=str(run_dir)))
