@@ -1,6 +1,7 @@
 """Ctrl-C during a sweep (a real SIGINT to a real `mlp sweep` process): every running trial saves
 its checkpoint, the sweep exits 130, and the same command run again resumes them to the very
-numbers of a sweep that was never interrupted."""
+numbers of a sweep that was never interrupted. A batch scheduler's SIGTERM and a closed terminal's
+SIGHUP go through the same stop handler as `mlp train`'s: exit 143 and 129."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import runner
 
 from mlp_cli.cli import app
+from mlp_cli.stop_signals import StopExit
 from mlp_cli.sweeps.records import read_trials
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.metrics import read_metrics
@@ -28,23 +31,30 @@ TRIALS = ("000-lr=0.05", "001-lr=0.1")
 TIMING = ("seconds", "examples_per_second", "elapsed")
 
 
-def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(mnist_data_dir: Path,
-                                                                                tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "mlp_cli", *ARGS, "--data-dir", str(mnist_data_dir), "--out", str(out)]
+def signal_mid_sweep(out: Path, data_dir: Path, signum: int, args: list[str] = ARGS) -> tuple[int, str]:
+    """Start a real `mlp sweep`, send it ``signum`` once every trial has saved a checkpoint (to
+    the sweep only: it tells its trials); its exit code and stderr."""
+    command = [sys.executable, "-m", "mlp_cli", *args, "--data-dir", str(data_dir), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "NO_COLOR": "1"})
     try:
         deadline = time.monotonic() + 60
         while not all((out / "trials" / t / "last.npz").exists() for t in TRIALS):
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.02)
-        process.send_signal(signal.SIGINT)  # to the sweep only: it tells its trials
+            time.sleep(0.02)  # polling for the files: the signal goes when they are there
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr
+    return process.returncode, stderr
+
+
+def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(mnist_data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    returncode, stderr = signal_mid_sweep(out, mnist_data_dir, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "run the same command again" in stderr and "Traceback" not in stderr
     rows = read_trials(out)
     assert sorted(r["trial"] for r in rows) == list(TRIALS)
@@ -68,3 +78,42 @@ def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(m
         strip = [{k: v for k, v in r.items() if k not in TIMING} for r in rows_got]
         assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in rows_want]
         assert rows_got[: stopped[trial]] == before[trial][: stopped[trial]]  # resumed, not retrained: same timings
+
+
+# 20 epochs: neither trial ends before the other has saved its first checkpoint, on a busy machine too.
+LONGER = [*ARGS, "--set", "train.epochs=20"]
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_a_sweep_like_ctrl_c(mnist_data_dir: Path, tmp_path: Path, name: str) -> None:
+    """The signals a batch scheduler or a closed terminal send: each trial saves and is recorded
+    interrupted, one line says how to continue, the exit code is 128 + the signal's number, and
+    the same command run again resumes the trials (their finished epochs are kept, not retrained)."""
+    signum = getattr(signal, name)
+    out = tmp_path / "sweep"
+    returncode, stderr = signal_mid_sweep(out, mnist_data_dir, signum, LONGER)
+
+    assert returncode == StopExit[name] == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "run the same command again" in line] == [
+        f"error: sweep interrupted; running trials saved their checkpoints in {out}; run the same command again to "
+        "continue"], stderr
+    rows = read_trials(out)
+    assert sorted(r["trial"] for r in rows) == list(TRIALS)
+    assert {r["status"] for r in rows} == {"interrupted"}, (rows, stderr)
+    stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
+    assert all(0 < epoch < 20 for epoch in stopped.values())
+    before = {t: read_metrics(out / "trials" / t) for t in TRIALS}
+
+    resumed = runner.invoke(app, [*LONGER, "--data-dir", str(mnist_data_dir), "--out", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {r["status"] for r in json.loads(resumed.stdout)["trials"]} == {"ok"}
+    for trial in TRIALS:
+        assert load_checkpoint(out / "trials" / trial / "last.npz").epoch == 20
+        assert read_metrics(out / "trials" / trial)[: stopped[trial]] == before[trial][: stopped[trial]]
+
+
+def test_each_stop_exit_code_is_128_plus_its_signal() -> None:
+    for member in StopExit:
+        if hasattr(signal, member.name):
+            assert member == 128 + getattr(signal, member.name) and StopExit.of(getattr(signal, member.name)) is member

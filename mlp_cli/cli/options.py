@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,3 +24,13 @@ def download_reporter(quiet: bool) -> Any:
     from mlp_cli.cli.download import make_reporter
 
     return make_reporter(quiet)
+
+
+def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:
+    """Shell completion of an option whose values are a registry's names (read when the shell
+    asks, so every entry is offered)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [name for name in registry if name.startswith(incomplete)]
+
+    return complete

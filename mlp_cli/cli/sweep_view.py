@@ -40,12 +40,6 @@ class PlainSweepObserver(SweepObserver):
         self.done = self.failed = self.todo = self.workers = 0
         self.start = time.perf_counter()
 
-    def __enter__(self) -> PlainSweepObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
     def on_start(self, plan: Any, todo: int, executor: Any) -> None:
         self.todo, self.workers = todo, executor.workers
         settled = len(plan.trials) - todo

@@ -51,7 +51,14 @@ class SweepResult:
 
 
 class SweepObserver:
-    """What the CLI shows; the defaults show nothing."""
+    """What the CLI shows; the defaults show nothing. A context manager: a live display starts
+    on entering and ends on leaving."""
+
+    def __enter__(self) -> SweepObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         pass
@@ -143,15 +150,15 @@ class SweepRun:
 
         trial_dir = Path(trial.config.run.dir or "")
         resume = {}
-        if self.executor.ship and (trial_dir / "last.npz").is_file():
+        if not self.executor.shares_files and (trial_dir / "last.npz").is_file():
             resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if (trial_dir / name).is_file()}
         dataset = get_spec(trial.config.data.dataset)
         env_mirrors = tuple(m for m in os.environ.get(dataset.mirror_env, "").replace(",", " ").split() if m)
         return TrialTask(
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
-            config=trial.config.to_dict(), ship=self.executor.ship, resume_files=resume,
-            data_dir=None if self.executor.ship else self.data_dir,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, **self.executor.task_options(),
+            config=trial.config.to_dict(),
+            data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume),
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:
