@@ -7,13 +7,14 @@ Heavy imports (numpy via mlp_cli.data.cache, requests, rich.progress) stay insid
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
+from mlp_cli.cli.options import complete_from, one_of
+from mlp_cli.data.registry import DATASETS
 
 if TYPE_CHECKING:
     from mlp_cli.data.cache import DatasetReport
@@ -40,16 +41,23 @@ STATUS_TEXT = {
 }
 
 
-class DatasetName(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
+_MIRROR_VARIABLES = ", ".join(f"${spec.mirror_env}" for spec in DATASETS.values())
+HELP = f"""Download a dataset, verify every file's SHA-256 and cache it ready to load.
+
+Mirrors are tried in order: --mirror, then the dataset's variable
+({_MIRROR_VARIABLES}), then the built-in ones.
+The variables may hold several URLs separated by spaces or commas.
+
+A second run finds the verified files in the cache and sends no request.
+"""
 
 
-@app.command("download-data", epilog=EXAMPLES)
+@app.command("download-data", help=HELP, epilog=EXAMPLES)
 def download_data(
     dataset: Annotated[
-        DatasetName, typer.Option("--dataset", "-d", help="Which dataset to fetch.")
-    ] = DatasetName.mnist,
+        str, typer.Option("--dataset", "-d", metavar=f"<{'|'.join(DATASETS)}>", help="Which dataset to fetch.",
+                          callback=one_of(DATASETS), autocompletion=complete_from(DATASETS))
+    ] = "mnist",
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -72,21 +80,14 @@ def download_data(
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Download a dataset, verify every file's SHA-256 and cache it ready to load.
-
-    Mirrors are tried in order: --mirror, then $MLP_MNIST_MIRROR
-    (or $MLP_FASHION_MNIST_MIRROR), then the built-in ones.
-    The variables may hold several URLs separated by spaces or commas.
-
-    A second run finds the verified files in the cache and sends no request.
-    """
+    """Download a dataset (the help text is ``HELP``, which names every dataset's variable)."""
     from mlp_cli.data.cache import ensure_dataset
 
     reporter = make_reporter(quiet or json_output)
     if isinstance(reporter, RichReporter) and is_interactive(sys.stdout):
         reporter.summary_follows = True  # the table below gives each file's status on the same screen
     report = ensure_dataset(
-        dataset.value, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
+        dataset, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
         reporter=reporter,
     )
     if json_output:

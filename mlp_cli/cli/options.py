@@ -34,3 +34,14 @@ def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:
         return [name for name in registry if name.startswith(incomplete)]
 
     return complete
+
+
+def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
+    """An option's check that its value is one of a registry's names (click's usage error if not)."""
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}.")
+        return value
+
+    return check

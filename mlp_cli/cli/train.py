@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from, download_reporter
 from mlp_cli.cli.signals import StopNow, StopOnSignals, run_checkpoint_remains
+from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
 if TYPE_CHECKING:
@@ -45,13 +46,15 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
     l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).")
+        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).",
+                                 autocompletion=complete_from(OPTIMIZERS))
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist or fashion-mnist (data.dataset).")] = None,
+    dataset: Annotated[str | None, typer.Option(help=f"{listed(DATASETS)} (data.dataset).",
+                                                autocompletion=complete_from(DATASETS))] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
