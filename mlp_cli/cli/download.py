@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -17,6 +17,8 @@ from mlp_cli.cli.options import complete_from, one_of
 from mlp_cli.data.registry import DATASETS
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from mlp_cli.data.cache import DatasetReport
     from mlp_cli.data.download import Reporter
 
@@ -141,7 +143,7 @@ def _print_summary(report: DatasetReport) -> None:
 # -- progress reporters -------------------------------------------------------------------------
 
 
-def make_reporter(quiet: bool = False, stream: Any = None) -> Reporter:
+def make_reporter(quiet: bool = False, stream: TextIO | None = None) -> Reporter:
     """The reporter for a download: nothing when quiet, a progress bar on a terminal, plain
     lines otherwise (logs, pipes, CI). Writes to ``stream`` (default stderr)."""
     if quiet:
@@ -156,7 +158,7 @@ def make_reporter(quiet: bool = False, stream: Any = None) -> Reporter:
 class PlainReporter:
     """One line per event, no colours or carriage returns: for logs and pipes."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
     def _print(self, text: str) -> None:
@@ -183,12 +185,12 @@ class RichReporter:
     reporter needs no set-up or tear-down by the caller.
     """
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
 
         self.console = Console(file=stream or sys.stderr, highlight=False)
-        self._progress: Any = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         # set when a summary table of the same facts follows on the same terminal: files found
         # in the cache are then not announced one by one
         self.summary_follows = False
@@ -229,7 +231,7 @@ class RichReporter:
                 return
             self.console.print(f"{escape(filename)}: [{colour}]{escape(text)}[/]")
             return
-        if status == "failed":  # a full bar says the rest; the summary gives the status
+        if status == "failed" and self._task is not None:  # a full bar says the rest; the summary gives the status
             self._progress.update(self._task, description=f"{escape(filename)} [red]failed[/]")
         self._progress.stop()
         self._progress = self._task = None

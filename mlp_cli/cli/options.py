@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,13 +17,6 @@ Mirror = Annotated[
     typer.Option("--mirror", help="Extra dataset mirror URL (http(s):// or file://), tried first. Repeatable."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-
-
-def download_reporter(quiet: bool) -> Any:
-    """How a command that may download the dataset on demand shows that download."""
-    from mlp_cli.cli.download import make_reporter
-
-    return make_reporter(quiet)
 
 
 def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:

@@ -21,9 +21,13 @@ import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TypeAlias
 
+from mlp_cli.errors import MlpError
 from mlp_cli.stop_signals import STOP_SIGNALS, StopExit
+
+# What signal.signal returns: a handler, SIG_DFL or SIG_IGN, or None (one not set from Python).
+Handler: TypeAlias = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
 class StopNow(BaseException):  # noqa: N818  (like KeyboardInterrupt: not an error of the tool's)
@@ -50,7 +54,7 @@ class StopOnSignals:
         self.on_first_signal = on_first_signal
         self.remains: Callable[[], str] = _no_checkpoint
         self.working = False  # inside ``at_work``: a second signal raises StopNow
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, Handler] = {}
 
     def requested(self) -> bool:
         return self.signum is not None
@@ -101,7 +105,6 @@ def _no_checkpoint() -> str:
 
 def run_checkpoint_remains(run_dir: Path) -> str:
     """Which checkpoint of a run is left, and how to continue from it."""
-    from mlp_cli.errors import MlpError
     from mlp_cli.training.checkpoint import load_checkpoint
 
     last = run_dir / "last.npz"

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app, is_interactive, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from, download_reporter
+from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
 from mlp_cli.cli.signals import StopNow, StopOnSignals, sweep_remains
+from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS
 
@@ -102,7 +104,6 @@ def sweep_command(
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
           seed: int | None) -> SweepSpec:
-    from mlp_cli.errors import UsageError
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
 
     if spec is None:
@@ -149,8 +150,6 @@ def _finish(result: SweepResult, plan: SweepPlan, save_best: Path | None, quiet:
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
                                   f"{result.directory}; run the same command again to continue", stop.exit_code())
     if best is None and result.rows:
-        from mlp_cli.errors import MlpError
-
         raise MlpError(f"no trial finished successfully; each one's error is in {result.directory}/trials.jsonl")
 
 
@@ -158,7 +157,6 @@ def _print_result(result: SweepResult, best: dict[str, Any] | None, best_trial: 
                   save_best: Path | None) -> None:
     from rich.markup import escape
 
-    from mlp_cli.cli.app import table_console
     from mlp_cli.cli.sweep_view import pct, trials_table
 
     table = trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)")
@@ -190,7 +188,7 @@ def _prefetch(plan: SweepPlan, data_dir: Path | None, mirrors: tuple[str, ...], 
     from mlp_cli.data.cache import load_dataset
 
     for dataset in sorted({t.config.data.dataset for t in plan.trials}):
-        load_dataset(dataset, "train", data_dir, mirrors, reporter=download_reporter(quiet))
+        load_dataset(dataset, "train", data_dir, mirrors, reporter=make_reporter(quiet))
 
 
 def _make_observer(quiet: bool) -> SweepObserver:

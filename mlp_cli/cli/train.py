@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from, download_reporter
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
 from mlp_cli.cli.signals import StopNow, StopOnSignals, run_checkpoint_remains
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
@@ -131,7 +132,7 @@ def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Ses
     stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:
         data = load_inputs(session, data_dir=request.data_dir, mirrors=request.mirrors,
-                           reporter=download_reporter(request.quiet))
+                           reporter=make_reporter(request.quiet))
         with _make_observer(request.quiet) as observer:
             return run_session(session, data, observer=observer, stop_requested=stop.requested), session
 

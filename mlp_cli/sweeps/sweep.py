@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, make_parents
+from mlp_cli.config import Config
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor
@@ -96,7 +97,7 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
     return SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", False
 
 
-def save_config(trial_config: Any, path: Path) -> None:
+def save_config(trial_config: Config, path: Path) -> None:
     """A trial's config as a config file: run.dir and run.name cleared for a fresh run."""
     run = dataclasses.replace(trial_config.run, dir=None, name=None)
     make_parents(path)

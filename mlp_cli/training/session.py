@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import Config
@@ -28,6 +28,9 @@ from mlp_cli.training.run_dir import (
     make_run_dir,
     planned_run_dir,
 )
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
 
 
 @dataclass
@@ -74,8 +77,8 @@ def resumed_session(
     return session
 
 
-def load_inputs(session: Session, *, data_dir: Any = None, mirrors: tuple[str, ...] = (),
-                reporter: Any = None) -> TrainingData:
+def load_inputs(session: Session, *, data_dir: str | Path | None = None, mirrors: tuple[str, ...] = (),
+                reporter: Reporter | None = None) -> TrainingData:
     """The run's data, normalised as the checkpoint was when resuming."""
     from mlp_cli.data.preprocess import Preprocessing
 
