@@ -11,12 +11,12 @@ import typer
 from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
 from mlp_cli.cli.download import make_reporter
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
-from mlp_cli.cli.signals import StopNow, StopOnSignals, sweep_remains
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS
 
 if TYPE_CHECKING:
+    from mlp_cli.cli.signals import StopOnSignals
     from mlp_cli.sweeps.executors import Executor
     from mlp_cli.sweeps.spec import SweepSpec, Trial
     from mlp_cli.sweeps.sweep import SweepObserver, SweepPlan, SweepResult, SweepRun
@@ -82,6 +82,7 @@ def sweep_command(
     failing trial is a result: the others go on. Ctrl-C, SIGTERM or SIGHUP stops every trial cleanly
     (each saves its checkpoint); a second one stops at once.
     """
+    from mlp_cli.cli.signals import StopOnSignals, sweep_remains
     from mlp_cli.sweeps.executors import default_jobs, make_executor
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
@@ -118,6 +119,8 @@ def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: i
 def _run(run: SweepRun, pool: Executor, stop: StopOnSignals) -> SweepResult:
     """The trials, under the stop handler: a first signal stops them after their step (each saves),
     a second one at once (they keep their last checkpoints)."""
+    from mlp_cli.cli.signals import StopNow
+
     try:
         with stop.at_work(), run.observer:
             return run.run()

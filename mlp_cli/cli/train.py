@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
-from mlp_cli.cli.signals import StopNow, StopOnSignals, run_checkpoint_remains
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
 if TYPE_CHECKING:
     from mlp_cli.cli.progress import SilentObserver
+    from mlp_cli.cli.signals import StopOnSignals
     from mlp_cli.config import Config
     from mlp_cli.training.loop import TrainResult
     from mlp_cli.training.session import Session
@@ -94,9 +93,9 @@ def train_command(
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """What `mlp train` was asked for, as the command line gave it."""
+class TrainRequest(NamedTuple):
+    """What `mlp train` was asked for, as the command line gave it (a NamedTuple: cheaper to
+    define than a dataclass, and this module is imported by every ``mlp`` command)."""
 
     config: str | None  # a path or a name from configs/
     overrides: dict[str, Any]  # from the flags: {"section.key": value}
@@ -111,6 +110,7 @@ class TrainRequest:
 
 def _until_done_or_stopped(request: TrainRequest) -> tuple[TrainResult, Session]:
     """Train with the signal handlers in place; a signal ends it with 128 + its number."""
+    from mlp_cli.cli.signals import StopNow, StopOnSignals
     from mlp_cli.training.loop import TrainingInterrupted
 
     stop = StopOnSignals()
@@ -126,6 +126,7 @@ def _until_done_or_stopped(request: TrainRequest) -> tuple[TrainResult, Session]
 
 
 def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Session]:
+    from mlp_cli.cli.signals import run_checkpoint_remains
     from mlp_cli.training.session import load_inputs, run_session
 
     session = _open_session(request)

@@ -3,16 +3,16 @@
 An entry says which class in ``mlp_cli.sweeps.executors`` implements the executor and what the
 sweep needs to know of it before it starts one. ``--executor``'s help, its shell completion and
 ``make_executor``'s check read this table, so adding an executor is its class plus one entry here.
-This module imports nothing of the tool's, so that ``mlp --help`` can read it cheaply.
+This module imports nothing of the tool's, and its entries are NamedTuples (cheaper to define than
+dataclasses), so that ``mlp --help`` can read it cheaply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ExecutorSpec:
+class ExecutorSpec(NamedTuple):
     implementation: str  # the class in mlp_cli.sweeps.executors
     help: str  # what it is, for --executor's help
     shares_files: bool  # trials write their directories in place (else they send their files back)
