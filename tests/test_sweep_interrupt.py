@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,22 +51,33 @@ def signal_mid_sweep(out: Path, data_dir: Path, signum: int, args: list[str] = A
     return process.returncode, stderr
 
 
+def trials_interrupted(out: Path, epochs: int) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+    """Every trial recorded interrupted, stopped part-way: the epoch of each one's last.npz, and
+    each one's metrics so far."""
+    rows = read_trials(out)
+    assert sorted(r["trial"] for r in rows) == list(TRIALS)
+    assert {r["status"] for r in rows} == {"interrupted"}, rows
+    stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
+    assert all(0 < epoch < epochs for epoch in stopped.values())
+    return stopped, {t: read_metrics(out / "trials" / t) for t in TRIALS}
+
+
+def rerun_to_the_end(args: list[str], data_dir: Path, out: Path) -> None:
+    """The same command again: every trial ends ok."""
+    resumed = runner.invoke(app, [*args, "--data-dir", str(data_dir), "--out", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {r["status"] for r in json.loads(resumed.stdout)["trials"]} == {"ok"}
+
+
 def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(mnist_data_dir: Path,
                                                                                 tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     returncode, stderr = signal_mid_sweep(out, mnist_data_dir, signal.SIGINT)
     assert returncode == 130, stderr
     assert "run the same command again" in stderr and "Traceback" not in stderr
-    rows = read_trials(out)
-    assert sorted(r["trial"] for r in rows) == list(TRIALS)
-    assert {r["status"] for r in rows} == {"interrupted"}
-    stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
-    assert all(0 < epoch < 6 for epoch in stopped.values())
-    before = {t: read_metrics(out / "trials" / t) for t in TRIALS}
+    stopped, before = trials_interrupted(out, epochs=6)
 
-    resumed = runner.invoke(app, [*ARGS, "--data-dir", str(mnist_data_dir), "--out", str(out), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert {r["status"] for r in json.loads(resumed.stdout)["trials"]} == {"ok"}
+    rerun_to_the_end(ARGS, mnist_data_dir, out)
     reference = runner.invoke(app, [*ARGS, "--data-dir", str(mnist_data_dir), "--out", str(tmp_path / "ref"), "-q"])
     assert reference.exit_code == 0, reference.output
     for trial in TRIALS:
@@ -98,16 +110,9 @@ def test_sigterm_and_sighup_stop_a_sweep_like_ctrl_c(mnist_data_dir: Path, tmp_p
     assert [line for line in stderr.splitlines() if "run the same command again" in line] == [
         f"error: sweep interrupted; running trials saved their checkpoints in {out}; run the same command again to "
         "continue"], stderr
-    rows = read_trials(out)
-    assert sorted(r["trial"] for r in rows) == list(TRIALS)
-    assert {r["status"] for r in rows} == {"interrupted"}, (rows, stderr)
-    stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
-    assert all(0 < epoch < 20 for epoch in stopped.values())
-    before = {t: read_metrics(out / "trials" / t) for t in TRIALS}
+    stopped, before = trials_interrupted(out, epochs=20)
 
-    resumed = runner.invoke(app, [*LONGER, "--data-dir", str(mnist_data_dir), "--out", str(out), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert {r["status"] for r in json.loads(resumed.stdout)["trials"]} == {"ok"}
+    rerun_to_the_end(LONGER, mnist_data_dir, out)
     for trial in TRIALS:
         assert load_checkpoint(out / "trials" / trial / "last.npz").epoch == 20
         assert read_metrics(out / "trials" / trial)[: stopped[trial]] == before[trial][: stopped[trial]]
