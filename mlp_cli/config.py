@@ -14,6 +14,7 @@ import difflib
 import math
 import re
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -176,8 +177,9 @@ FLAG_KEYS = {
 # Validation
 
 
-def _yaml11_number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; people mean the number."""
+def yaml11_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; people mean the number (in a config file's
+    number fields, and in every value of a sweep's ``--set``)."""
     if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
         return float(value)
     return value
@@ -241,6 +243,29 @@ def check_against_data(config: Config, n_train: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Which accuracy selects the best epoch
+
+
+def selection_key(has_dev_set: bool) -> str:
+    """The metric that selects a run's best epoch (its best.npz, its row in ``mlp runs``, a
+    sweep's best trial): ``dev_accuracy``, or ``train_accuracy`` for a run without a dev set
+    (``data.dev_size = 0``)."""
+    return "dev_accuracy" if has_dev_set else "train_accuracy"
+
+
+def selection_accuracy(metrics: Mapping[str, Any]) -> float:
+    """One epoch's accuracy by :func:`selection_key`, from its metrics (a row of metrics.jsonl)."""
+    return float(metrics[selection_key(metrics.get("dev_accuracy") is not None)])
+
+
+def best_epoch(rows: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | None, str]:
+    """A run's best epoch by :func:`selection_key` (its metrics row, None without rows) and that
+    key; the run has a dev set when any row has a dev accuracy."""
+    key = selection_key(any(row.get("dev_accuracy") is not None for row in rows))
+    return max(rows, key=lambda row: row.get(key) or 0.0, default=None), key
+
+
+# --------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -264,7 +289,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             else:
                 raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
     elif base is float:
-        value = _yaml11_number(value)
+        value = yaml11_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         try:

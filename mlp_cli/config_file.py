@@ -67,16 +67,15 @@ def load_config(
         merged.setdefault(section, {}).update(values)
     for key, value in (overrides or {}).items():
         if value is not None:
-            _put(merged, key, value, source="flag")
+            put_setting(merged, key, value, source="flag")
+    set_keys = []
     for item in sets:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        _put(merged, key.strip(), parse_scalar(text.strip(), key.strip()), source="--set")
+        key, text = split_set(item)
+        put_setting(merged, key, parse_scalar(text, key), source="--set")
+        set_keys.append(key)
     try:
         return build_config(merged, where=path)
     except ConfigError as err:
-        set_keys = {item.partition("=")[0].strip() for item in sets}
         flag_keys = [k for k in overrides or {} if k not in set_keys]
         raise ConfigError(naming_flags(str(err), flag_keys, where_prefix(path))) from None
 
@@ -210,10 +209,23 @@ def _base_sections(base: Any) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def _put(merged: dict[str, dict[str, Any]], dotted: str, value: Any, source: str) -> None:
+def split_set(item: str, expects: str = "section.key=value") -> tuple[str, str]:
+    """``--set section.key=value`` -> (key, value text), both stripped; the text is the value's
+    to parse (:func:`parse_scalar`; a sweep's ``a,b,c`` are a grid axis)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects {expects}, got {item!r}")
+    return key.strip(), text.strip()
+
+
+def put_setting(sections: dict[str, dict[str, Any]], dotted: str, value: Any, source: str = "") -> None:
+    """Set ``section.key`` to ``value`` in a mapping of sections. The section must be one of the
+    config's (an unknown one is refused here); build_config judges the key and the value.
+    ``source`` (``flag``, ``--set``) names in the error where a malformed key came from."""
     section, sep, key = dotted.partition(".")
     if not sep or not key or "." in key:
-        raise ConfigError(f"{source} key {dotted!r} must look like section.key (e.g. model.hidden)")
+        named = f"{source} key {dotted!r}" if source else repr(dotted)
+        raise ConfigError(f"{named} must look like section.key (e.g. model.hidden)")
     if section not in SECTIONS:
         raise ConfigError(unknown_name("section", section, list(SECTIONS), where=None))
-    merged.setdefault(section, {})[key] = value
+    sections.setdefault(section, {})[key] = value

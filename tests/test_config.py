@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import runner
 
-from mlp_cli.config import Config, check_against_data
+from mlp_cli import config as config_module
+from mlp_cli.cli import app
+from mlp_cli.config import Config, best_epoch, check_against_data, selection_accuracy, selection_key
 from mlp_cli.config_file import load_config
 from mlp_cli.errors import ConfigError
+from mlp_cli.reports.runs import read_run
+from mlp_cli.sweeps.runner import summarize
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.metrics import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -146,3 +155,42 @@ def test_config_is_frozen() -> None:
     c = Config()
     with pytest.raises(AttributeError):
         c.model.hidden = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# Which accuracy selects the best epoch: one rule, read by every user
+
+
+def test_the_best_epoch_is_chosen_by_dev_accuracy_else_train_accuracy() -> None:
+    with_dev = [{"epoch": 1, "train_accuracy": 0.9, "dev_accuracy": 0.8},
+                {"epoch": 2, "train_accuracy": 0.95, "dev_accuracy": 0.7}]
+    no_dev = [{"epoch": 1, "train_accuracy": 0.9, "dev_accuracy": None},
+              {"epoch": 2, "train_accuracy": 0.95, "dev_accuracy": None}]
+    assert (selection_key(True), selection_key(False)) == ("dev_accuracy", "train_accuracy")
+    assert [selection_accuracy(row) for row in with_dev + no_dev] == [0.8, 0.7, 0.9, 0.95]
+    assert best_epoch(with_dev) == (with_dev[0], "dev_accuracy")
+    assert best_epoch(no_dev) == (no_dev[1], "train_accuracy")
+    assert best_epoch([]) == (None, "train_accuracy")
+
+
+def test_training_the_summary_runs_and_sweeps_all_take_the_rule_from_the_config(
+    mnist_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changed in config.selection_key, the rule changes everywhere: best.npz and the training
+    loop, `mlp train`'s summary, `mlp runs` and a sweep's trial row (none keeps its own copy)."""
+    monkeypatch.setattr(config_module, "selection_key", lambda has_dev_set: "train_accuracy")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--out", str(out), "--data-dir", str(mnist_data_dir), "--hidden", "16",
+                                 "--batch", "100", "--epochs", "3", "--set", "data.limit=1000",
+                                 "--set", "data.dev_size=500", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = read_metrics(out)
+    best = max(rows, key=lambda row: row["train_accuracy"])
+    assert all(row["dev_accuracy"] not in (None, best["train_accuracy"]) for row in rows)  # dev differs
+    summary = json.loads(result.stdout)
+    assert (summary["best_by"], summary["best_accuracy"]) == ("train_accuracy", best["train_accuracy"])
+    assert load_checkpoint(out / "best.npz").meta["accuracy"] == best["train_accuracy"]
+    assert read_run(out).best_dev_accuracy == best["train_accuracy"]
+    task = SimpleNamespace(name="t", index=0, overrides={}, config={"train": {"epochs": 3}})
+    row = summarize(task, out, "ok", None, 1.0, "here")
+    assert (row["best_by"], row["best_dev_accuracy"]) == ("train_accuracy", best["train_accuracy"])

@@ -11,10 +11,10 @@ import pytest
 
 from mlp_cli.nn.backprop import backprop, loss_and_gradients
 from mlp_cli.nn.evaluation import loss_and_accuracy, plain_loss_and_accuracy
+from mlp_cli.nn.loss import cross_entropy
 from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
-    cross_entropy,
     forward,
     init_params,
     l2_penalty,

@@ -33,10 +33,10 @@ from mlp_cli.data import idx
 from mlp_cli.errors import CheckpointError, ConfigError, DataError
 from mlp_cli.nn.backprop import loss_and_gradients
 from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.loss import cross_entropy
 from mlp_cli.nn.network import (
     PARAM_NAMES,
     Params,
-    cross_entropy,
     forward,
     init_params,
     l2_penalty,

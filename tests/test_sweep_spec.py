@@ -34,6 +34,26 @@ def test_grid_is_the_product_of_the_lists_in_order() -> None:
     assert trials[5].name == "005-lr=0.2-hidden=800"
 
 
+@pytest.mark.parametrize(("sets", "message"), [
+    (["model.hidden"], "--set expects section.key=value or section.key=a,b,c, got 'model.hidden'"),
+    ([" =3"], "--set expects section.key=value or section.key=a,b,c, got ' =3'"),
+    (["hidden=3,4"], "'hidden' must look like section.key (e.g. model.hidden)"),
+    (["model.hidden.x=3"], "'model.hidden.x' must look like section.key"),
+    (["modle.hidden=3,4"], "unknown section 'modle' (did you mean 'model'?)"),
+])
+def test_set_in_a_sweep_is_split_and_merged_by_the_config_s_rules(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan_trials(spec_from_sets(None, sets))
+    assert message in str(caught.value)
+
+
+def test_exponents_without_a_dot_are_numbers_in_a_sweep_as_in_a_config() -> None:
+    spec = spec_from_sets(None, ["train.l2=1e-5,+2E-4", "optimizer.lr=5e-1", "run.name=1e5x"])
+    assert spec.grid == {"train.l2": [1e-5, 2e-4]} and spec.fixed["optimizer.lr"] == 0.5
+    assert spec.fixed["run.name"] == "1e5x"
+    assert [t.config.train.l2 for t in plan_trials(spec_from_sets(None, ["train.l2=1e-5,2e-4"]))] == [1e-5, 2e-4]
+
+
 def test_random_draws_are_reproducible_in_range_and_stable_as_trials_grow(tmp_path: Path) -> None:
     path = write(tmp_path, """
 config: default

@@ -168,6 +168,8 @@ def _make_observer(quiet: bool) -> SilentObserver:
 
 
 def _summary(result: TrainResult, config: Config) -> dict[str, Any]:
+    from mlp_cli.config import selection_key
+
     last = result.rows[-1].to_dict() if result.rows else {}
     return {
         "run_dir": str(result.run_dir),
@@ -179,7 +181,7 @@ def _summary(result: TrainResult, config: Config) -> dict[str, Any]:
         "dev_accuracy": last.get("dev_accuracy"),
         "best_epoch": result.best_epoch,
         "best_accuracy": result.best_accuracy,
-        "best_by": "dev_accuracy" if config.data.dev_size else "train_accuracy",  # no dev set: train
+        "best_by": selection_key(config.data.dev_size > 0),
         "planned_epochs": config.train.epochs,
         "stopped_early": bool(last.get("stopped_early", False)),
         "seconds": result.seconds,

@@ -1,12 +1,13 @@
 """Backpropagation: the README's equations as a plain reference, and the tuned step training runs.
 
 ``backprop`` is the batched derivation the README gives ("The network and its gradients"), one
-line per equation, in row notation (X is (B, d), rows are examples). Read it first. Backpropagation is the chain rule
-applied to the forward lines from the bottom up; because the loss is the cross-entropy of a
-softmax, the two derivatives collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (see
-``network.log_softmax_backward`` for when that holds); the sigmoid's derivative is taken from its
-saved output, A1 (1 - A1), so Z1 need not be kept. Dropout (``nn.dropout``) adds three
-products with its masks and changes nothing else; without masks the lines are the README's equations.
+line per equation, in row notation (X is (B, d), rows are examples). Read it first.
+Backpropagation is the chain rule applied to the forward lines from the bottom up. It starts from
+the loss unit's dJ/dZ2 (``nn.loss``): for the cross-entropy of a softmax the two derivatives
+collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (``nn.loss`` says when that holds).
+The sigmoid's derivative is taken from its saved output, A1 (1 - A1), so Z1 need not be kept.
+Dropout (``nn.dropout``) adds three products with its masks and changes nothing else; without
+masks the lines are the README's equations.
 
 ``loss_and_gradients`` computes the same numbers with the buffers of a :class:`StepBuffers`
 (allocated once per batch shape, so the hot loop allocates no arrays; numpy keeps its own fixed
@@ -25,45 +26,40 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlp_cli.nn.dropout import NO_MASKS, HiddenMaskBuffers, InputMaskBuffers, Masks
-from mlp_cli.nn.network import (
-    Params,
-    cross_entropy,
-    sigmoid,
-    sigmoid_grad_from_output,
-    softmax,
-)
+from mlp_cli.nn.loss import LOSSES, inplace_softmax_minus_onehot
+from mlp_cli.nn.network import Params, sigmoid, sigmoid_grad_from_output
 from mlp_cli.nn.workspace import Layout, Workspace, buffer, layout
 
 
 def backprop(
-    params: Params, X: np.ndarray, y: np.ndarray, l2: float = 0.0, masks: Masks | None = None
+    params: Params, X: np.ndarray, y: np.ndarray, l2: float = 0.0, masks: Masks | None = None,
+    loss_name: str = "cross_entropy",
 ) -> tuple[float, Params]:
-    """The reference: mean cross-entropy of the batch and the gradients of J + lambda (|W1|^2 + |W2|^2).
+    """The reference: mean loss of the batch and the gradients of J + lambda (|W1|^2 + |W2|^2).
 
     X (B, d) float, y (B,) int labels; returns the loss without the L2 term and the gradients in a
     Params of the parameters' shapes. ``masks`` (dropout, see ``nn.dropout``) thin the inputs
-    and the hidden units; without them every line is the README's equations.
+    and the hidden units; without them every line is the README's equations. ``loss_name`` names the loss
+    unit (``nn.loss.LOSSES``): J and dJ/dZ2 come from it, the lines below Z2 are the same for any.
     """
     W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2
     M0, M1 = (masks.M0, masks.M1) if masks is not None else (None, None)  # 0 or 1 / (1 - p)
-    B, k = X.shape[0], W2.shape[1]
-    Y = np.eye(k, dtype=X.dtype)[y]  # one-hot labels                                       (B, k)
+    unit = LOSSES[loss_name]  # the cross-entropy of P = softmax(Z2) unless another is named
     if M0 is not None:
         X = X * M0  # X~ = X * M0: input dropout                                              (B, d)
     Z1 = X @ W1 + b1  # Z1 = X W1 + b1                                                         (B, h)
     A1 = sigmoid(Z1)  # A1 = sigmoid(Z1)                                                       (B, h)
     H = A1 if M1 is None else A1 * M1  # A1~ = A1 * M1: hidden dropout (else A1~ = A1)        (B, h)
     Z2 = H @ W2 + b2  # Z2 = A1~ W2 + b2                                                       (B, k)
-    P = softmax(Z2)  # P = softmax(Z2), row-wise                                               (B, k)
-    J = cross_entropy(Z2, y).mean()  # J = -(1/B) sum_i log P[i, y_i]                          ()
-    dZ2 = (P - Y) / B  # dJ/dZ2 = (P - Y) / B                                                  (B, k)
+    J = unit.value(Z2, y)  # J = -(1/B) sum_i log P[i, y_i], P = softmax(Z2)                 ()
+    dZ2 = unit.gradient(Z2, y)  # dJ/dZ2 = (P - Y) / B, Y one-hot                              (B, k)
     dW2 = H.T @ dZ2 + 2 * l2 * W2  # dJ/dW2 = A1~^T dZ2 (+ 2 lambda W2)                       (h, k)
     db2 = dZ2.sum(axis=0)  # dJ/db2 = sum over rows of dZ2                                    (k,)
     dA1 = dZ2 @ W2.T if M1 is None else (dZ2 @ W2.T) * M1  # dJ/dA1 = (dZ2 W2^T) * M1         (B, h)
     dZ1 = dA1 * A1 * (1 - A1)  # dJ/dZ1 = dA1 * A1 * (1 - A1)                                  (B, h)
     dW1 = X.T @ dZ1 + 2 * l2 * W1  # dJ/dW1 = X~^T dZ1 (+ 2 lambda W1)                         (d, h)
     db1 = dZ1.sum(axis=0)  # dJ/db1 = sum over rows of dZ1                                    (h,)
-    return float(J), Params(W1=dW1, b1=db1, W2=dW2, b2=db2)
+    return J, Params(W1=dW1, b1=db1, W2=dW2, b2=db2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,28 +141,6 @@ def thin_into(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) ->
     return out
 
 
-def inplace_softmax_minus_onehot(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers) -> float:
-    """Z2 <- (softmax(Z2) - Y) / B, row-wise, Y one-hot; returns J = -(1/B) sum_i log P[i, y_i].
-
-    Z2 must be column-major (B, k). log P[i, y_i] = Z2[i, y_i] - log sum_j exp(Z2[i, j]) after
-    each row is shifted by its max (softmax unchanged, exp cannot overflow).
-    """
-    B = Z2.shape[0]
-    Z2 -= np.max(Z2, axis=1, keepdims=True, out=buf.row_max)  # shift each row by its max
-    cells = Z2.reshape(-1, order="F")  # a view: entry (i, j) is cells[i + B j]
-    np.multiply(y, B, out=buf.flat_index)
-    buf.flat_index += buf.rows  # i + B y_i
-    np.take(cells, buf.flat_index, out=buf.true_score, mode="clip")  # Z2[i, y_i] (subtract.at checks)
-    np.exp(Z2, out=Z2)  # exp(Z2)                                                              (B, k)
-    np.sum(Z2, axis=1, keepdims=True, out=buf.row_sum)  # sum_j exp(Z2[i, j])                  (B, 1)
-    np.log(buf.row_sum, out=buf.log_row_sum)
-    loss = float(buf.log_row_sum.sum() - buf.true_score.sum()) / B  # J
-    Z2 /= buf.row_sum  # P = softmax(Z2)                                                       (B, k)
-    np.subtract.at(cells, buf.flat_index, 1.0)  # P - Y: 1 off the true class of each row
-    Z2 /= B  # (P - Y) / B: the loss is a mean over the batch                                  (B, k)
-    return loss
-
-
 def flush_subnormals(A: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Set the entries of A smaller in magnitude than the smallest normal number to 0, in place.
 
@@ -212,7 +186,7 @@ def loss_and_gradients(
     if masks.hidden is not None:
         H = thin_into(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, thin, W1.dtype).A1)
     scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
-    loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B
+    loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B (nn.loss's fused kernel)
     dZ2 = flush_subnormals(Z2, buf.magnitude, buf.subnormal)  # dZ2 = (P - Y) / B             (B, k)
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)

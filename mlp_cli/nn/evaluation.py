@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlp_cli.nn.backprop import forward_into
-from mlp_cli.nn.network import Params, cross_entropy, logits
+from mlp_cli.nn.loss import CROSS_ENTROPY, shifted_cross_entropy_sum
+from mlp_cli.nn.network import Params, logits
 from mlp_cli.nn.workspace import Layout, Workspace, buffer, layout
 
 EVAL_BLOCK = 2_000  # rows per block: a (block, h) activation stays in cache
@@ -22,7 +23,7 @@ EVAL_BLOCK = 2_000  # rows per block: a (block, h) activation stays in cache
 def plain_loss_and_accuracy(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """The reference: mean cross-entropy and the fraction of rows whose top score is the label."""
     Z2 = logits(params, X)  # (n, k)
-    return float(cross_entropy(Z2, y).mean()), float(np.mean(Z2.argmax(axis=1) == y))
+    return CROSS_ENTROPY.value(Z2, y), float(np.mean(Z2.argmax(axis=1) == y))
 
 
 @dataclass
@@ -55,11 +56,11 @@ def loss_and_accuracy(
 ) -> tuple[float, float]:
     """What ``plain_loss_and_accuracy`` computes, tuned: mean cross-entropy and accuracy.
 
-    Per row: the loss logsumexp(Z2) - Z2[i, y_i] and whether the highest score is the true
-    class. Pass the training run's Workspace to keep the block buffers between calls, and
-    ``scores`` (n, k) to receive each row's class scores, shifted so that their maximum is 0
-    (softmax and argmax unchanged): ``mlp eval`` builds its report from the very pass whose
-    loss and accuracy it prints.
+    Per row: the loss logsumexp(Z2) - Z2[i, y_i] (summed by ``nn.loss.shifted_cross_entropy_sum``)
+    and whether the highest score is the true class. Pass the training run's Workspace to keep
+    the block buffers between calls, and ``scores`` (n, k) to receive each row's class scores,
+    shifted so that their maximum is 0 (softmax and argmax unchanged): ``mlp eval`` builds its
+    report from the very pass whose loss and accuracy it prints.
 
     The forward pass here needs the scores Z2 only, never A1, so the sigmoid's halving and
     shifting are moved into the weights, once per call instead of on every activation:
@@ -92,10 +93,7 @@ def loss_and_accuracy(
         if scores is not None:
             scores[start : start + n] = Z2
         correct += int(np.count_nonzero(Z2.argmax(axis=1) == labels))
-        np.exp(Z2, out=E)
-        # -log P[i, y_i] = log sum_j exp(Z2[i, j]) - Z2[i, y_i]   (after the shift)
-        losses = np.log(E.sum(axis=1)) - Z2[buf.rows[:n], labels]
-        total_loss += float(losses.sum(dtype=np.float64))
+        total_loss += shifted_cross_entropy_sum(Z2, labels, E, buf.rows[:n])  # sum_i -log P[i, y_i]
     count = max(len(y), 1)
     return total_loss / count, correct / count
 

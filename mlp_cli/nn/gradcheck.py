@@ -9,7 +9,7 @@ For a parameter entry p the numerical derivative of the objective J_reg is
     dJ/dp ~ (J_reg(p + eps) - J_reg(p - eps)) / (2 eps)
 
 whose error is O(eps^2) (the first-order terms of the two Taylor expansions cancel). J_reg is
-computed by an independent path -- ``logits`` and ``cross_entropy`` plus the L2 penalty, not the
+computed by an independent path -- ``logits`` and the loss unit plus the L2 penalty, not the
 forward half of ``loss_and_gradients`` -- so a slip in the backward pass cannot hide behind the
 same slip in its forward pass. Everything runs in float64: with eps = 1e-5 the rounding error of
 the difference quotient (about 1e-16 |J| / eps ~ 1e-11) and its truncation error (eps^2 times
@@ -46,6 +46,7 @@ import numpy as np
 from mlp_cli.nn import backprop
 from mlp_cli.nn import network as model
 from mlp_cli.nn.dropout import Masks, draw_masks, thinned_logits
+from mlp_cli.nn.loss import LOSSES
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 from mlp_cli.nn.workspace import Workspace
 
@@ -103,10 +104,14 @@ class GradcheckResult:
         }
 
 
-def objective(params: Params, X: np.ndarray, y: np.ndarray, l2: float, masks: Masks | None = None) -> float:
-    """J_reg = mean cross-entropy + lambda (|W1|^2 + |W2|^2), by the plain forward path."""
+def objective(
+    params: Params, X: np.ndarray, y: np.ndarray, l2: float, masks: Masks | None = None,
+    loss_name: str = "cross_entropy",
+) -> float:
+    """J_reg = mean loss (of the unit ``loss_name`` in nn.loss.LOSSES) + lambda (|W1|^2 + |W2|^2),
+    by the plain forward path."""
     scores = model.logits(params, X) if masks is None else thinned_logits(params, X, masks)
-    return float(np.mean(model.cross_entropy(scores, y))) + model.l2_penalty(params, l2)
+    return LOSSES[loss_name].value(scores, y) + model.l2_penalty(params, l2)
 
 
 def random_batch(batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -128,11 +133,13 @@ def check_gradients(
     tolerance: float = TOLERANCE,
     gradient_fn: GradientFn | None = None,
     masks: Masks | None = None,
+    loss_name: str = "cross_entropy",
 ) -> tuple[float, tuple[ParamCheck, ...]]:
     """Compare ``gradient_fn`` (default ``loss_and_gradients``) with central differences
     on up to ``samples`` random entries of each parameter. Works on a float64 copy of params.
     With ``masks`` (dropout) the objective is the thinned network's, and ``gradient_fn`` is
-    called with ``masks=``."""
+    called with ``masks=``. ``loss_name`` names the objective's loss unit (nn.loss.LOSSES); another
+    than the cross-entropy needs a ``gradient_fn`` of that loss (``backprop`` with ``loss_name=``)."""
     gradient_fn = gradient_fn or backprop.loss_and_gradients
     params = Params(**{k: np.array(v, dtype=np.float64) for k, v in params.as_dict().items()})
     X = np.asarray(X, dtype=np.float64)
@@ -148,9 +155,9 @@ def check_gradients(
         for i, index in enumerate(flat_indices):
             saved = flat[index]
             flat[index] = saved + eps
-            plus = objective(params, X, y, l2, masks)
+            plus = objective(params, X, y, l2, masks, loss_name)
             flat[index] = saved - eps
-            minus = objective(params, X, y, l2, masks)
+            minus = objective(params, X, y, l2, masks, loss_name)
             flat[index] = saved
             numeric[i] = (plus - minus) / (2 * eps)  # dJ/dp ~ (J(p + eps) - J(p - eps)) / 2 eps
         checks.append(_compare(name, array.shape, analytic, numeric, tolerance))
@@ -191,6 +198,7 @@ def gradcheck(
     gradient_fn: GradientFn | None = None,
     dropout: float = 0.0,
     input_dropout: float = 0.0,
+    loss_name: str = "cross_entropy",
 ) -> GradcheckResult:
     """Initialise a float64 network like a run would (``init``, ``seed``), draw a random batch
     (and its dropout masks, with these rates) and check every parameter's gradient. Seeded: the
@@ -206,7 +214,8 @@ def gradcheck(
     if dropout > 0 or input_dropout > 0:
         masks = draw_masks(rng, batch_size, INPUTS, hidden, input_dropout, dropout, np.dtype(np.float64), Workspace())
     loss, checks = check_gradients(
-        params, X, y, l2, rng=rng, samples=samples, eps=eps, tolerance=tolerance, gradient_fn=gradient_fn, masks=masks
+        params, X, y, l2, rng=rng, samples=samples, eps=eps, tolerance=tolerance, gradient_fn=gradient_fn, masks=masks,
+        loss_name=loss_name,
     )
     return GradcheckResult(
         hidden=hidden, batch_size=batch_size, l2=l2, init=init, seed=seed, eps=eps,

@@ -1,5 +1,5 @@
-"""The two-layer network: its parameters, its functions (each beside its derivative), the plain
-forward pass and the loss.
+"""The two-layer network: its parameters, its functions (each beside its derivative) and the plain
+forward pass.
 
 Rows are examples. With X (B, d) a batch of inputs and y (B,) its integer labels:
 
@@ -7,7 +7,7 @@ Rows are examples. With X (B, d) a batch of inputs and y (B,) its integer labels
     A1 = sigmoid(Z1)        (B, h)     hidden activations
     Z2 = A1 @ W2 + b2       (B, k)     class scores (logits)
     P  = softmax(Z2)        (B, k)     class probabilities, row-wise
-    J  = -(1/B) sum_i log P[i, y_i]    mean cross-entropy
+    J  = -(1/B) sum_i log P[i, y_i]    mean cross-entropy (the loss unit, ``mlp_cli.nn.loss``)
 
 The gradients of J are derived in ``mlp_cli.nn.backprop``: ``backprop`` there is the README's
 equations line by line, ``loss_and_gradients`` the tuned step that training runs.
@@ -139,14 +139,14 @@ def log_softmax_backward(P: np.ndarray, dL: np.ndarray) -> np.ndarray:
     """dJ/dZ from dJ/dL through L = log softmax(Z), with P = softmax(Z): dL - P * sum_j dL_j.
 
     For the cross-entropy J = -(1/B) sum_i L[i, y_i], dL = -Y / B (Y one-hot), and since each row
-    of Y sums to one this is (P - Y) / B: the shortcut the backward pass uses. It holds only for
-    this pairing (softmax output, cross-entropy loss, labels that sum to one per row).
+    of Y sums to one this is (P - Y) / B: the shortcut the backward pass uses (``nn.loss``). It
+    holds only for this pairing (softmax output, cross-entropy loss, labels that sum to one per row).
     """
     return dL - P * dL.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------------------------
-# Forward pass and loss (plain: the reference the tuned kernels are tested against)
+# Forward pass (plain: the reference the tuned kernels are tested against)
 
 
 def logits(params: Params, X: np.ndarray) -> np.ndarray:
@@ -158,11 +158,6 @@ def logits(params: Params, X: np.ndarray) -> np.ndarray:
 def forward(params: Params, X: np.ndarray) -> np.ndarray:
     """Class probabilities P (B, k) for inputs X (B, d)."""
     return softmax(logits(params, X))
-
-
-def cross_entropy(Z2: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-example loss -log P[i, y_i] = logsumexp(Z2[i]) - Z2[i, y_i], shape (B,)."""
-    return -log_softmax(Z2)[np.arange(len(y)), y]
 
 
 def l2_penalty(params: Params, l2: float) -> float:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlp_cli.config import best_epoch
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.spec import short_key
@@ -94,9 +95,8 @@ def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
     except MlpError as err:
         info.note = " ".join(str(err).split())
         return info
-    if rows:
-        which = "dev_accuracy" if any(r.get("dev_accuracy") is not None for r in rows) else "train_accuracy"
-        best = max(rows, key=lambda r: r.get(which) or 0.0)
+    best, which = best_epoch(rows)
+    if best is not None:
         info.best_dev_accuracy, info.best_epoch = best.get(which), best.get("epoch")
         info.epochs, info.seconds = int(rows[-1].get("epoch", 0)), _seconds(rows)
     elif trial is not None:

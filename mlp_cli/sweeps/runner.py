@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlp_cli.config import best_epoch
 from mlp_cli.errors import MlpError
 from mlp_cli.stop_signals import STOP_SIGNALS
 
@@ -231,8 +232,7 @@ def summarize(
         rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
     except MlpError:
         rows = []
-    which = "dev_accuracy" if any(r.get("dev_accuracy") is not None for r in rows) else "train_accuracy"
-    best = max(rows, key=lambda r: r.get(which) or 0.0, default=None)
+    best, which = best_epoch(rows)
     last = rows[-1] if rows else {}
     return {
         "trial": task.name, "index": task.index, "overrides": task.overrides, "status": status,

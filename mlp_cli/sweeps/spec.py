@@ -33,8 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import SECTIONS, Config, build_config, show_value, unknown_name
-from mlp_cli.config_file import CHECKOUT_CONFIGS, load_config, parse_scalar, read_yaml, resolve_config_path
+from mlp_cli.config import Config, build_config, show_value, yaml11_number
+from mlp_cli.config_file import (
+    CHECKOUT_CONFIGS,
+    load_config,
+    parse_scalar,
+    put_setting,
+    read_yaml,
+    resolve_config_path,
+    split_set,
+)
 from mlp_cli.errors import ConfigError
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
@@ -141,25 +149,16 @@ def spec_from_sets(
     fixed: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
     for item in sets:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects section.key=value or section.key=a,b,c, got {item!r}")
-        values = [_number(parse_scalar(part.strip())) for part in text.split(",")]
+        key, text = split_set(item, expects="section.key=value or section.key=a,b,c")
+        values = [yaml11_number(parse_scalar(part.strip())) for part in text.split(",")]
         if len(values) > 1:
-            grid[key.strip()] = values
+            grid[key] = values
         else:
-            fixed[key.strip()] = values[0]
+            fixed[key] = values[0]
     if trials not in (None, 1):
         raise ConfigError("--trials needs a random search, which only a sweep file can describe")
     name = Path(config).stem if config else "sweep"
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0)
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e6`` (no dot) as a string; on the command line it is the number."""
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-        return float(value)
-    return value
 
 
 def parse_distribution(raw: Any, key: str, where: str) -> Distribution:
@@ -268,10 +267,5 @@ def _merged(base: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> dict[
     build_config judges the keys and values)."""
     merged = {section: dict(values) for section, values in base.items()}
     for dotted, value in overrides.items():
-        section, _, key = dotted.partition(".")
-        if not key or "." in key:
-            raise ConfigError(f"{dotted!r} must look like section.key (e.g. optimizer.lr)")
-        if section not in SECTIONS:
-            raise ConfigError(unknown_name("section", section, list(SECTIONS), where=None))
-        merged[section][key] = value
+        put_setting(merged, dotted, value)
     return merged

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import Config
+from mlp_cli.config import Config, selection_accuracy
 from mlp_cli.errors import MlpError
 from mlp_cli.nn.workspace import Workspace
 from mlp_cli.stop_signals import StopExit
@@ -103,7 +103,7 @@ def train(
         row, is_best, stop_early = end_of_epoch(state, data, workspace, guard, epoch_start, seen)
         row = dataclasses.replace(row, elapsed=time.perf_counter() - run_start, changes=_changes(state, row, rows))
         rows.append(row)
-        record.epoch_done(state, row, _accuracy(row), is_best)
+        record.epoch_done(state, row, selection_accuracy(row.to_dict()), is_best)
         observer.on_epoch(row, is_best)
         start_batch = 0
         if stop_early:
@@ -125,18 +125,13 @@ def end_of_epoch(
     guard.check(train_loss, state, epoch, state.step)
     if dev_loss is not None:
         guard.check(dev_loss, state, epoch, state.step, finite_only=True)
-    is_best, stop_early = state.record_epoch(dev_accuracy if dev_accuracy is not None else train_accuracy)
     row = EpochMetrics(
         epoch=epoch, step=state.step, train_loss=train_loss, train_accuracy=train_accuracy,
         dev_loss=dev_loss, dev_accuracy=dev_accuracy, lr=float(lr), seconds=seconds,
-        examples_per_second=examples_seen / seconds if seconds > 0 else 0.0,
-        elapsed=0.0, stopped_early=stop_early,
+        examples_per_second=examples_seen / seconds if seconds > 0 else 0.0, elapsed=0.0,
     )
-    return row, is_best, stop_early
-
-
-def _accuracy(row: EpochMetrics) -> float:
-    return row.dev_accuracy if row.dev_accuracy is not None else row.train_accuracy
+    is_best, stop_early = state.record_epoch(selection_accuracy(row.to_dict()))
+    return dataclasses.replace(row, stopped_early=stop_early), is_best, stop_early
 
 
 def _changes(state: TrainState, row: EpochMetrics, rows: list[EpochMetrics]) -> dict[str, list[Any]] | None:

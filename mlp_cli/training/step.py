@@ -19,12 +19,14 @@ from mlp_cli.errors import TrainingError
 from mlp_cli.nn.backprop import loss_and_gradients
 from mlp_cli.nn.dropout import DROPOUT_STREAM, Masks, draw_masks
 from mlp_cli.nn.evaluation import loss_and_accuracy
+from mlp_cli.nn.loss import CROSS_ENTROPY
 from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.inputs import TrainingData
 from mlp_cli.training.state import TrainState
 
-# A loss this many times the run's first batch loss (or log k, if larger) means divergence: with
-# a saturated sigmoid a far too large learning rate gives huge but finite losses, not NaN.
+# A loss this many times the run's first batch loss (or the loss of a uniform prediction, log k,
+# if larger) means divergence: with a saturated sigmoid a far too large learning rate gives huge
+# but finite losses, not NaN.
 DIVERGENCE_FACTOR = 100.0
 
 
@@ -78,7 +80,7 @@ class DivergenceGuard:
     """Raises TrainingError once a loss is non-finite or absurdly above the first batch's."""
 
     def __init__(self, run_dir: Path, classes: int) -> None:
-        self.run_dir, self.floor = run_dir, math.log(classes)
+        self.run_dir, self.floor = run_dir, CROSS_ENTROPY.uniform(classes)  # log k: the loss trained
         self.reference: float | None = None  # the first batch's loss: the scale of "absurd"
 
     def check(self, loss: float, state: TrainState, epoch: int, batch: int, finite_only: bool = False) -> None:
