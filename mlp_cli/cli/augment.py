@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlp_cli.cli.app import app
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,7 +61,7 @@ def augment_preview_command(
     settings = resolved.augment
     images, _ = load_dataset(
         resolved.data.dataset, "train", data_dir=data_dir, mirrors=tuple(mirror or ()),
-        reporter=download_reporter(quiet),
+        reporter=make_reporter(quiet),
     )
     originals, distorted = preview_pairs(images, settings, n, seed)
     if out is not None:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlp_cli.cli.app import print_error, strict_json
+from mlp_cli.cli.app import print_error, strict_json, table_console
+from mlp_cli.data.registry import class_names
+from mlp_cli.errors import MissingFileError, MlpError
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
+    from mlp_cli.reports.confusion import EvalReport
 
 
 def resolve_models(paths: list[Path]) -> list[Path]:
     """Checkpoint files as given; a run directory means its best.npz."""
-    from mlp_cli.errors import MissingFileError
-
     models = []
     for path in paths:
         if path.is_dir():
@@ -27,10 +31,9 @@ def resolve_models(paths: list[Path]) -> list[Path]:
     return models
 
 
-def record(checkpoint: Path, epoch: int, report: Any) -> None:
+def record(checkpoint: Path, epoch: int, report: EvalReport) -> None:
     """Keep the result in the run directory; a disk that refuses, or an old record that was bad,
     is a note, not a failure."""
-    from mlp_cli.errors import MlpError
     from mlp_cli.reports.eval_record import record_evaluation
 
     try:
@@ -44,9 +47,7 @@ def record(checkpoint: Path, epoch: int, report: Any) -> None:
 
 
 def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirrors: tuple[str, ...],
-                  reporter: Any, quiet: bool, json_output: bool) -> None:
-    from mlp_cli.data.registry import class_names
-    from mlp_cli.errors import MlpError
+                  reporter: Reporter, quiet: bool, json_output: bool) -> None:
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import load_split
     from mlp_cli.training.checkpoint import load_checkpoint
@@ -74,7 +75,6 @@ def _print_comparison(results: list[dict[str, Any]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlp_cli.cli.app import table_console
 
     best = max(r["accuracy"] for r in results)
     table = Table(title=f"{len(results)} models on the {results[0]['split']} split, best first", title_justify="left")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app
+from mlp_cli.errors import UsageError
 
 if TYPE_CHECKING:  # matplotlib-free, but numpy: keep it out of `mlp --help`
     from mlp_cli.reports.plot import RunCurves
@@ -66,8 +67,6 @@ def plot_command(
 
     Curves: loss and accuracy per epoch, train dashed and dev solid, one colour per run, on shared axes.
     """
-    from mlp_cli.errors import UsageError
-
     runs = runs or []
     if weights is not None:
         if runs or terminal:
@@ -143,7 +142,6 @@ def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]
 
 
 def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
-    from mlp_cli.errors import UsageError
     from mlp_cli.reports.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
     from mlp_cli.training.checkpoint import load_checkpoint
 

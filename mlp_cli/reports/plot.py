@@ -27,12 +27,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlp_cli.atomic import atomic_write_bytes, make_parents
 from mlp_cli.errors import MlpError, UsageError
+
+if TYPE_CHECKING:
+    from mlp_cli.training.checkpoint import Checkpoint
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 IMAGE_FORMATS = ("png",)
@@ -226,7 +229,7 @@ def diverging(values: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
-def initial_weights(checkpoint: Any) -> np.ndarray:
+def initial_weights(checkpoint: Checkpoint) -> np.ndarray:
     """W1 (784, h) float64 as the checkpoint's run initialised it, re-drawn from its seed."""
     from mlp_cli.nn.network import init_params
 

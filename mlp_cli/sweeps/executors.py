@@ -5,8 +5,9 @@ that each worker sets its BLAS thread count before numpy is first imported: with
 side by side each gets cores // jobs threads (one on a 2-core machine at --jobs 2), alone it
 keeps the library's default. ``DaskExecutor`` is a ``distributed.Client``: of a running cluster
 (``tcp://host:8786``) or of a local one it starts. Both hand back futures with ``result()`` and
-iterate them with ``as_completed``; the sweep does not know which it has, apart from ``ship``
-(Dask workers share no filesystem with the client, so trials come back as bytes).
+iterate them with ``as_completed``; the sweep does not know which it has, apart from
+``shares_files`` (Dask workers share no filesystem with the client, so trials come back as bytes)
+and the ``DaskPlacement`` a Dask trial carries. ``sweeps.registry.EXECUTORS`` names them.
 
 A Dask worker lost mid-trial makes the scheduler run the trial again elsewhere; each attempt
 logs its start as an event, so ``attempts`` tells the sweep where a trial was tried. A lost
@@ -28,9 +29,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from mlp_cli.errors import MlpError, UsageError
-from mlp_cli.sweeps.runner import BLAS_VARIABLES, TrialTask, init_local_worker
+from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.runner import BLAS_VARIABLES, DaskPlacement, TrialTask, init_local_worker
 
-EXECUTORS = ("local", "dask")
 DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
 NO_WORKERS_TIMEOUT = 300.0  # seconds a Dask cluster may have no worker at all before the sweep ends
 POLL_SECONDS = 1.0  # how often a Dask sweep looks at its cluster while no trial completes
@@ -42,11 +43,11 @@ class ExecutorLost(MlpError):
 
 
 class Executor(Protocol):
-    ship: bool  # trials return their files as bytes (no shared filesystem)
+    shares_files: bool  # trials write their directories in place (else they return them as bytes)
     workers: int  # how many trials run at once (as far as the client knows)
     description: str
 
-    def task_options(self) -> dict[str, Any]: ...
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement | None: ...
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any: ...
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]: ...
     def attempts(self, trial: str) -> list[str]: ...
@@ -65,9 +66,9 @@ def plan_jobs(requested: int | None, kind: str, scheduler: str | None, trials: i
     trials to run; and a note when more are asked than this machine has cores for them."""
     if requested is not None and requested < 1:
         raise UsageError(f"--jobs {requested}; expected at least 1")
-    cores = default_jobs()
-    jobs = min(requested or (cores if kind == "local" else 2), max(trials, 1))
-    here = kind == "local" or not scheduler  # a local Dask cluster runs on this machine too
+    cores, spec = default_jobs(), EXECUTORS[kind]
+    jobs = min(requested or spec.jobs or cores, max(trials, 1))
+    here = not (spec.takes_scheduler and scheduler)  # a local Dask cluster runs on this machine too
     note = None
     if here and requested is not None and min(requested, max(trials, 1)) > cores:
         note = (f"--jobs {requested}: this machine has {cores} core{'s' if cores > 1 else ''}; "
@@ -81,9 +82,9 @@ def blas_threads(jobs: int) -> int | None:
 
 
 class LocalExecutor:
-    ship = False
+    shares_files = EXECUTORS["local"].shares_files
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, scheduler: str | None = None, no_workers_timeout: float = 0.0) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -96,8 +97,8 @@ class LocalExecutor:
         self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
                                          initializer=init_local_worker, initargs=(self._stop, threads))
 
-    def task_options(self) -> dict[str, Any]:
-        return {}
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement | None:
+        return None
 
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
         return self._pool.submit(fn, task)
@@ -131,14 +132,16 @@ class LocalExecutor:
 
 
 class DaskExecutor:
-    ship = True
+    shares_files = EXECUTORS["dask"].shares_files
 
-    def __init__(self, scheduler: str | None, jobs: int, no_workers_timeout: float = NO_WORKERS_TIMEOUT) -> None:
+    def __init__(self, jobs: int, scheduler: str | None = None,
+                 no_workers_timeout: float = NO_WORKERS_TIMEOUT) -> None:
         try:
             import distributed
         except ImportError:
             raise UsageError(f"--executor dask needs dask.distributed, which is not installed: {DASK_HINT}") from None
         self._id = uuid.uuid4().hex[:12]
+        self._stop_event, self._event_topic = f"mlp-stop-{self._id}", f"mlp-trials-{self._id}"
         self._cluster: Any = None
         self.scheduler, self.no_workers_timeout = scheduler, no_workers_timeout
         if scheduler:
@@ -160,8 +163,8 @@ class DaskExecutor:
         self.description = f"Dask at {scheduler} ({len(workers)} workers)" if scheduler else (
             f"a local Dask cluster of {jobs} workers")
 
-    def task_options(self) -> dict[str, Any]:
-        return {"stop_event": f"mlp-stop-{self._id}", "event_topic": f"mlp-trials-{self._id}"}
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement:
+        return DaskPlacement(self._stop_event, self._event_topic, resume_files)
 
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
         return self.client.submit(fn, task, pure=False, key=f"mlp-trial-{self._id}-{task.index}")
@@ -198,7 +201,7 @@ class DaskExecutor:
         if self.client.status != "running":  # the scheduler is lost: asking would wait for a reconnection
             return []
         try:
-            events = self.client.get_events(self.task_options()["event_topic"])
+            events = self.client.get_events(self._event_topic)
         except Exception:  # noqa: BLE001  (the scheduler is gone: lost() reports it)
             return []
         return [m["where"] for _, m in events if isinstance(m, dict) and m.get("trial") == trial]
@@ -214,7 +217,7 @@ class DaskExecutor:
         would kill a running trial and lose its checkpoint)."""
         from distributed import Event
 
-        Event(self.task_options()["stop_event"], client=self.client).set()
+        Event(self._stop_event, client=self.client).set()
 
     def kill(self) -> None:
         self.close()
@@ -246,12 +249,21 @@ def _sigint_ignored() -> Iterator[None]:
 
 def check_executor(kind: str, scheduler: str | None) -> None:
     """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address."""
-    if kind not in EXECUTORS:
+    spec = EXECUTORS.get(kind)
+    if spec is None:
         raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}")
-    if scheduler is not None and kind != "dask":
-        raise UsageError("--scheduler goes with --executor dask")
+    if scheduler is not None and not spec.takes_scheduler:
+        with_scheduler = [name for name, other in EXECUTORS.items() if other.takes_scheduler]
+        raise UsageError(f"--scheduler goes with --executor {' or '.join(with_scheduler)}")
     if scheduler is not None and not ADDRESS.fullmatch(scheduler):
         raise UsageError(f"--scheduler {scheduler[:80]!r} is not a Dask address; expected e.g. tcp://host:8786")
+
+
+# The classes the registry's entries name (``ExecutorSpec.implementation``): a mapping that mypy
+# and a rename can see; a test holds it and the registry in step.
+IMPLEMENTATIONS: dict[str, Callable[[int, str | None, float], Executor]] = {
+    cls.__name__: cls for cls in (LocalExecutor, DaskExecutor)
+}
 
 
 def make_executor(kind: str, jobs: int, scheduler: str | None,
@@ -259,4 +271,4 @@ def make_executor(kind: str, jobs: int, scheduler: str | None,
     check_executor(kind, scheduler)
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}; expected at least 1")
-    return LocalExecutor(jobs) if kind == "local" else DaskExecutor(scheduler, jobs, no_workers_timeout)
+    return IMPLEMENTATIONS[EXECUTORS[kind].implementation](jobs, scheduler, no_workers_timeout)

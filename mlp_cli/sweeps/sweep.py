@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, make_parents
+from mlp_cli.config import Config
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor, ExecutorLost
@@ -52,7 +53,14 @@ class SweepResult:
 
 
 class SweepObserver:
-    """What the CLI shows; the defaults show nothing."""
+    """What the CLI shows; the defaults show nothing. A context manager: a live display starts
+    on entering and ends on leaving."""
+
+    def __enter__(self) -> SweepObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         pass
@@ -90,7 +98,7 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
     return SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", False
 
 
-def save_config(trial_config: Any, path: Path) -> None:
+def save_config(trial_config: Config, path: Path) -> None:
     """A trial's config as a config file: run.dir and run.name cleared for a fresh run."""
     run = dataclasses.replace(trial_config.run, dir=None, name=None)
     make_parents(path)
@@ -157,15 +165,15 @@ class SweepRun:
 
         trial_dir = Path(trial.config.run.dir or "")
         resume = {}
-        if self.executor.ship and (trial_dir / "last.npz").is_file():
+        if not self.executor.shares_files and (trial_dir / "last.npz").is_file():
             resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if (trial_dir / name).is_file()}
         dataset = get_spec(trial.config.data.dataset)
         env_mirrors = tuple(m for m in os.environ.get(dataset.mirror_env, "").replace(",", " ").split() if m)
         return TrialTask(
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
-            config=trial.config.to_dict(), ship=self.executor.ship, resume_files=resume,
-            data_dir=None if self.executor.ship else self.data_dir,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, **self.executor.task_options(),
+            config=trial.config.to_dict(),
+            data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume),
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli import __version__
 from mlp_cli.atomic import atomic_write_bytes
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 from mlp_cli.training import npz
+from mlp_cli.version import __version__
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
