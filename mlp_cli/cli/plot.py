@@ -80,6 +80,10 @@ def plot_command(
         raise UsageError("give at least one run directory (e.g. mlp plot runs/cs229), or --weights CHECKPOINT")
     if terminal and out is not None:
         raise UsageError("--terminal draws in the terminal; drop --out, or drop --terminal to write a file")
+    if not terminal:  # a path that cannot take the image is refused before anything is read
+        from mlp_cli.atomic import check_output
+
+        check_output(out or Path("curves.png"))
     curves = _read_runs(runs)
     if terminal:
         from mlp_cli.cli.render import run_chart
@@ -143,11 +147,13 @@ def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]
 
 
 def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
+    from mlp_cli.atomic import check_output
     from mlp_cli.errors import UsageError
     from mlp_cli.reports.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
     from mlp_cli.training.checkpoint import load_checkpoint
 
     output_format(out, IMAGE_FORMATS)
+    check_output(out)
     checkpoint = load_checkpoint(checkpoint_path)
     W1, what = checkpoint.params.W1, f"{checkpoint.params.hidden} hidden units"
     if columns is not None and columns > W1.shape[1]:  # the grid's width grows with --columns

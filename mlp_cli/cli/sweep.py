@@ -73,6 +73,10 @@ def sweep_command(
     from mlp_cli.sweeps.executors import default_jobs, make_executor
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
+    if save_best is not None:  # before the sweep runs, not after
+        from mlp_cli.atomic import check_output
+
+        check_output(save_best)
     plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
@@ -134,6 +138,12 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
 
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
                                   f"{result.directory}; run the same command again to continue")
+    full = result.disk_full()
+    if full is not None:
+        from mlp_cli.errors import MlpError
+
+        raise MlpError(f"trial {full['trial']} failed: {full['error']}; free some space and run the same command "
+                       "again (finished trials are not rerun)")
     if best is None and result.rows:
         from mlp_cli.errors import MlpError
 
@@ -146,7 +156,7 @@ def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
     from mlp_cli.cli.app import table_console
     from mlp_cli.cli.sweep_view import pct, trials_table
 
-    table = trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)")
+    table = trials_table(result.rows, f"Sweep {escape(str(result.directory))} (sorted by dev accuracy)")
     console = table_console(table)
     console.print(table)
     if best_trial is None:
