@@ -130,8 +130,8 @@ def test_a_second_sweep_on_one_out_is_refused_and_writes_nothing(mnist_data_dir,
     out = tmp_path / "s"
     out.mkdir()
     holder = subprocess.Popen(  # another `mlp sweep` holding the sweep's lock
-        [sys.executable, "-c", "import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
-         "print('held', flush=True); sys.stdin.read()", str(out / ".lock")],
+        [sys.executable, "-c", "import sys; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); sys.stdin.read()", str(out / ".lock")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
