@@ -77,7 +77,7 @@ def check_destination(path: str | os.PathLike[str]) -> None:
     except OSError as err:
         raise naming(err, path) from err
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise OutputPathError(f"{os.fspath(path)} is {_kind(mode)}, not a regular file; refusing to replace it "
+        raise OutputPathError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file; refusing to replace it "
                               "(choose another path)")
 
 
@@ -99,7 +99,7 @@ def check_output(path: str | os.PathLike[str], *, directory: bool = False) -> No
     except FileNotFoundError:
         return
     if not stat.S_ISDIR(mode):
-        raise OutputPathError(f"{path} is {_kind(mode)}, not a directory (choose another path)")
+        raise OutputPathError(f"{path} is {file_kind(mode)}, not a directory (choose another path)")
 
 
 def _file_above(path: Path) -> Path | None:
@@ -112,7 +112,7 @@ def _file_above(path: Path) -> Path | None:
     return None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
              (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
     return next((name for test, name in kinds if test(mode)), "not a regular file")
@@ -132,7 +132,7 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OutputPathError(f"{os.fspath(path)} is {_kind(info.st_mode)}, not a regular file; "
+            raise OutputPathError(f"{os.fspath(path)} is {file_kind(info.st_mode)}, not a regular file; "
                                   "refusing to append to it")
         try:
             os.write(fd, line.encode("utf-8"))

@@ -157,7 +157,7 @@ def test_a_trial_directory_that_links_to_another_run_is_refused_and_the_run_unto
     result = sweep(mnist_data_dir, "--out", out)
 
     assert result.exit_code == 2, result.output
-    assert f"{out / 'trials' / NAMES[0]} is a symbolic link, not this sweep's own" in result.stderr
+    assert f"{out / 'trials' / NAMES[0]} is a symbolic link, not a directory of this sweep" in result.stderr
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
 
 
@@ -227,3 +227,37 @@ def test_a_trial_that_found_the_disk_full_makes_the_sweep_exit_non_zero(mnist_da
     assert "trial 000 failed: the disk is full: No space left on device" in line
     assert "run the same command again" in line
     assert rows_of(out)["000"]["status"] == "failed"  # so that the rerun trains it
+
+
+def test_a_trials_row_ranks_its_epochs_by_dev_accuracy_not_train_accuracy(tmp_path):
+    from mlp_cli.sweeps.runner import TrialTask, summarize
+
+    epochs = [(1, 0.70, 0.81), (2, 0.90, 0.79), (3, 0.95, 0.80)]  # (epoch, train, dev): dev peaks first
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "step": 10 * e, "train_loss": 1.0, "train_accuracy": train, "dev_loss": 1.0,
+                    "dev_accuracy": dev, "lr": 0.1, "seconds": 1.0}) + "\n" for e, train, dev in epochs))
+    task = TrialTask(sweep="s", index=0, name="000", overrides={}, config={"train": {"epochs": 3}})
+
+    row = summarize(task, tmp_path, "ok", None, 1.0, "here")
+
+    assert (row["best_dev_accuracy"], row["best_epoch"], row["best_by"]) == (0.81, 1, "dev_accuracy")
+    assert (row["train_accuracy"], row["dev_accuracy"], row["epochs"]) == (0.95, 0.80, 3)
+
+
+def test_a_checkpoint_of_another_config_in_a_trial_directory_is_trained_over_not_reported(mnist_data_dir, tmp_path,
+                                                                                           in_process):
+    from mlp_cli.training.checkpoint import load_checkpoint
+
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    assert sweep(mnist_data_dir, "--out", mine, "-q", sets=TINY).exit_code == 0
+    assert sweep(mnist_data_dir, "--out", other, "-q", sets=(*TINY[1:], "model.hidden=32")).exit_code == 0
+    for name in ("last.npz", "best.npz"):  # the other sweep's finished weights, in my trial's place
+        (mine / "trials" / "000" / name).write_bytes((other / "trials" / "000" / name).read_bytes())
+    (mine / records.TRIALS_FILE).write_text("")
+
+    result = sweep(mnist_data_dir, "--out", mine, "--json", sets=TINY)
+
+    assert result.exit_code == 0, result.output
+    assert rows_of(mine)["000"]["status"] == "ok"
+    for name in ("last.npz", "best.npz"):
+        assert load_checkpoint(mine / "trials" / "000" / name).params.W1.shape == (784, 16)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import append_line, atomic_write_text, make_parents, naming
+from mlp_cli.atomic import append_line, atomic_write_text, file_kind, make_parents, naming
 from mlp_cli.errors import MlpError, RunDirError
 
 SPEC_FILE = "spec.yaml"
@@ -69,11 +69,10 @@ def check_places(sweep: Path, names: Sequence[str]) -> None:
             continue
         except OSError as err:
             raise MlpError(f"cannot read {path}: {err.strerror or err}") from None
-        wanted = stat.S_ISREG(mode) if path.name == TRIALS_FILE else stat.S_ISDIR(mode)
-        if not wanted:
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a " + (
-                "regular file" if path.name == TRIALS_FILE else "directory")
-            raise RunDirError(f"{path} is {kind}, not this sweep's own; remove it and run the sweep again")
+        wanted = (stat.S_ISREG, "file") if path.name == TRIALS_FILE else (stat.S_ISDIR, "directory")
+        if not wanted[0](mode):
+            raise RunDirError(f"{path} is {file_kind(mode)}, not a {wanted[1]} of this sweep; remove it and run "
+                              "the sweep again")
 
 
 def holds_trial(trial_dir: Path, config: dict[str, Any], needed: Sequence[str]) -> bool:
