@@ -194,3 +194,48 @@ def test_a_sweep_over_a_trials_file_made_to_hang_or_flood_is_one_line_or_runs(mn
         assert stat.S_ISFIFO(os.lstat(path).st_mode) == (how == "fifo") and path.is_symlink() == (how != "fifo")
     else:  # the bad lines are not rows: the trial is settled by its own row
         assert again.code == 0 and "Traceback" not in again.output, again.output[-2000:]
+
+
+def test_eval_into_a_run_whose_eval_json_is_a_fifo_is_refused_before_evaluating(tmp_path):
+    checkpoint = good_checkpoint(tmp_path / "run" / "best.npz")
+    metrics_lines(tmp_path / "run" / "metrics.jsonl", good_row(1))
+    os.mkfifo(tmp_path / "run" / "eval.json")
+
+    outcome = run("eval", checkpoint, "--data-dir", tmp_path / "no-data", seconds=30)  # no data: not reached
+
+    line = outcome.error_line()
+    assert outcome.code == 2 and f"{tmp_path / 'run' / 'eval.json'} is a FIFO, not a regular file" in line
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "run" / "eval.json").st_mode)
+
+
+@pytest.mark.parametrize("what", ["fifo", "link-to-dev-null"])
+def test_a_cache_array_that_is_a_fifo_or_a_link_is_rebuilt_its_target_untouched(mnist_data_dir, tmp_path, what):
+    import shutil
+
+    cache = tmp_path / "data" / "mnist"
+    cache.mkdir(parents=True)
+    for gz in (mnist_data_dir / "mnist").glob("*.gz"):
+        shutil.copy(gz, cache / gz.name)
+    array = cache / "train-images.npy"
+    os.mkfifo(array) if what == "fifo" else array.symlink_to("/dev/null")
+
+    outcome = run("download-data", "--data-dir", tmp_path / "data", "-q", seconds=60)
+
+    assert outcome.code == 0 and "Traceback" not in outcome.output, outcome.output
+    assert stat.S_ISREG(os.lstat(array).st_mode) and array.stat().st_size > 47_000_000
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize(("where", "fragment"), [
+    ("fifo", "fifo is a FIFO, not a regular file"), ("to-null", None),
+    ("file/x.png", "file is a file, not a directory"),
+])
+def test_augment_preview_out_where_no_file_can_go_is_refused_before_the_data(places, tmp_path, where, fragment):
+    outcome = run("augment-preview", "--out", tmp_path / where, "--data-dir", tmp_path / "no-data",
+                  "--mirror", (tmp_path / "no-mirror").as_uri() + "/", seconds=30)
+
+    if fragment is None:  # a link: replaced by the picture, once there is data (here there is none)
+        assert outcome.code != 0 and places["to-null"].is_symlink()
+    else:
+        assert outcome.code == 2 and fragment in outcome.error_line()
+    untouched(places)

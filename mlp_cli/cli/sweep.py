@@ -88,7 +88,7 @@ def sweep_command(
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
                    observer=_make_observer(quiet or json_output))
     result = _run(run, pool)
-    _finish(result, plan, save_best, quiet, json_output)
+    _finish(result, run.plan, save_best, quiet, json_output)  # run.plan: its directory as created
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None, seed: int | None) -> Any:
