@@ -2,9 +2,12 @@
 
 ``plan_sweep`` validates every trial and picks the directory: ``--out``, else the newest
 ``sweeps/<name>-*`` holding the same sweep (same trials, same configs: the same command run
-again continues it), else a new ``sweeps/<name>-<time>``. ``SweepRun`` submits the trials that
-are not settled (ok or diverged) to an executor, writes each returned trial (atomically, when a
-Dask worker sends its files back) and appends its row to ``trials.jsonl`` as it arrives.
+again continues it), else a new ``sweeps/<name>-<time>``. ``SweepRun`` creates a new directory
+exclusively (``-2``, ``-3``... when another sweep took the name in the same second), holds the
+directory's lock for the whole sweep (a second sweep there is refused), submits the trials that
+are not settled (ok or diverged, with their own files still there) to an executor, writes each
+returned trial (atomically, when a Dask worker sends its files back) and appends its row to
+``trials.jsonl`` as it arrives.
 ``stop()`` (the CLI's Ctrl-C) asks every running trial to save and stop; trials not yet started
 are not recorded, so the next run starts them.
 """
