@@ -239,3 +239,15 @@ def test_augment_preview_out_where_no_file_can_go_is_refused_before_the_data(pla
     else:
         assert outcome.code == 2 and fragment in outcome.error_line()
     untouched(places)
+
+
+def test_a_file_named_sweeps_is_one_line_before_work_and_a_file_beside_the_new_directory_is_no_matter(tmp_path):
+    (tmp_path / "sweeps").write_text("mine\n")
+    refused = run("sweep", *TINY, "--set", "optimizer.lr=0.1,0.2", "--dry-run", cwd=tmp_path, seconds=30)
+    assert refused.code == 2 and "sweeps is a file, not a directory" in refused.error_line()
+
+    (tmp_path / "sweeps").unlink()
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "default").write_text("mine\n")  # the sweep's name, without its time
+    planned = run("sweep", *TINY, "--set", "optimizer.lr=0.1,0.2", "--dry-run", cwd=tmp_path, seconds=30)
+    assert planned.code == 0 and "2 trials, all valid; sweep directory sweeps/default-" in planned.stdout

@@ -102,8 +102,9 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
         for candidate in sorted(SWEEPS_ROOT.glob(f"{spec.name}-*"), reverse=True):  # newest first
             if candidate.is_dir() and not candidate.is_symlink() and records.read_fingerprint(candidate) == fingerprint:
                 return candidate, True
-    check_output(SWEEPS_ROOT / spec.name, directory=True)
-    return SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", False
+    directory = SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    check_output(directory, directory=True)  # sweeps/ itself may be a file
+    return directory, False
 
 
 def _create_new(directory: Path) -> Path:
