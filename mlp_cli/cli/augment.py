@@ -58,6 +58,10 @@ def augment_preview_command(
     from mlp_cli.reports.preview import grid_image, preview_pairs, save_png
 
     resolved = load_config(resolve_config_path(config), sets=tuple(set_ or ()))
+    if out is not None:  # before the dataset is read
+        from mlp_cli.atomic import check_output
+
+        check_output(out)
     settings = resolved.augment
     images, _ = load_dataset(
         resolved.data.dataset, "train", data_dir=data_dir, mirrors=tuple(mirror or ()),

@@ -28,6 +28,11 @@ def resolve_models(paths: list[Path]) -> list[Path]:
                                        "or a run directory that has trained at least one epoch")
             path = path / "best.npz"
         models.append(path)
+    from mlp_cli.atomic import check_output
+
+    for path in models:  # where the result will be recorded can take it: refused before any work
+        if (path.parent / "config.yaml").is_file() or (path.parent / "metrics.jsonl").is_file():
+            check_output(path.parent / "eval.json")
     return models
 
 

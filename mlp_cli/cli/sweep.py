@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -91,6 +90,10 @@ def sweep_command(
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
     check_executor(executor, scheduler)
+    if save_best is not None:  # before the sweep runs, not after
+        from mlp_cli.atomic import check_output
+
+        check_output(save_best)
     plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
@@ -104,10 +107,10 @@ def sweep_command(
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
                    observer=_make_observer(quiet or json_output))
     stop = StopOnSignals(on_first_signal=run.stop)
-    stop.remains = functools.partial(sweep_remains, plan.directory)
+    stop.remains = lambda: sweep_remains(run.plan.directory)  # run.plan: its directory once created
     with stop:
         result = _run(run, pool, stop)
-        _finish(result, plan, save_best, quiet, json_output, stop)
+        _finish(result, run.plan, save_best, quiet, json_output, stop)  # run.plan: its directory as created
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
@@ -159,6 +162,10 @@ def _finish(result: SweepResult, plan: SweepPlan, save_best: Path | None, quiet:
 
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
                                   f"{result.directory}; run the same command again to continue", stop.exit_code())
+    full = result.disk_full()
+    if full is not None:
+        raise MlpError(f"trial {full['trial']} failed: {full['error']}; free some space and run the same command "
+                       "again (finished trials are not rerun)")
     if result.lost:
         from mlp_cli.sweeps.executors import ExecutorLost
 
@@ -175,7 +182,7 @@ def _print_result(result: SweepResult, best: dict[str, Any] | None, best_trial: 
 
     from mlp_cli.cli.sweep_view import pct, trials_table
 
-    table = trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)")
+    table = trials_table(result.rows, f"Sweep {escape(str(result.directory))} (sorted by dev accuracy)")
     console = table_console(table)
     console.print(table)
     if best is None or best_trial is None:

@@ -22,6 +22,7 @@ training loop checks between steps.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -44,6 +45,8 @@ SHIPPED = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # The stop signals a terminal sends its whole process group, the sweep's workers included.
 TERMINAL_SIGNALS = tuple(s for s in STOP_SIGNALS if s != getattr(signal, "SIGTERM", None))
+DISK_FULL = "the disk is full"  # how a failed trial's error starts when no room was left to write it
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,10 @@ def _workdir(task: TrialTask) -> Iterator[Path]:
 
 def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -> tuple[str, str | None]:
     """Through the training session (the lock, the resume rules, the run directory's files)."""
+    from mlp_cli.atomic import atomic_write_text
     from mlp_cli.config import build_config
     from mlp_cli.errors import TrainingError
+    from mlp_cli.sweeps.records import is_regular, same_config
     from mlp_cli.training.checkpoint import load_checkpoint
     from mlp_cli.training.loop import TrainingInterrupted
     from mlp_cli.training.session import load_inputs, new_session, resumed_session, run_session
@@ -196,8 +201,11 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
     try:
         config = build_config({**task.config, "run": {**task.config["run"], "dir": str(run_dir)}})
         last = run_dir / "last.npz"
-        checkpoint = load_checkpoint(last) if last.is_file() else None
+        checkpoint = load_checkpoint(last) if is_regular(last) else None
+        if checkpoint is not None and not same_config(checkpoint.config, config.to_dict()):
+            checkpoint = None  # not this trial's (another sweep's, or its config since changed): start afresh
         if checkpoint is not None and _finished(checkpoint, config, run_dir):
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())  # the checkpoint's, whatever was there
             return "ok", None  # trained to the end before its row was recorded
         session = (resumed_session(config, checkpoint, last, None) if checkpoint is not None
                    else new_session(config, None, overwrite=True))  # no last.npz: nothing trained to keep
@@ -208,17 +216,22 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
         if isinstance(err, TrainingInterrupted):  # its advice (mlp train --resume) is not the sweep's
             return "interrupted", None
         return ("diverged" if isinstance(err, TrainingError) else "failed"), " ".join(str(err).split())
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:  # the sweep will exit non-zero: the machine, not the trial
+            return "failed", f"{DISK_FULL}: {err.strerror}: {err.filename}"
+        return "failed", f"{type(err).__name__}: {err}"
     except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
         return "failed", f"{type(err).__name__}: {err}"
     return "ok", None
 
 
 def _finished(checkpoint: Any, config: Any, run_dir: Path) -> bool:
+    from mlp_cli.sweeps.records import is_regular
     from mlp_cli.training.metrics import read_metrics
 
     if checkpoint.epoch >= config.train.epochs:
         return True
-    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    rows = read_metrics(run_dir) if is_regular(run_dir / "metrics.jsonl") else []
     return bool(rows) and bool(rows[-1].get("stopped_early"))
 
 

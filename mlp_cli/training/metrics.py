@@ -10,15 +10,13 @@ NaN (a non-finite loss stops the run first).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import atomic_write_text, naming
+from mlp_cli.atomic import append_line, atomic_write_text
 from mlp_cli.errors import MissingFileError, MlpError
 from mlp_cli.record_files import parse_json_text, read_record_text
 
@@ -52,17 +50,7 @@ def append_metrics(path: str | Path, row: EpochMetrics) -> None:
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"refusing to record non-finite {key} = {value}")
-    path = Path(path)
-    size = path.stat().st_size if path.exists() else 0
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(values) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:  # disk full: take back a half-written row, which no reader could parse
-        with contextlib.suppress(OSError):
-            os.truncate(path, size)
-        raise naming(err, path) from err
+    append_line(path, json.dumps(values) + "\n")  # disk full: the half-written row is taken back
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -82,10 +82,10 @@ def clear_products(run_dir: Path) -> None:
 class RunLock:
     """The one-writer lock of a run directory, held from ``acquire`` until ``release``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, what: str = "run") -> None:
         from filelock import FileLock
 
-        self.run_dir = run_dir
+        self.run_dir, self.what = run_dir, what  # what: "run", or "sweep" for a sweep directory
         self._lock = FileLock(str(run_dir / LOCK_FILE), timeout=0)
 
     def acquire(self) -> RunLock:
@@ -95,11 +95,11 @@ class RunLock:
             self._lock.acquire()
         except Timeout:
             raise RunDirError(
-                f"run directory {self.run_dir} is being written by {describe_writer(self.run_dir)}; "
-                "wait for it to finish, or use --out NEW for a separate run"
+                f"{self.what} directory {self.run_dir} is being written by {describe_writer(self.run_dir)}; "
+                f"wait for it to finish, or use --out NEW for a separate {self.what}"
             ) from None
         except OSError as err:
-            raise MlpError(f"cannot lock run directory {self.run_dir}: {err.strerror or err}") from None
+            raise MlpError(f"cannot lock {self.what} directory {self.run_dir}: {err.strerror or err}") from None
         writer = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now().isoformat(timespec="seconds")}
         atomic_write_text(self.run_dir / WRITER_FILE, json.dumps(writer) + "\n")
