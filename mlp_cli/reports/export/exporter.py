@@ -17,12 +17,11 @@ import hashlib
 import importlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlp_cli import __version__
-from mlp_cli.atomic import atomic_write_bytes, make_parents
+from mlp_cli.atomic import atomic_write_bytes, check_output, make_parents
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.data.registry import class_names
 from mlp_cli.errors import MissingFileError, MlpError, UsageError
@@ -79,19 +78,13 @@ def checkpoint_path(path: Path) -> Path:
 
 
 def check_out(path: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is not a regular file or a free name, and an existing file
-    without ``overwrite``. (Kept here, small, until atomic.py refuses such targets itself.)"""
-    try:
-        mode = os.stat(path).st_mode  # follows a link: a link to /dev/null is a device
-    except FileNotFoundError:
-        return  # a free name (or a dangling link, which the atomic move replaces)
-    except OSError as err:
-        raise UsageError(f"cannot write {path}: {err.strerror or err}") from None
-    if stat.S_ISDIR(mode):
+    """Before any work: ``--out`` can be written (the tool's one rule, ``atomic.check_output``: a
+    device, FIFO, socket or directory there is refused, a link would be replaced, never followed),
+    and an existing file is replaced only with ``overwrite``."""
+    if path.is_dir() and not path.is_symlink():
         raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'model.onnx'}")
-    if not stat.S_ISREG(mode):
-        raise UsageError(f"--out {path} is not a regular file (a device, FIFO or socket); mlp writes only files")
-    if not overwrite:
+    check_output(path)
+    if os.path.lexists(path) and not overwrite:
         raise UsageError(f"--out {path} already exists; pass --overwrite to replace it")
 
 
