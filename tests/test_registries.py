@@ -1,4 +1,5 @@
-"""Each family's names come from its registry alone: datasets, optimisers, schedules, executors.
+"""Each family's names come from its registry alone: datasets, optimisers, schedules, executors,
+export formats.
 
 A member added to a registry reaches the command line (choices, help text, shell completion) and
 the config's checks with no other edit; each registry's ``implementation`` names a class or
@@ -25,6 +26,8 @@ import dataclasses, sys
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.reports.export.registry import EXPORT_FORMATS
+EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
 DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
                                          default_mirrors=())
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
@@ -52,6 +55,7 @@ def completions(tmp_path: Path, words: str) -> list[str]:
     (["download-data", "--help"], ["<mnist|fashion-mnist|kmnist>", "$MLP_KMNIST_MIRROR"]),
     (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist"]),
     (["sweep", "--help"], ["slurm (a Dask cluster)"]),
+    (["export", "--help"], ["onnx, safetensors or tflite"]),
 ])
 def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str], shown: list[str]) -> None:
     done = mlp_with_new_members(tmp_path, *args)
@@ -66,6 +70,7 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp train --dataset k", ["kmnist"]),
     ("mlp train --optimizer ", [*OPTIMIZERS, "lion"]),
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
+    ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
 ])
 def test_a_new_registry_member_is_offered_by_shell_completion(tmp_path: Path, words: str, offered: list[str]) -> None:
     assert completions(tmp_path, words) == offered

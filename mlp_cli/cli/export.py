@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlp_cli.cli.app import app
+from mlp_cli.cli.options import complete_from
 from mlp_cli.nn.registry import listed
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 
@@ -34,7 +35,7 @@ def export_command(
     ],
     fmt: Annotated[
         str, typer.Option("--format", "-f", metavar="FORMAT", help=f"{listed(EXPORT_FORMATS)}. {FORMAT_HELP}.",
-                          autocompletion=lambda: list(EXPORT_FORMATS))
+                          autocompletion=complete_from(EXPORT_FORMATS))
     ] = "onnx",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="File to write (default: model.onnx or model.safetensors).")
