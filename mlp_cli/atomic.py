@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from mlp_cli.errors import OutputPathError
+from mlp_cli.errors import MlpError, OutputPathError, UsageError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opened for writing would wait for a reader
@@ -217,3 +217,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_output_file(out: str | os.PathLike[str], data: bytes, error: type[MlpError] = MlpError) -> None:
+    """A file a command was asked to write (``--out``): atomically, creating missing parent
+    directories; a file where a folder is needed is a usage error, any other refusal one ``error``."""
+    try:
+        make_parents(out)
+        atomic_write_bytes(out, data)
+    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
+        raise UsageError(f"cannot write {os.fspath(out)}: {err.strerror}") from None
+    except OSError as err:
+        raise error(f"cannot write {os.fspath(out)}: {err.strerror or err}") from None

@@ -20,28 +20,30 @@ from typing import Any
 from mlp_cli.errors import MlpError
 
 
-def read_record_text(path: str | Path, max_bytes: int, what: str) -> str:
-    """The text of the record file ``path`` (``what`` names it in errors: "eval record")."""
+def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
+                     too_large: str = "not a record this tool wrote", not_found: str | None = None) -> str:
+    """The text of the file ``path`` (``what`` names it in errors: "eval record", "config"), every
+    failure one ``error``: the one bounded reader of the files the tool reads back, config files too."""
     path = Path(path)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise MlpError(f"{what} {path} not found") from None
+        raise error(not_found or f"{what} {path} not found") from None
     except OSError as err:
-        raise MlpError(f"cannot read {what} {path}: {err.strerror or err}") from None
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
     try:
         with open(descriptor, "rb", closefd=True) as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise MlpError(f"{what} {path} is not a regular file")
+                raise error(f"{what} {path} is not a regular file")
             data = handle.read(max_bytes + 1)
     except OSError as err:
-        raise MlpError(f"cannot read {what} {path}: {err.strerror or err}") from None
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
     if len(data) > max_bytes:
-        raise MlpError(f"{what} {path} is larger than {_size(max_bytes)}; not a record this tool wrote")
+        raise error(f"{what} {path} is larger than {_size(max_bytes)}; {too_large}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise MlpError(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise error(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def parse_json_text(text: str, what: str) -> Any:

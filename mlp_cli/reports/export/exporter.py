@@ -13,7 +13,6 @@ the input normalisation, the tool's version, the epoch and the SHA-256 of the ch
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -21,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlp_cli import __version__
-from mlp_cli.atomic import atomic_write_bytes, check_output, make_parents
+from mlp_cli.atomic import check_output, write_output_file
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.data.registry import class_names
 from mlp_cli.errors import MissingFileError, MlpError, UsageError
 from mlp_cli.nn.network import Params
 from mlp_cli.reports.export.registry import INSTALL_HINT, get_format
-from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.checkpoint import checkpoint_sha256, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
     checkpoint = checkpoint_path(Path(source))
     data: bytes = encoder.encode(load_source(checkpoint))
     check_out(out_path, overwrite)  # again: something may have appeared there meanwhile
-    write_file(out_path, data)
+    write_output_file(out_path, data, MlpError)
     return ExportResult(out=out_path, format=fmt, checkpoint=checkpoint, nbytes=len(data))
 
 
@@ -88,17 +87,6 @@ def check_out(path: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {path} already exists; pass --overwrite to replace it")
 
 
-def write_file(out: Path, data: bytes) -> None:
-    """Atomically, creating missing parent directories; one line if the disk refuses."""
-    try:
-        make_parents(out)
-        atomic_write_bytes(out, data)
-    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
-        raise UsageError(f"cannot write {out}: {err.strerror}") from None
-    except OSError as err:
-        raise MlpError(f"cannot write {out}: {err.strerror or err}") from None
-
-
 def load_source(checkpoint: Path) -> ExportSource:
     """The checkpoint, validated by the usual loader, and the metadata the export records."""
     ckpt = load_checkpoint(checkpoint)
@@ -113,14 +101,6 @@ def load_source(checkpoint: Path) -> ExportSource:
         "dtype": str(ckpt.params.dtype),
         "epoch": str(ckpt.epoch),
         "tool_version": __version__,
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256(checkpoint),
     }
     return ExportSource(params=ckpt.params, preprocessing=prep, metadata=metadata)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
