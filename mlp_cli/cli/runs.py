@@ -81,7 +81,8 @@ def _table(runs: list[RunInfo]) -> Table:
     done = "done" if "epochs" in keys else "epochs"  # epochs done of planned (beside a train.epochs column)
     for name in (done, "best dev (epoch)", "test", "time", "status"):
         table.add_column(name, justify="left" if name == "status" else "right")
-    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red"}
+    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red",
+               "pruned": "magenta"}
     for run in runs:
         best = f"{pct(run.best_dev_accuracy)} ({run.best_epoch})" if run.best_epoch else "-"
         status = f"[{colours[run.status]}]{run.status}[/]" + (f" [dim]{escape(run.note)}[/]" if run.note else "")

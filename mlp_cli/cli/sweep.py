@@ -12,7 +12,7 @@ from mlp_cli.cli.download import make_reporter
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
 
 if TYPE_CHECKING:
     from mlp_cli.cli.signals import StopOnSignals
@@ -52,6 +52,9 @@ def sweep_command(
     ] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
+    prune: Annotated[str | None, typer.Option(
+        help="Stop poor trials early: " + listed(f"{name} ({spec.help})" for name, spec in PRUNERS.items())
+        + "; a sweep file's prune: sets min_epochs and reduction.", autocompletion=complete_from(PRUNERS))] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the "
                                   "newest one holding the same sweep).")
@@ -94,7 +97,7 @@ def sweep_command(
         from mlp_cli.atomic import check_output
 
         check_output(save_best)
-    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
+    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed, prune), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
@@ -114,16 +117,16 @@ def sweep_command(
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
-          seed: int | None) -> SweepSpec:
+          seed: int | None, prune: str | None = None) -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
 
     if spec is None:
-        return spec_from_sets(config, sets, trials, seed)
+        return spec_from_sets(config, sets, trials, seed, prune)
     if config is not None:
         raise UsageError("a sweep file names its base config; give the file or --config, not both")
     if sets:
         raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
-    return read_sweep_file(resolve_sweep_path(spec), trials, seed)
+    return read_sweep_file(resolve_sweep_path(spec), trials, seed, prune)
 
 
 def _run(run: SweepRun, pool: Executor, stop: StopOnSignals) -> SweepResult:

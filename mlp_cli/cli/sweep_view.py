@@ -61,6 +61,9 @@ class PlainSweepObserver(SweepObserver):
         print(f"[{self.done}/{self.todo}] {trial_line(row)}  ({running} running, {self.failed} failed, "
               f"ETA {duration(self.eta())})", file=self.stream, flush=True)
 
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        self.todo += 1
+
     def eta(self) -> float | None:
         if not self.done:
             return None
@@ -103,6 +106,10 @@ class RichSweepObserver(PlainSweepObserver):
         colour = "green" if row["status"] == "ok" else "red" if row["status"] in ("failed", "diverged") else "yellow"
         self.console.print(f"[{colour}]{escape(trial_line(row))}[/]")
         self.progress.update(self.task, completed=self.done, info=self._info())
+
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        self.todo += 1
+        self.progress.update(self.task, total=self.todo, info=self._info())
 
     def _info(self) -> str:
         running = min(self.workers, self.todo - self.done)

@@ -164,13 +164,20 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         if task.dask:
             from distributed import get_worker
 
-            get_worker().log_event(task.dask.event_topic, {"trial": task.name, "where": where})
+            get_worker().log_event(task.dask.event_topic, {"trial": attempt_key(task.name, task.config),
+                                                           "where": where})
         start = time.perf_counter()
         with _workdir(task) as run_dir:
             status, error = _train(task, run_dir, stop_requested)
             row = summarize(task, run_dir, status, error, time.perf_counter() - start, where)
             files = collect_files(run_dir) if task.dask else {}
     return TrialOutcome(task.name, status, row, files)
+
+
+def attempt_key(name: str, config: dict[str, Any]) -> str:
+    """What one attempt's start is logged under: the trial and the epochs it trains to (a pruned
+    sweep runs a trial again for each rung; those are not retries)."""
+    return f"{name}@{config['train']['epochs']}"
 
 
 @contextlib.contextmanager
@@ -202,7 +209,7 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
         config = build_config({**task.config, "run": {**task.config["run"], "dir": str(run_dir)}})
         last = run_dir / "last.npz"
         checkpoint = load_checkpoint(last) if is_regular(last) else None
-        if checkpoint is not None and not same_config(checkpoint.config, config.to_dict()):
+        if checkpoint is not None and not same_config(_grown(checkpoint.config, config.train.epochs), config.to_dict()):
             checkpoint = None  # not this trial's (another sweep's, or its config since changed): start afresh
         if checkpoint is not None and _finished(checkpoint, config, run_dir):
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())  # the checkpoint's, whatever was there
@@ -223,6 +230,15 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
     except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
         return "failed", f"{type(err).__name__}: {err}"
     return "ok", None
+
+
+def _grown(saved: Any, epochs: int) -> Any:
+    """``saved`` (a checkpoint's config) with ``epochs`` for its train.epochs when that is no more:
+    a pruned sweep's trial going on to its next rung is still the same trial."""
+    train = saved.get("train") if isinstance(saved, dict) else None
+    if isinstance(train, dict) and isinstance(train.get("epochs"), int) and train["epochs"] <= epochs:
+        return {**saved, "train": {**train, "epochs": epochs}}
+    return saved
 
 
 def _finished(checkpoint: Any, config: Any, run_dir: Path) -> bool:

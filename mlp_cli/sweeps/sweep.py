@@ -26,7 +26,7 @@ from mlp_cli.config import Config
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor, ExecutorLost
-from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, run_trial
+from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, attempt_key, run_trial
 from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
 from mlp_cli.training.run_dir import BOOKKEEPING, RunLock
 
@@ -77,6 +77,9 @@ class SweepObserver:
 
     def on_trial(self, row: dict[str, Any]) -> None:
         pass
+
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        """A pruned sweep's trial goes on to its next rung: one more attempt to run."""
 
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
@@ -184,6 +187,13 @@ class SweepRun:
 
     def _run(self) -> SweepResult:
         directory = self.plan.directory
+        if self.plan.spec.prune is not None:
+            from mlp_cli.sweeps.pruned import PrunedPass
+
+            skipped = PrunedPass(self).run()
+            latest = records.latest(records.read_trials(directory))
+            rows = [latest[t.name] for t in self.plan.trials if t.name in latest]
+            return SweepResult(directory, rows, skipped, self.interrupted, self.lost)
         previous = records.latest(records.read_trials(directory))
         todo = [t for t in self.plan.trials if not self._settled(t, previous.get(t.name))]
         self.observer.on_start(self.plan, len(todo), self.executor)
@@ -204,15 +214,21 @@ class SweepRun:
         return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted, self.lost)
 
     def _collect(self, future: Any, trial: Trial) -> None:
+        row = self._collected_row(future, trial)
+        if row is not None:
+            self._append(row)
+
+    def _collected_row(self, future: Any, trial: Trial) -> dict[str, Any] | None:
+        """The finished trial's files written; its row (None: it never started)."""
         outcome = self._outcome(future, trial)
         if outcome.status is None:
-            return
+            return None
         self._write_files(trial, outcome.files)
         row = outcome.row
-        attempts = self.executor.attempts(outcome.name)
+        attempts = self.executor.attempts(attempt_key(outcome.name, trial.config.to_dict()))
         if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
             row.update(attempts=len(attempts), tried_on=attempts)
-        self._append(row)
+        return row
 
     def _append(self, row: dict[str, Any]) -> None:
         records.append_trial(self.plan.directory, row)

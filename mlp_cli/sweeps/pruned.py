@@ -1,0 +1,127 @@
+"""One pass of a pruned sweep (``sweeps.halving``) through the sweep's executor.
+
+The ladder is rebuilt from ``trials.jsonl`` first (every pruned or promoted row says the rung a
+trial finished and its score there), so running the same command again continues the search:
+settled trials (ok, diverged, pruned, with their files still their own) are not run again, a
+promoted or interrupted trial resumes towards the rung it was on. Then, as long as a worker is
+free: promote a trial if one qualifies, else start the next new one at the first rung. Each
+finished rung is a row (``pruned`` until a promotion's ``promoted`` row follows it); the last
+rung's row is ``ok``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlp_cli.sweeps import records
+from mlp_cli.sweeps.executors import ExecutorLost
+from mlp_cli.sweeps.halving import Ladder, at_rung
+from mlp_cli.sweeps.runner import run_trial
+
+if TYPE_CHECKING:
+    from mlp_cli.sweeps.spec import Trial
+    from mlp_cli.sweeps.sweep import SweepRun
+
+SETTLED = ("ok", "diverged", "pruned")
+
+
+class PrunedPass:
+    def __init__(self, sweep: SweepRun) -> None:
+        prune = sweep.plan.spec.prune
+        assert prune is not None
+        self.sweep, self.executor = sweep, sweep.executor
+        self.trials = {t.name: t for t in sweep.plan.trials}
+        self.ladder = Ladder(sweep.plan.trials, prune)
+        self.rungs = self.ladder.rungs
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.rung_of: dict[Any, int] = {}  # future -> the rung its trial trains to
+        self.queue: list[tuple[str, int]] = []  # (trial, rung) to start, in order
+
+    def run(self) -> int:
+        """Run the search; return how many trials were settled before it."""
+        self._restore()
+        settled = len(self.trials) - len(self.queue)
+        self.sweep.observer.on_start(self.sweep.plan, len(self.queue), self.executor)
+        running = self.sweep._futures
+        self._fill()
+        try:
+            while running:
+                future = next(iter(self.executor.as_completed(list(running))))
+                self._finished(future, running.pop(future), self.rung_of.pop(future))
+                self._fill()
+        except ExecutorLost as err:  # no trial can finish now: each unfinished one is recorded
+            self.sweep.lost = str(err)
+            for future, trial in running.items():
+                row = self.sweep._executor_row(trial, "interrupted", f"{err} before the trial finished")
+                self._append({**row, "rung": self.rung_of[future]})
+        return settled
+
+    def _restore(self) -> None:
+        for row in records.read_trials(self.sweep.plan.directory):
+            name, rung = row["trial"], row.get("rung")
+            if name not in self.trials:
+                continue
+            self.latest[name] = row
+            if rung is not None and rung < len(self.rungs[name]) - 1 and row["status"] in ("pruned", "promoted"):
+                self.ladder.finished(name, rung, row.get("best_dev_accuracy") or 0.0)
+                if row["status"] == "promoted":
+                    self.ladder.promote(name, rung)
+        for name in self.trials:
+            latest = self.latest.get(name)
+            if latest is None:
+                self.queue.append((name, 0))
+            elif not self._settled(name, latest):
+                rung = min(latest.get("rung") or 0, len(self.rungs[name]) - 1)
+                self.queue.append((name, rung + 1 if latest["status"] == "promoted" else rung))
+
+    def _settled(self, name: str, row: dict[str, Any]) -> bool:
+        """Ok, diverged or pruned, and its files are still there, its own (else it runs again)."""
+        if row["status"] not in SETTLED:
+            return False
+        rung = min(row.get("rung", len(self.rungs[name]) - 1), len(self.rungs[name]) - 1)
+        trial = self._at(name, rung)
+        needed = ("config.yaml",) if row["status"] == "diverged" else ("config.yaml", "metrics.jsonl", "last.npz")
+        return records.holds_trial(Path(trial.config.run.dir or ""), trial.config.to_dict(), needed)
+
+    def _at(self, name: str, rung: int) -> Trial:
+        trial = self.trials[name]
+        return trial if rung == len(self.rungs[name]) - 1 else at_rung(trial, self.rungs[name][rung])
+
+    def _fill(self) -> None:
+        """Give every free worker a promotion, else a trial from the queue."""
+        running = self.sweep._futures
+        while len(running) < self.executor.workers and not self.sweep.interrupted:
+            busy = {t.name for t in running.values()} | {name for name, _ in self.queue}
+            promotion = self.ladder.next_promotion(busy)
+            if promotion is not None:
+                name, rung = promotion
+                self.ladder.promote(name, rung - 1)
+                now = datetime.now().isoformat(timespec="seconds")
+                promoted = {**self.latest[name], "status": "promoted", "finished_at": now}
+                self.latest[name] = promoted
+                records.append_trial(self.sweep.plan.directory, promoted)
+                self.sweep.observer.on_promoted(promoted)
+            elif self.queue:
+                name, rung = self.queue.pop(0)
+            else:
+                return
+            trial = self._at(name, rung)
+            future = self.executor.submit(run_trial, self.sweep._task(trial))
+            running[future], self.rung_of[future] = trial, rung
+
+    def _finished(self, future: Any, trial: Trial, rung: int) -> None:
+        row = self.sweep._collected_row(future, trial)
+        if row is None:  # stopped before it started: the next run starts it
+            return
+        row["rung"] = rung
+        reached = row["epochs"] >= row["planned_epochs"]  # else it stopped early: its end
+        if row["status"] == "ok" and reached and not self.ladder.is_last(trial.name, rung):
+            row["status"] = "pruned"  # until a promotion says otherwise
+            self.ladder.finished(trial.name, rung, row.get("best_dev_accuracy") or 0.0)
+        self._append(row)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        self.latest[row["trial"]] = row
+        self.sweep._append(row)

@@ -1,0 +1,152 @@
+"""`mlp sweep --prune halving`: asynchronous successive halving on top of resume. The ladder's
+promotion rule, what a pruned sweep refuses, and end to end on tiny MNIST trials: pruned and
+promoted trials recorded truthfully, a rerun skipping them, and the winner bit for bit the run
+trained alone for the same number of epochs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from helpers import runner
+
+from mlp_cli.cli import app
+from mlp_cli.errors import ConfigError
+from mlp_cli.sweeps.halving import Ladder, Prune
+from mlp_cli.sweeps.records import read_trials
+from mlp_cli.sweeps.spec import plan_trials, read_sweep_file
+
+TIMING = ("seconds", "elapsed", "examples_per_second", "changes")  # what a resumed row may differ in
+
+
+def _trials(epochs: list[int]) -> list[SimpleNamespace]:
+    config = lambda e: SimpleNamespace(train=SimpleNamespace(epochs=e))  # noqa: E731
+    return [SimpleNamespace(name=f"t{i}", index=i, config=config(e)) for i, e in enumerate(epochs)]
+
+
+def test_rungs_grow_by_the_reduction_up_to_the_trials_own_epochs() -> None:
+    assert Prune(min_epochs=2, reduction=3).rungs(30) == (2, 6, 18, 30)
+    assert Prune(min_epochs=1, reduction=2).rungs(4) == (1, 2, 4)
+
+
+def test_a_trial_is_promoted_as_soon_as_it_is_in_the_top_fraction_of_its_rung() -> None:
+    ladder = Ladder(_trials([9, 9, 9, 9]), Prune(min_epochs=1, reduction=3))
+    ladder.finished("t0", 0, 0.5)
+    ladder.finished("t1", 0, 0.9)
+    assert ladder.next_promotion(busy=()) is None  # two finished: not yet a third of them to keep
+    ladder.finished("t2", 0, 0.7)
+    assert ladder.next_promotion(busy=()) == ("t1", 1)  # without waiting for t3
+    assert ladder.next_promotion(busy={"t1"}) is None
+    ladder.promote("t1", 0)
+    assert ladder.next_promotion(busy=()) is None
+    ladder.finished("t1", 1, 0.95)
+    ladder.finished("t3", 0, 0.6)
+    assert ladder.next_promotion(busy=()) is None  # 4 finished rung 0: still one to keep, t1 already went
+    for name, score in (("t4", 0.1), ("t5", 0.2)):
+        ladder.order[name], ladder.rungs[name] = len(ladder.order), (1, 3, 9)
+        ladder.finished(name, 0, score)
+    assert ladder.next_promotion(busy=()) == ("t2", 1)  # 6 finished: the best two go on
+
+
+def test_the_last_rung_is_never_promoted_from() -> None:
+    ladder = Ladder(_trials([2, 2, 2]), Prune(min_epochs=1, reduction=2))
+    for name in ("t0", "t1", "t2"):
+        ladder.finished(name, 1, 0.5)
+    assert ladder.next_promotion(busy=()) is None
+
+
+def _sweep_file(tmp_path: Path, **changes: object) -> Path:
+    document = {
+        "config": "default",
+        "set": {"data.limit": 1000, "data.dev_size": 300, "model.hidden": 16, "train.batch_size": 100,
+                "train.epochs": 4, "schedule.name": "constant"},
+        "grid": {"optimizer.lr": [0.02, 0.1, 0.5, 2.0]},
+        "prune": {"min_epochs": 1, "reduction": 2},
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if value is None:
+            document[section].pop(name)
+        else:
+            document[section][name] = value
+    path = tmp_path / "halving.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"set__schedule.name": "cosine"}, "depends on train.epochs"),
+    ({"set__data.dev_size": 0}, "ranks trials on dev accuracy"),
+    ({"prune__min_epochs": 4}, "nothing would be pruned"),
+    ({"prune__min_epochs": 0}, "prune.min_epochs = 0"),
+    ({"prune__reduction": 1}, "prune.reduction = 1"),
+    ({"prune__patience": 3}, "unknown key 'patience'"),
+    ({"prune__method": "median"}, "prune.method = .median. .*expected one of halving"),
+    ({"set__schedule.warmup_epochs": 2}, "at its 1-epoch rung"),
+])
+def test_a_pruned_sweep_refuses_what_cannot_stop_at_a_rung(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_trials(read_sweep_file(_sweep_file(tmp_path, **changes)))
+
+
+def test_the_flag_turns_pruning_on_with_the_defaults(tmp_path: Path) -> None:
+    spec = read_sweep_file(_sweep_file(tmp_path, prune__min_epochs=None, prune__reduction=None), prune="halving")
+    assert spec.prune == Prune("halving", 2, 3)
+    plain = _sweep_file(tmp_path)
+    document = yaml.safe_load(plain.read_text())
+    document.pop("prune")
+    plain.write_text(yaml.safe_dump(document))
+    assert read_sweep_file(plain).prune is None
+
+
+def _metrics(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_a_halving_sweep_prunes_the_losers_and_its_winner_is_the_run_trained_alone(
+        mnist_data_dir: Path, tmp_path: Path) -> None:
+    out, best_file = tmp_path / "sweep", tmp_path / "best.yaml"
+    command = ["sweep", str(_sweep_file(tmp_path)), "--jobs", "2", "--data-dir", str(mnist_data_dir),
+               "--out", str(out)]
+    result = runner.invoke(app, [*command, "--json", "--save-best", str(best_file)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    final = {row["trial"]: row for row in summary["trials"]}
+    assert sorted(row["status"] for row in final.values()) == ["ok", "pruned", "pruned", "pruned"]
+    history = read_trials(out)
+    for row in history:
+        assert row["rung"] in (0, 1, 2) and row["planned_epochs"] == (1, 2, 4)[row["rung"]]
+        if row["status"] in ("pruned", "promoted"):
+            assert row["epochs"] == row["planned_epochs"]
+    for name, row in final.items():
+        metrics = (out / "trials" / name / "metrics.jsonl").read_text().splitlines()
+        assert len(metrics) == row["epochs"]  # drawn up to where it stopped
+        promotions = [r["rung"] for r in history if r["trial"] == name and r["status"] == "promoted"]
+        assert promotions == list(range(row["rung"]))  # promoted from every rung below the one it ended on
+
+    winner = summary["best"]["trial"]
+    assert final[winner]["status"] == "ok" and final[winner]["epochs"] == 4
+    alone = tmp_path / "alone"
+    trained = runner.invoke(app, ["train", "--config", str(best_file), "--out", str(alone),
+                                  "--data-dir", str(mnist_data_dir), "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    with np.load(out / "trials" / winner / "last.npz") as pruned, np.load(alone / "last.npz") as plain:
+        arrays = [k for k in plain.files if k != "meta"]
+        assert arrays and all(np.array_equal(pruned[k], plain[k]) for k in arrays)
+    assert _metrics(out / "trials" / winner / "metrics.jsonl") == _metrics(alone / "metrics.jsonl")
+    resumed = [json.loads(line).get("changes") for line in (out / "trials" / winner / "metrics.jsonl").open()]
+    assert resumed == [None, {"train.epochs": [1, 2]}, {"train.epochs": [2, 4]}, None]  # continued, not retrained
+
+    again = runner.invoke(app, [*command, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["skipped"] == 4 and len(read_trials(out)) == len(history)
+    listed = runner.invoke(app, ["runs", str(out), "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(run["status"] for run in json.loads(listed.stdout)) == ["finished", "pruned", "pruned", "pruned"]
+    plotted = runner.invoke(app, ["plot", str(out), "--out", str(tmp_path / "sweep.png")])
+    assert plotted.exit_code == 0, plotted.output
