@@ -18,14 +18,14 @@ import pytest
 from mlp_cli.nn import optimizers, schedules
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps import executors
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
 
 # `mlp` with one more member in every registry, added before the CLI is imported.
 WITH_NEW_MEMBERS = """
 import dataclasses, sys
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
 DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
@@ -33,6 +33,7 @@ DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirro
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
 EXECUTORS["slurm"] = EXECUTORS["dask"]
+PRUNERS["hyperband"] = PRUNERS["halving"]
 from mlp_cli.cli import main
 sys.argv[0] = "mlp"
 main()
@@ -54,7 +55,7 @@ def completions(tmp_path: Path, words: str) -> list[str]:
 @pytest.mark.parametrize(("args", "shown"), [
     (["download-data", "--help"], ["<mnist|fashion-mnist|kmnist>", "$MLP_KMNIST_MIRROR"]),
     (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist"]),
-    (["sweep", "--help"], ["slurm (a Dask cluster)"]),
+    (["sweep", "--help"], ["slurm (a Dask cluster)", "hyperband (successive halving"]),
     (["export", "--help"], ["onnx, safetensors or tflite"]),
 ])
 def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str], shown: list[str]) -> None:
@@ -70,6 +71,7 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp train --dataset k", ["kmnist"]),
     ("mlp train --optimizer ", [*OPTIMIZERS, "lion"]),
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
+    ("mlp sweep --prune ", [*PRUNERS, "hyperband"]),
     ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
 ])
 def test_a_new_registry_member_is_offered_by_shell_completion(tmp_path: Path, words: str, offered: list[str]) -> None:

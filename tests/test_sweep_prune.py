@@ -6,6 +6,12 @@ trained alone for the same number of epochs."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,10 +21,11 @@ import yaml
 from helpers import runner
 
 from mlp_cli.cli import app
-from mlp_cli.errors import ConfigError
+from mlp_cli.errors import ConfigError, MlpError
 from mlp_cli.sweeps.halving import Ladder, Prune
 from mlp_cli.sweeps.records import read_trials
 from mlp_cli.sweeps.spec import plan_trials, read_sweep_file
+from mlp_cli.training.metrics import read_metrics
 
 TIMING = ("seconds", "elapsed", "examples_per_second", "changes")  # what a resumed row may differ in
 
@@ -172,3 +179,81 @@ def test_a_halving_sweep_on_dask_ships_each_rung_and_promotes_by_resuming(
     summary = json.loads(result.stdout)
     _check_halving(out, summary, best_file, mnist_data_dir, tmp_path)
     assert all(row.get("attempts", 1) == 1 for row in read_trials(out))  # a rung is not a retry
+
+
+def _interrupted(command: list[str], ready: Callable[[], bool]) -> str:
+    """Run ``command`` (an `mlp sweep`), Ctrl-C it once ``ready()``; its stderr (exit 130)."""
+    process = subprocess.Popen([sys.executable, "-m", "mlp_cli", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        deadline = time.monotonic() + 300  # a bound on a broken sweep, not a step of the test
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    return stderr
+
+
+def _epochs(out: Path, trial: str) -> list[dict]:
+    path = out / "trials" / trial / "metrics.jsonl"
+    try:
+        return read_metrics(path) if path.exists() else []
+    except MlpError:  # a row being appended right now
+        return []
+
+
+def test_ctrl_c_mid_rung_saves_every_trial_and_the_same_command_resumes_them(mnist_data_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """Trials that cannot finish their first rung (50,000 epochs): stopped once both saved, each is
+    recorded interrupted on rung 0; the same command resumes both, their epochs kept."""
+    sweep_file = _sweep_file(tmp_path)
+    document = yaml.safe_load(sweep_file.read_text())
+    document["set"].update({"train.epochs": 100_000, "data.limit": 3000})
+    document["grid"] = {"optimizer.lr": [0.02, 0.5]}
+    document["prune"] = {"min_epochs": 50_000, "reduction": 2}
+    sweep_file.write_text(yaml.safe_dump(document))
+    out = tmp_path / "sweep"
+    command = ["sweep", str(sweep_file), "--jobs", "2", "--data-dir", str(mnist_data_dir), "--out", str(out)]
+    names = ("000-lr=0.02", "001-lr=0.5")
+    _interrupted(command, lambda: all((out / "trials" / name / "last.npz").exists() for name in names))
+    rows = read_trials(out)
+    assert sorted(r["trial"] for r in rows) == list(names)
+    assert all(r["status"] == "interrupted" and r["rung"] == 0 and r["planned_epochs"] == 50_000 for r in rows)
+    before = {name: _epochs(out, name) for name in names}
+
+    _interrupted(command, lambda: all(len(_epochs(out, name)) > len(before[name]) for name in names))
+    for name in names:
+        assert _epochs(out, name)[:len(before[name])] == before[name]  # resumed, not retrained: same timings
+    assert [r["rung"] for r in read_trials(out)] == [0, 0, 0, 0]
+
+
+def test_a_rerun_rebuilds_the_ladder_from_the_records(tmp_path: Path) -> None:
+    """What each trial does next, from trials.jsonl: a promoted trial goes on to the next rung, an
+    interrupted one back to its own, a pruned one (its files still its own) is settled and
+    counts in its rung's ranking; a trial without a row starts at the first rung."""
+    from mlp_cli.sweeps.halving import at_rung
+    from mlp_cli.sweeps.pruned import PrunedPass
+    from mlp_cli.sweeps.records import append_trial
+    from mlp_cli.sweeps.sweep import plan_sweep
+
+    plan = plan_sweep(read_sweep_file(_sweep_file(tmp_path)), tmp_path / "sweep")
+    names = [t.name for t in plan.trials]
+    pruned_dir = Path(plan.trials[0].config.run.dir or "")
+    pruned_dir.mkdir(parents=True)
+    (pruned_dir / "config.yaml").write_text(at_rung(plan.trials[0], 1).config.to_yaml())
+    for name in ("metrics.jsonl", "last.npz"):
+        (pruned_dir / name).write_bytes(b"")
+    row = {"index": 0, "overrides": {}, "epochs": 1, "planned_epochs": 1, "rung": 0}
+    for trial, status, score in ((names[0], "pruned", 0.3), (names[1], "pruned", 0.9),
+                                 (names[1], "promoted", 0.9), (names[2], "interrupted", None)):
+        append_trial(plan.directory, {**row, "trial": trial, "status": status, "best_dev_accuracy": score})
+    restored = PrunedPass(SimpleNamespace(plan=plan, executor=None))  # type: ignore[arg-type]
+    restored._restore()
+    assert restored.queue == [(names[1], 1), (names[2], 0), (names[3], 0)]
+    assert restored.ladder.scores[0] == {names[0]: 0.3, names[1]: 0.9}
+    assert restored.ladder.promoted[0] == {names[1]}

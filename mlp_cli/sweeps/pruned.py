@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from mlp_cli.sweeps.sweep import SweepRun
 
 SETTLED = ("ok", "diverged", "pruned")
+# What a promoted row repeats of the pruned row before it (not its seconds: summed, they count once)
+PROMOTED = ("trial", "index", "overrides", "rung", "best_dev_accuracy", "best_epoch", "best_by", "epochs",
+            "planned_epochs")
 
 
 class PrunedPass:
@@ -99,7 +102,8 @@ class PrunedPass:
                 name, rung = promotion
                 self.ladder.promote(name, rung - 1)
                 now = datetime.now().isoformat(timespec="seconds")
-                promoted = {**self.latest[name], "status": "promoted", "finished_at": now}
+                promoted = {**{k: v for k, v in self.latest[name].items() if k in PROMOTED},
+                            "status": "promoted", "finished_at": now}
                 self.latest[name] = promoted
                 records.append_trial(self.sweep.plan.directory, promoted)
                 self.sweep.observer.on_promoted(promoted)
