@@ -10,7 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, report_log_problems
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -63,6 +63,7 @@ def train_command(
         Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
@@ -77,7 +78,8 @@ def train_command(
     from mlp_cli.config import FLAG_KEYS
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
-             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset}
+             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset,
+             "log": list(log) if log else None}
     request = TrainRequest(config=config, overrides={FLAG_KEYS[k]: v for k, v in flags.items() if v is not None},
                            sets=tuple(set_ or ()), resume=resume, out=out, overwrite=overwrite, data_dir=data_dir,
                            mirrors=tuple(mirror or ()), quiet=quiet or json_output)
@@ -91,6 +93,7 @@ def train_command(
         from mlp_cli.training.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
+    report_log_problems(session.log_problems)
 
 
 class TrainRequest(NamedTuple):

@@ -77,6 +77,8 @@ def clear_products(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     for old in run_dir.glob("epoch-*.npz"):
         old.unlink()
+    for old in run_dir.glob("events.out.tfevents.*"):  # TensorBoard's (training/loggers/tensorboard.py)
+        old.unlink()
 
 
 class RunLock:

@@ -1,0 +1,111 @@
+"""What every logger is told, and how the loop's one observer reaches several.
+
+A logger is a ``loop.Observer`` (``on_start``, ``on_step``, ``on_epoch``) that is also told, before
+training starts, where the run stands (``RunStart``: fresh, or resumed from which checkpoint) and
+is closed when it ends, however it ends. ``close`` returns one line describing a problem the
+logger met (an unreachable tracking server) or None: a logger never stops the training.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlp_cli.training.loggers.registry import LOGGERS
+from mlp_cli.training.loop import Observer
+
+if TYPE_CHECKING:
+    from mlp_cli.config import Config
+    from mlp_cli.training.metrics import EpochMetrics
+
+BATCH_TAG = "batch/loss"
+# metrics.jsonl's numbers and the tag each is logged under, once per epoch at the row's step
+EPOCH_TAGS = {
+    "train_loss": "train/loss",
+    "train_accuracy": "train/accuracy",
+    "dev_loss": "dev/loss",
+    "dev_accuracy": "dev/accuracy",
+    "lr": "lr",
+    "examples_per_second": "examples_per_second",
+}
+
+
+@dataclass(frozen=True)
+class RunStart:
+    config: Config
+    run_dir: Path
+    resumed_from: Path | None = None  # the checkpoint a resumed run starts from
+    resumed_step: int = 0  # its step: what the run's history keeps
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # settings this resume changed
+    tags: dict[str, str] = field(default_factory=dict)  # sweep, trial, parent: for the trackers
+
+
+class RunLogger(Observer):
+    def begin(self, start: RunStart) -> None:
+        pass
+
+    def close(self) -> str | None:
+        return None
+
+
+class Fanout(Observer):
+    """One observer that passes every call on to each of several."""
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self.observers = observers
+
+    def on_start(self, config: Config, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
+        for observer in self.observers:
+            observer.on_start(config, run_dir, steps_per_epoch, start_epoch)
+
+    def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
+        for observer in self.observers:
+            observer.on_step(epoch, batch, steps_per_epoch, loss)
+
+    def on_epoch(self, row: EpochMetrics, is_best: bool) -> None:
+        for observer in self.observers:
+            observer.on_epoch(row, is_best)
+
+
+def make_logger(name: str) -> RunLogger:
+    """The logger the registry names (its module is imported only now)."""
+    module, _, cls = LOGGERS[name].implementation.rpartition(".")
+    logger: RunLogger = getattr(importlib.import_module(f"mlp_cli.training.loggers.{module}"), cls)()
+    return logger
+
+
+def epoch_values(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """(tag, value) of a metrics row, in EPOCH_TAGS's order; a missing dev set logs nothing."""
+    return [(tag, float(row[key])) for key, tag in EPOCH_TAGS.items() if row.get(key) is not None]
+
+
+def flat_settings(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``section.key`` -> value, the settings that tell runs apart (``run.*`` says where, not how)."""
+    return {f"{section}.{key}": value for section, values in config.items() if section != "run"
+            for key, value in values.items()}
+
+
+def open_loggers(start: RunStart) -> list[RunLogger]:
+    """The loggers ``run.log`` names, each told where the run starts; none when it names none."""
+    loggers: list[RunLogger] = []
+    try:
+        for name in start.config.run.log:
+            logger = make_logger(name)
+            logger.begin(start)
+            loggers.append(logger)
+    except BaseException:
+        close_loggers(loggers)
+        raise
+    return loggers
+
+
+def close_loggers(loggers: list[RunLogger]) -> list[str]:
+    """Close every logger (whatever happened); the problems they report, one line each."""
+    problems = []
+    for logger in loggers:
+        problem = logger.close()
+        if problem:
+            problems.append(problem)
+    return problems
