@@ -178,6 +178,17 @@ def test_a_killed_run_leaves_no_duplicate_or_broken_event_behind(tmp_path: Path,
     assert [step for step, _ in logged] == list(range(3, 5 * STEPS_PER_EPOCH + 1, 3))
 
 
+def test_a_rewrite_killed_half_way_is_read_right_by_the_next(tmp_path: Path, data: TrainingData) -> None:
+    """Killed after the history file replaced the first old file, before the others were removed:
+    the same events are then in two files, and the next start keeps each once."""
+    train_new(tmp_path / "run", data, Losses(stop_after=2 * STEPS_PER_EPOCH + 5))
+    history = event_files(tmp_path / "run")[-1]
+    (tmp_path / "run" / (history.name + "-copy")).write_bytes(history.read_bytes())
+    train_resumed(tmp_path / "run" / "last.npz", data)
+    accumulator = assert_epochs_match_metrics(tmp_path / "run")
+    assert [step for step, _ in scalars(accumulator, BATCH_TAG)] == list(range(3, 5 * STEPS_PER_EPOCH + 1, 3))
+
+
 def test_a_branch_holds_the_history_it_copied_and_the_source_is_untouched(tmp_path: Path,
                                                                           data: TrainingData) -> None:
     train_new(tmp_path / "run", data, **{"run.checkpoint_every": 2})
@@ -188,6 +199,8 @@ def test_a_branch_holds_the_history_it_copied_and_the_source_is_untouched(tmp_pa
     accumulator = assert_epochs_match_metrics(tmp_path / "branch")
     source = read_back(tmp_path / "run")
     assert scalars(accumulator, "train/loss")[:2] == scalars(source, "train/loss")[:2]
+    copied = [(step, loss) for step, loss in scalars(source, BATCH_TAG) if step <= 16]
+    assert scalars(accumulator, BATCH_TAG)[:len(copied)] == copied and len(copied) == 5
     assert scalars(accumulator, "train/loss")[2:] != scalars(source, "train/loss")[2:]
     assert [s for s, _ in scalars(accumulator, "lr")] == [8, 16, 24, 32, 40]
     assert [v for _, v in scalars(accumulator, "lr")] == [1.0, 1.0, 0.5, 0.5, 0.5]
