@@ -252,3 +252,32 @@ def test_a_full_disk_takes_the_half_written_record_back(tmp_path: Path, data: Tr
     logger.on_step(2, 1, STEPS_PER_EPOCH, 0.125)  # step 9
     logger.close()
     assert scalars(read_back(tmp_path / "run"), BATCH_TAG) == [(3, 0.5), (9, 0.125)]
+
+
+def test_mlp_log_backfills_a_run_trained_without_logging(tmp_path: Path, data: TrainingData) -> None:
+    from helpers import mlp
+
+    train_new(tmp_path / "run", data, **{"run.log": [], "train.epochs": 3})
+    assert event_files(tmp_path / "run") == []
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    assert "3 epochs logged to tensorboard" in done.stdout
+    first = assert_epochs_match_metrics(tmp_path / "run")
+    assert "hidden: 16" in first.Tensors("config")[0].tensor_proto.string_val[0].decode()
+    assert mlp("log", "tensorboard", tmp_path / "run").exit_code == 0  # again: nothing twice
+    again = assert_epochs_match_metrics(tmp_path / "run")
+    assert len(again.Tensors("config")) == 1 and len(event_files(tmp_path / "run")) == 1
+
+
+def test_mlp_log_refuses_what_is_not_a_finished_run(tmp_path: Path, data: TrainingData) -> None:
+    from helpers import mlp
+
+    from mlp_cli.training.run_dir import RunLock
+
+    done = mlp("log", "tensorboard", tmp_path)
+    assert done.exit_code == 2 and "has no metrics.jsonl" in done.stderr and event_files(tmp_path) == []
+    assert mlp("log", "tensorbord", tmp_path).exit_code == 2
+    train_new(tmp_path / "run", data, **{"run.log": [], "train.epochs": 1})
+    with RunLock(tmp_path / "run"):  # being trained
+        done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 2 and "is being written by" in done.stderr and event_files(tmp_path / "run") == []

@@ -109,3 +109,10 @@ def close_loggers(loggers: list[RunLogger]) -> list[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+def backfill(name: str, run_dir: Path) -> int:
+    """Log a finished run from its files (``mlp log``); the number of epochs it held."""
+    module = importlib.import_module(f"mlp_cli.training.loggers.{LOGGERS[name].implementation.rpartition('.')[0]}")
+    epochs: int = module.backfill(run_dir)
+    return epochs

@@ -213,3 +213,20 @@ def new_file_name(run_dir: Path) -> str:
     stamp = max([int(time.time()), *[s + 1 for s in stamps]])
     host = socket.gethostname().replace(".", "-") or "host"
     return f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.mlp"
+
+
+def backfill(run_dir: Path) -> int:
+    """Write ``run_dir``'s event files from its metrics.jsonl and config.yaml (a run trained
+    without ``--log tensorboard``; events already there are kept, none twice). Taken under the
+    run's lock, so a run being trained is refused. Returns the number of epochs in the stream."""
+    from mlp_cli.config_file import read_yaml
+    from mlp_cli.errors import MissingFileError
+    from mlp_cli.training.run_dir import RunLock
+
+    if not (run_dir / METRICS_FILE).is_file():
+        raise MissingFileError(f"{run_dir} is not a run directory: it has no {METRICS_FILE}")
+    raw = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+    config = {str(section): values for section, values in raw.items() if isinstance(values, dict)}
+    with RunLock(run_dir):
+        rewrite_history(run_dir, run_dir, None, config)
+    return len(read_metrics(run_dir / METRICS_FILE))
