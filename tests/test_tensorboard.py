@@ -8,26 +8,20 @@ fresh, interrupted-and-continued, branched and overwritten runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from helpers import synthetic_training_data
+from helpers import Losses, logged_config, synthetic_training_data, train_new, train_resumed
 
 pytest.importorskip("tensorboard")  # the "test" extra; CI installs it (make setup)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
-from mlp_cli.config import Config  # noqa: E402
-from mlp_cli.config_file import load_config  # noqa: E402
-from mlp_cli.training.checkpoint import load_checkpoint  # noqa: E402
 from mlp_cli.training.inputs import TrainingData  # noqa: E402
 from mlp_cli.training.loggers import events  # noqa: E402
 from mlp_cli.training.loggers.base import BATCH_TAG, EPOCH_TAGS  # noqa: E402
 from mlp_cli.training.loggers.tensorboard import event_files  # noqa: E402
-from mlp_cli.training.loop import Observer, TrainingInterrupted  # noqa: E402
 from mlp_cli.training.metrics import read_metrics  # noqa: E402
-from mlp_cli.training.session import new_session, resumed_session, run_session  # noqa: E402
 
 STEPS_PER_EPOCH = 8  # 500 examples in batches of 64
 
@@ -35,48 +29,6 @@ STEPS_PER_EPOCH = 8  # 500 examples in batches of 64
 @pytest.fixture(scope="module")
 def data() -> TrainingData:
     return synthetic_training_data()
-
-
-def config(run_dir: Path | None, **overrides: Any) -> Config:
-    settings = {"model.hidden": 16, "train.epochs": 5, "train.batch_size": 64, "optimizer.lr": 1.0,
-                "run.dir": str(run_dir) if run_dir else None, "run.log": ["tensorboard"], "run.log_every": 3}
-    return load_config(None, {**settings, **overrides})
-
-
-class Losses(Observer):
-    """Records every batch loss by global step, and asks to stop after ``stop_after`` steps."""
-
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.losses: dict[int, float] = {}
-        self.stop_after = stop_after
-
-    def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
-        self.losses[(epoch - 1) * steps_per_epoch + batch] = loss
-
-    def requested(self) -> bool:
-        return self.stop_after is not None and max(self.losses, default=0) >= self.stop_after
-
-
-def train_new(run_dir: Path, data: TrainingData, observer: Losses | None = None, **overrides: Any) -> None:
-    observer = observer or Losses()
-    with new_session(config(run_dir, **overrides), None, overwrite=True) as session:
-        try:
-            run_session(session, data, observer=observer, stop_requested=observer.requested)
-        except TrainingInterrupted:
-            pass
-
-
-def train_resumed(checkpoint: Path, data: TrainingData, observer: Losses | None = None, out: Path | None = None,
-                  overwrite: bool = False, **overrides: Any) -> None:
-    observer = observer or Losses()
-    saved = load_checkpoint(checkpoint)
-    base = {**saved.config, "run": {**saved.config["run"], "dir": None}}
-    resolved = load_config(None, overrides, base=base)
-    with resumed_session(resolved, saved, checkpoint, out, overwrite) as session:
-        try:
-            run_session(session, data, observer=observer, stop_requested=observer.requested)
-        except TrainingInterrupted:
-            pass
 
 
 def read_back(run_dir: Path) -> EventAccumulator:
@@ -233,7 +185,7 @@ def test_a_full_disk_takes_the_half_written_record_back(tmp_path: Path, data: Tr
 
     logger = TensorBoardLogger()
     (tmp_path / "run").mkdir()
-    logger.begin(RunStart(config(tmp_path / "run"), tmp_path / "run"))
+    logger.begin(RunStart(logged_config(tmp_path / "run"), tmp_path / "run"))
     logger.on_step(1, 3, STEPS_PER_EPOCH, 0.5)
     real = logger._handle
 

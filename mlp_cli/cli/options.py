@@ -54,3 +54,11 @@ def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def draw_curves(run_dir: Path, out: Path) -> None:
+    """The learning curves of a run, as `mlp plot RUN` draws them (for loggers that keep a picture)."""
+    from mlp_cli.reports.plot import RunCurves, plot_curves
+    from mlp_cli.training.metrics import read_metrics
+
+    plot_curves([RunCurves.from_rows(run_dir.name, read_metrics(run_dir))], out)

@@ -10,7 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, report_log_problems
+from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, draw_curves, report_log_problems
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -133,6 +133,7 @@ def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Ses
     from mlp_cli.training.session import load_inputs, run_session
 
     session = _open_session(request)
+    session.draw_curves = draw_curves
     stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:
         data = load_inputs(session, data_dir=request.data_dir, mirrors=request.mirrors,

@@ -9,6 +9,7 @@ logger met (an unreachable tracking server) or None: a logger never stops the tr
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,16 +38,20 @@ class RunStart:
     config: Config
     run_dir: Path
     resumed_from: Path | None = None  # the checkpoint a resumed run starts from
+    mode: str = "new"  # or resume.ResumePlan's: "continue", "branch", "overwrite"
     resumed_step: int = 0  # its step: what the run's history keeps
     changes: dict[str, list[Any]] = field(default_factory=dict)  # settings this resume changed
     tags: dict[str, str] = field(default_factory=dict)  # sweep, trial, parent: for the trackers
+    # draws the run's learning curves (run_dir, out.png): given by the caller, from reports/
+    draw_curves: Callable[[Path, Path], None] | None = None
 
 
 class RunLogger(Observer):
     def begin(self, start: RunStart) -> None:
         pass
 
-    def close(self) -> str | None:
+    def close(self, completed: bool = True) -> str | None:
+        """``completed``: the run reached its end (not interrupted, not failed)."""
         return None
 
 
@@ -71,8 +76,7 @@ class Fanout(Observer):
 
 def make_logger(name: str) -> RunLogger:
     """The logger the registry names (its module is imported only now)."""
-    module, _, cls = LOGGERS[name].implementation.rpartition(".")
-    logger: RunLogger = getattr(importlib.import_module(f"mlp_cli.training.loggers.{module}"), cls)()
+    logger: RunLogger = getattr(_module(name), LOGGERS[name].implementation.rpartition(".")[2])()
     return logger
 
 
@@ -85,6 +89,18 @@ def flat_settings(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``section.key`` -> value, the settings that tell runs apart (``run.*`` says where, not how)."""
     return {f"{section}.{key}": value for section, values in config.items() if section != "run"
             for key, value in values.items()}
+
+
+def check_loggers(config: Config) -> None:
+    """What a logger refuses before any work (MLflow with no store named or no client)."""
+    for name in config.run.log:
+        check = getattr(_module(name), "check", None)
+        if check is not None:
+            check()
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"mlp_cli.training.loggers.{LOGGERS[name].implementation.rpartition('.')[0]}")
 
 
 def open_loggers(start: RunStart) -> list[RunLogger]:
@@ -101,11 +117,11 @@ def open_loggers(start: RunStart) -> list[RunLogger]:
     return loggers
 
 
-def close_loggers(loggers: list[RunLogger]) -> list[str]:
+def close_loggers(loggers: list[RunLogger], completed: bool = False) -> list[str]:
     """Close every logger (whatever happened); the problems they report, one line each."""
     problems = []
     for logger in loggers:
-        problem = logger.close()
+        problem = logger.close(completed)
         if problem:
             problems.append(problem)
     return problems
@@ -113,6 +129,5 @@ def close_loggers(loggers: list[RunLogger]) -> list[str]:
 
 def backfill(name: str, run_dir: Path) -> int:
     """Log a finished run from its files (``mlp log``); the number of epochs it held."""
-    module = importlib.import_module(f"mlp_cli.training.loggers.{LOGGERS[name].implementation.rpartition('.')[0]}")
-    epochs: int = module.backfill(run_dir)
+    epochs: int = _module(name).backfill(run_dir)
     return epochs

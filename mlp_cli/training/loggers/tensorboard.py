@@ -102,7 +102,7 @@ class TensorBoardLogger(RunLogger):
         if self._handle is not None:
             os.fsync(self._handle.fileno())  # TensorBoard shows the epoch now; a crash keeps it
 
-    def close(self) -> str | None:
+    def close(self, completed: bool = True) -> str | None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
