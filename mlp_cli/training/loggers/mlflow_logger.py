@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_cli.atomic import atomic_write_text
+from mlp_cli.atomic import atomic_write_text, make_parents
 from mlp_cli.errors import ConfigError, MlpError
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
@@ -52,16 +52,43 @@ def check() -> None:
         raise ConfigError(f"--log mlflow needs the MLflow client, which is not installed: {INSTALL_HINT}") from None
 
 
-class MlflowLogger(RunLogger):
+class _Guarded:
+    """Calls to the store, each through ``_guard``: the first failure is kept as one line, and
+    after it nothing more is tried."""
+
+    client: MlflowClient | None = None
+    run_id: str | None = None
+    problem: str | None = None
+    advice = ""  # what the user can do about a failure
+
+    def _guard(self, action: Any, *args: Any) -> None:
+        if self.problem is not None:
+            return
+        try:
+            action(*args)
+        except Exception as err:  # noqa: BLE001  any failure of the store (network, server, disk): log no more
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            self.problem = f"mlflow: could not log to {os.environ.get(URI_ENV)}: {first}; {self.advice}"
+
+    def _connect(self) -> MlflowClient:
+        from mlflow.tracking import MlflowClient
+
+        # a server that is down: give up after one retry, not MLflow's default of minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self.client = MlflowClient(tracking_uri=os.environ[URI_ENV].strip())
+        return self.client
+
+
+class MlflowLogger(_Guarded, RunLogger):
     def __init__(self) -> None:
-        self.client: MlflowClient | None = None
-        self.run_id: str | None = None
-        self.problem: str | None = None
         self._start: RunStart | None = None
         self._pending: list[tuple[int, float]] = []  # batch losses, sent with the epoch
 
     def begin(self, start: RunStart) -> None:
         self._start = start
+        where = start.run_dir
+        self.advice = f"the run itself is complete in {where} (send it later with: mlp log mlflow {where})"
         self._guard(self._open, start)
 
     def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
@@ -77,27 +104,8 @@ class MlflowLogger(RunLogger):
         self._guard(self._finish, completed)
         return self.problem
 
-    # -- the calls to MLflow, each through _guard --------------------------------------------
-
-    def _guard(self, action: Any, *args: Any) -> None:
-        if self.problem is not None or self._start is None:
-            return
-        try:
-            action(*args)
-        except Exception as err:  # noqa: BLE001  any failure of the store (network, server, disk): log no more
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            run_dir = self._start.run_dir
-            self.problem = (f"mlflow: could not log to {os.environ.get(URI_ENV)}: {first}; the run itself is "
-                            f"complete in {run_dir} (send it later with: mlp log mlflow {run_dir})")
-
     def _open(self, start: RunStart) -> None:
-        from mlflow.tracking import MlflowClient
-
-        # a server that is down: give up after one retry, not MLflow's default of minutes
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        uri = os.environ[URI_ENV].strip()
-        self.client = client = MlflowClient(tracking_uri=uri)
+        client, uri = self._connect(), os.environ[URI_ENV].strip()
         self.run_id = _continued_run(start, uri)
         rows = read_metrics(start.run_dir / METRICS_FILE) if (start.run_dir / METRICS_FILE).exists() else []
         if self.run_id is not None:
@@ -108,8 +116,7 @@ class MlflowLogger(RunLogger):
             run = client.create_run(_experiment(client), run_name=start.run_dir.name, tags=_tags(start))
             self.run_id = run.info.run_id
             _log_params(client, self.run_id, start.config)
-            record = {"tracking_uri": uri, "run_id": self.run_id}
-            atomic_write_text(start.run_dir / RECORD_FILE, json.dumps(record) + "\n")
+            _record(start.run_dir, uri, self.run_id)
         for key, (old, new) in start.changes.items():
             client.set_tag(self.run_id, f"mlp.changed.{key}", f"{old} -> {new} from step {start.resumed_step}")
         self._log_rows(rows)
@@ -146,16 +153,53 @@ class MlflowLogger(RunLogger):
         self.client.set_terminated(self.run_id, status="FINISHED" if completed else "KILLED")
 
 
-def _continued_run(start: RunStart, uri: str) -> str | None:
-    """The MLflow run to go on with: the one this directory logged to, when it continues."""
-    if start.mode != "continue":
-        return None
+class SweepParent(_Guarded):
+    """A sweep's MLflow run, whose children are its trials (``mlflow.parentRunId``); the same
+    sweep run again goes on in it (``mlflow.json`` in the sweep directory)."""
+
+    advice = "the trials are logged without their sweep's run"
+
+    def __init__(self, directory: Path) -> None:
+        check()
+        self.directory = directory
+        self._guard(self._open)
+
+    def _open(self) -> None:
+        client, uri = self._connect(), os.environ[URI_ENV].strip()
+        self.run_id = _recorded_run(self.directory, uri)
+        if self.run_id is None:
+            tags = {"mlp.sweep": self.directory.name, "mlp.sweep_dir": str(self.directory)}
+            self.run_id = client.create_run(_experiment(client), run_name=self.directory.name, tags=tags).info.run_id
+            make_parents(self.directory / RECORD_FILE)
+            _record(self.directory, uri, self.run_id)
+        else:
+            client.update_run(self.run_id, status="RUNNING")
+
+    def child_tags(self) -> dict[str, str]:
+        return {"mlflow.parentRunId": self.run_id} if self.run_id and self.problem is None else {}
+
+    def close(self, completed: bool) -> str | None:
+        if self.client is not None and self.run_id is not None:
+            self._guard(self.client.set_terminated, self.run_id, "FINISHED" if completed else "KILLED")
+        return self.problem
+
+
+def _record(directory: Path, uri: str, run_id: str) -> None:
+    atomic_write_text(directory / RECORD_FILE, json.dumps({"tracking_uri": uri, "run_id": run_id}) + "\n")
+
+
+def _recorded_run(directory: Path, uri: str) -> str | None:
     try:
-        record = json.loads((start.run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+        record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     same = isinstance(record, dict) and record.get("tracking_uri") == uri and isinstance(record.get("run_id"), str)
     return str(record["run_id"]) if same else None
+
+
+def _continued_run(start: RunStart, uri: str) -> str | None:
+    """The MLflow run to go on with: the one this directory logged to, when it continues."""
+    return _recorded_run(start.run_dir, uri) if start.mode == "continue" else None
 
 
 def _experiment(client: MlflowClient) -> str:
