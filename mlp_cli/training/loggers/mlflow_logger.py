@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_cli.atomic import atomic_write_text, make_parents
+from mlp_cli.atomic import atomic_write_text
 from mlp_cli.errors import ConfigError, MlpError
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
@@ -160,26 +160,28 @@ class SweepParent(_Guarded):
     advice = "the trials are logged without their sweep's run"
 
     def __init__(self, directory: Path) -> None:
+        """``directory``: where the sweep will be (it is created later, by the sweep itself)."""
         check()
-        self.directory = directory
-        self._guard(self._open)
+        self._guard(self._open, directory)
 
-    def _open(self) -> None:
+    def _open(self, directory: Path) -> None:
         client, uri = self._connect(), os.environ[URI_ENV].strip()
-        self.run_id = _recorded_run(self.directory, uri)
+        self.run_id = _recorded_run(directory, uri)
         if self.run_id is None:
-            tags = {"mlp.sweep": self.directory.name, "mlp.sweep_dir": str(self.directory)}
-            self.run_id = client.create_run(_experiment(client), run_name=self.directory.name, tags=tags).info.run_id
-            make_parents(self.directory / RECORD_FILE)
-            _record(self.directory, uri, self.run_id)
+            tags = {"mlp.sweep": directory.name, "mlp.sweep_dir": str(directory)}
+            self.run_id = client.create_run(_experiment(client), run_name=directory.name, tags=tags).info.run_id
         else:
             client.update_run(self.run_id, status="RUNNING")
 
     def child_tags(self) -> dict[str, str]:
         return {"mlflow.parentRunId": self.run_id} if self.run_id and self.problem is None else {}
 
-    def close(self, completed: bool) -> str | None:
+    def close(self, completed: bool, directory: Path) -> str | None:
+        """``directory``: the sweep's, as it was created (a taken name gets a -2)."""
         if self.client is not None and self.run_id is not None:
+            if directory.is_dir() and self.problem is None:
+                _record(directory, os.environ[URI_ENV].strip(), self.run_id)
+                self._guard(self.client.set_tag, self.run_id, "mlp.sweep_dir", str(directory))
             self._guard(self.client.set_terminated, self.run_id, "FINISHED" if completed else "KILLED")
         return self.problem
 
