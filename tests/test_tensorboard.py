@@ -161,6 +161,14 @@ def test_a_branch_holds_the_history_it_copied_and_the_source_is_untouched(tmp_pa
     assert "optimizer.lr | 1.0 | 0.5" in change[0].tensor_proto.string_val[0].decode()
 
 
+def test_changes_made_inside_an_epoch_are_logged_once_at_their_step(tmp_path: Path, data: TrainingData) -> None:
+    train_new(tmp_path / "run", data, Losses(stop_after=21))
+    train_resumed(tmp_path / "run" / "last.npz", data, Losses(stop_after=30), **{"optimizer.lr": 0.5})
+    train_resumed(tmp_path / "run" / "last.npz", data)
+    accumulator = assert_epochs_match_metrics(tmp_path / "run")
+    assert [event.step for event in accumulator.Tensors("resume/changes")] == [21]
+
+
 def test_overwrite_drops_the_discarded_epochs(tmp_path: Path, data: TrainingData) -> None:
     train_new(tmp_path / "run", data, **{"run.checkpoint_every": 2})
     train_resumed(tmp_path / "run" / "epoch-002.npz", data, overwrite=True, **{"train.epochs": 3})

@@ -157,10 +157,11 @@ def rewrite_history(run_dir: Path, source_dir: Path, upto_step: int | None,
     times = _row_times(run_dir, rows)
     if config is not None and (CONFIG_TAG, 0) not in have:
         pending += [(0, data) for data in header_events(config, times[0] if times else time.time())]
+    logged_changes = [event.step for event in history if event.tag == CHANGES_TAG]
     previous_step = 0
     for row, wall_time in zip(rows, times, strict=True):
-        step = int(row["step"])
-        if row.get("changes") and (CHANGES_TAG, previous_step) not in have:
+        step = int(row["step"])  # a resume inside the epoch logged its changes between the two rows
+        if row.get("changes") and not any(previous_step <= at <= step for at in logged_changes):
             pending.append((previous_step, events.text_event(wall_time, previous_step, CHANGES_TAG,
                                                              changes_text(row["changes"]))))
         pending += [(step, events.scalar_event(wall_time, step, tag, value))
