@@ -113,3 +113,4 @@ def test_mlp_train_and_mlp_log_send_the_curves_too(tmp_path: Path, store: Mlflow
     first, again = runs_of(store)
     assert_metrics_match(store, again.info.run_id, tmp_path / "run")
     assert again.data.params == first.data.params
+    assert {a.path for a in store.list_artifacts(again.info.run_id)} == {"config.yaml", "best.npz", "curves.png"}

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlp_cli.cli.app import app
+from mlp_cli.cli.options import draw_curves
 from mlp_cli.nn.registry import listed
 from mlp_cli.training.loggers.registry import LOGGERS
 
@@ -34,5 +35,5 @@ def log_command(
         raise UsageError(f"unknown logger {logger!r}; expected {listed(LOGGERS)}")
     runs = [trial for path in dirs for trial in (trial_dirs(path) if is_sweep_dir(path) else [path])]
     for run_dir in runs:
-        epochs = backfill(logger, run_dir)
+        epochs = backfill(logger, run_dir, draw_curves)
         typer.echo(f"{run_dir}: {epochs} epochs logged to {logger}")

@@ -127,7 +127,7 @@ def close_loggers(loggers: list[RunLogger], completed: bool = False) -> list[str
     return problems
 
 
-def backfill(name: str, run_dir: Path) -> int:
+def backfill(name: str, run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = None) -> int:
     """Log a finished run from its files (``mlp log``); the number of epochs it held."""
-    epochs: int = _module(name).backfill(run_dir)
+    epochs: int = _module(name).backfill(run_dir, draw_curves)
     return epochs

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,7 +231,7 @@ def _text(value: Any) -> str:
     return "null" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def backfill(run_dir: Path) -> int:
+def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = None) -> int:
     """Log a finished run from its files (``mlp log mlflow``): a new MLflow run holding its
     config, every epoch of metrics.jsonl and its artifacts. Returns the number of epochs."""
     from mlp_cli.config_file import load_config
@@ -244,7 +245,7 @@ def backfill(run_dir: Path) -> int:
     config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else load_config()
     logger = MlflowLogger()
     with RunLock(run_dir):
-        logger.begin(RunStart(config, run_dir))
+        logger.begin(RunStart(config, run_dir, draw_curves=draw_curves))
         problem = logger.close()
     if problem:
         raise MlpError(problem)

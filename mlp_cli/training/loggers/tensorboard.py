@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,6 @@ from mlp_cli.training.loggers.base import BATCH_TAG, RunLogger, RunStart, epoch_
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 
 if TYPE_CHECKING:
-    from mlp_cli.config import Config
     from mlp_cli.training.metrics import EpochMetrics
 
 CONFIG_TAG, CHANGES_TAG = "config", "resume/changes"
@@ -68,7 +68,7 @@ class TensorBoardLogger(RunLogger):
     def __init__(self) -> None:
         self._handle: Any = None
         self._path: Path | None = None
-        self._steps_per_epoch, self._every = 1, 1
+        self._every = 1
 
     def begin(self, start: RunStart) -> None:
         run_dir = start.run_dir
@@ -86,9 +86,6 @@ class TensorBoardLogger(RunLogger):
                 self._write(event)
         elif start.changes:
             self._write(events.text_event(now, start.resumed_step, CHANGES_TAG, changes_text(start.changes)))
-
-    def on_start(self, config: Config, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
-        self._steps_per_epoch = steps_per_epoch
 
     def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
         step = (epoch - 1) * steps_per_epoch + batch
@@ -216,7 +213,7 @@ def new_file_name(run_dir: Path) -> str:
     return f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.mlp"
 
 
-def backfill(run_dir: Path) -> int:
+def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = None) -> int:
     """Write ``run_dir``'s event files from its metrics.jsonl and config.yaml (a run trained
     without ``--log tensorboard``; events already there are kept, none twice). Taken under the
     run's lock, so a run being trained is refused. Returns the number of epochs in the stream."""
