@@ -101,13 +101,13 @@ def sweep_command(
     if dry_run:
         _print_plan(plan, json_output)
         return
+    logs = SweepLogs(tuple(log or ()), plan.directory)  # refused here (no MLflow store named): before any pool
     jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
     pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
     if pool.shares_files:  # fetch once here, not once per process
         _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
-    logs = SweepLogs(tuple(log or ()), plan.directory)
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
                    observer=_make_observer(quiet or json_output), tags=logs.trial_tags())
     stop = StopOnSignals(on_first_signal=run.stop)
