@@ -169,6 +169,18 @@ def test_changes_made_inside_an_epoch_are_logged_once_at_their_step(tmp_path: Pa
     assert [event.step for event in accumulator.Tensors("resume/changes")] == [21]
 
 
+def test_logging_asked_for_at_a_resume_starts_with_the_history_and_the_config(tmp_path: Path,
+                                                                              data: TrainingData) -> None:
+    train_new(tmp_path / "run", data, Losses(stop_after=16), **{"run.log": []})
+    train_resumed(tmp_path / "run" / "last.npz", data, **{"run.log": ["tensorboard"]})
+    accumulator = assert_epochs_match_metrics(tmp_path / "run")
+    assert [step for step, _ in scalars(accumulator, "train/loss")] == [8, 16, 24, 32, 40]
+    assert min(step for step, _ in scalars(accumulator, BATCH_TAG)) == 18  # none before logging began
+    assert [event.step for event in accumulator.Tensors("config")] == [0]
+    [change] = accumulator.Tensors("resume/changes")
+    assert "run.log | [] | ['tensorboard']" in change.tensor_proto.string_val[0].decode()
+
+
 def test_overwrite_drops_the_discarded_epochs(tmp_path: Path, data: TrainingData) -> None:
     train_new(tmp_path / "run", data, **{"run.checkpoint_every": 2})
     train_resumed(tmp_path / "run" / "epoch-002.npz", data, overwrite=True, **{"train.epochs": 3})

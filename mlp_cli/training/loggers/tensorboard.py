@@ -76,7 +76,8 @@ class TensorBoardLogger(RunLogger):
         if start.resumed_from is None:
             remove_event_files(run_dir)
         else:
-            rewrite_history(run_dir, start.resumed_from.parent, start.resumed_step)
+            # a run logged only from this resume on gets its header (config, settings) too
+            rewrite_history(run_dir, start.resumed_from.parent, start.resumed_step, start.config.to_dict())
         self._path = run_dir / new_file_name(run_dir)
         self._handle = open(self._path, "ab", buffering=0)  # one write() per record
         now = time.time()
