@@ -31,6 +31,8 @@ Examples:
   mlp train -c best-30 --set train.dropout=0.1 --set train.input_dropout=0.2 --epochs 60 --out runs/drop
 
   mlp train --resume runs/drop/last.npz
+
+  mlp train -c cs229 --log tensorboard
 """
 
 @app.command("train", epilog=EXAMPLES_TRAIN)
