@@ -33,6 +33,27 @@ def hparams_of(trial_dir: Path) -> tuple[dict[str, float], list[tuple[int, float
     return {key: value.number_value for key, value in settings.items() if key == "optimizer.lr"}, dev
 
 
+def hparams_experiment(logdir: Path) -> dict[str, bool]:
+    """What TensorBoard's HParams dashboard shows for ``logdir``: each setting, and whether it
+    differs between the runs (built by its own backend, from the runs' session records)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer,
+                                                            data_provider=provider))
+    request = context.RequestContext()
+    experiment = backend.experiment_from_metadata(request, "", True, backend.hparams_metadata(request, ""),
+                                                  backend.hparams_from_data_provider(request, "", 0))
+    assert "dev/accuracy" in {info.name.tag for info in experiment.metric_infos}
+    return {info.name: info.differs for info in experiment.hparam_infos}
+
+
 def test_every_trial_is_logged_with_its_settings(mnist_data_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     uri = (tmp_path / "mlruns").as_uri()
@@ -48,6 +69,8 @@ def test_every_trial_is_logged_with_its_settings(mnist_data_dir: Path, tmp_path:
         settings, dev = hparams_of(trial_dir)
         assert settings == {"optimizer.lr": lr}
         assert dev == [(r["step"], pytest.approx(r["dev_accuracy"], rel=1e-6)) for r in read_metrics(trial_dir)]
+    shown = hparams_experiment(out)  # tensorboard --logdir sweeps/X
+    assert shown["optimizer.lr"] is True and shown["model.hidden"] is False
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("mlp")
     found = client.search_runs([experiment.experiment_id])
