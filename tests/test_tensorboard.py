@@ -7,6 +7,7 @@ fresh, interrupted-and-continued, branched and overwritten runs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +254,6 @@ def test_mlp_log_refuses_what_is_not_a_finished_run(tmp_path: Path, data: Traini
     with RunLock(tmp_path / "run"):  # being trained
         done = mlp("log", "tensorboard", tmp_path / "run")
     assert done.exit_code == 2 and "is being written by" in done.stderr and event_files(tmp_path / "run") == []
+    os.mkfifo(tmp_path / "run" / "events.out.tfevents.1.host.1.mlp")  # hostile: must not hang the reader
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 1 and done.stderr.strip().endswith("is not a regular file"), done.output

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlp_cli.atomic import atomic_write_text
 from mlp_cli.errors import ConfigError, MlpError
+from mlp_cli.record_files import read_json_record
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 
@@ -192,10 +193,12 @@ def _record(directory: Path, uri: str, run_id: str) -> None:
 
 
 def _recorded_run(directory: Path, uri: str) -> str | None:
-    try:
-        record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (directory / RECORD_FILE).exists():
         return None
+    try:
+        record = read_json_record(directory / RECORD_FILE, 4096, "MLflow record")  # a FIFO here must not hang
+    except MlpError:
+        return None  # unreadable: a new MLflow run
     same = isinstance(record, dict) and record.get("tracking_uri") == uri and isinstance(record.get("run_id"), str)
     return str(record["run_id"]) if same else None
 

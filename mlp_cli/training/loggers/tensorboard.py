@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlp_cli.atomic import naming
+from mlp_cli.record_files import read_record_bytes, read_yaml_record
 from mlp_cli.training.loggers import events
 from mlp_cli.training.loggers.base import BATCH_TAG, RunLogger, RunStart, epoch_values, flat_settings
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from mlp_cli.training.metrics import EpochMetrics
 
 CONFIG_TAG, CHANGES_TAG = "config", "resume/changes"
+MAX_EVENTS_BYTES = 256 << 20  # 48 bytes an event: a million batch losses fit in 50 MB
 _TMP_PREFIX = ".tensorboard-history."  # no "tfevents" in it: TensorBoard never reads a half-written one
 
 
@@ -54,7 +56,7 @@ def read_events(paths: list[Path], upto_step: int | None = None) -> list[events.
     seen: set[tuple[str | None, int]] = set()
     kept = []
     for path in paths:
-        for data in events.read_records(path.read_bytes()):
+        for data in events.read_records(read_record_bytes(path, MAX_EVENTS_BYTES, "event file")):
             event = events.parse_event(data)
             key = (event.tag, event.step)
             if event.tag is None or key in seen or (upto_step is not None and event.step > upto_step):
@@ -218,13 +220,15 @@ def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = N
     """Write ``run_dir``'s event files from its metrics.jsonl and config.yaml (a run trained
     without ``--log tensorboard``; events already there are kept, none twice). Taken under the
     run's lock, so a run being trained is refused. Returns the number of epochs in the stream."""
-    from mlp_cli.config_file import read_yaml
+    from mlp_cli.config_file import MAX_CONFIG_BYTES
     from mlp_cli.errors import MissingFileError
     from mlp_cli.training.run_dir import RunLock
 
     if not (run_dir / METRICS_FILE).is_file():
         raise MissingFileError(f"{run_dir} is not a run directory: it has no {METRICS_FILE}")
-    raw = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+    saved = run_dir / "config.yaml"
+    raw = read_yaml_record(saved, MAX_CONFIG_BYTES, "config") if saved.exists() else {}
+    raw = raw if isinstance(raw, dict) else {}
     config = {str(section): values for section, values in raw.items() if isinstance(values, dict)}
     with RunLock(run_dir):
         rewrite_history(run_dir, run_dir, None, config)
