@@ -9,6 +9,7 @@ import typer
 
 from mlp_cli.cli.app import app
 from mlp_cli.cli.options import draw_curves
+from mlp_cli.errors import UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.training.loggers.registry import LOGGERS
 
@@ -27,7 +28,6 @@ def log_command(
     dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep directories.")],
 ) -> None:
     """Log finished runs (or a sweep's trials) as if they had been trained with --log LOGGER."""
-    from mlp_cli.errors import UsageError
     from mlp_cli.sweeps.records import is_sweep_dir, trial_dirs
     from mlp_cli.training.loggers.base import backfill
 

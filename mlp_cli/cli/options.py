@@ -20,10 +20,6 @@ Mirror = Annotated[
     typer.Option("--mirror", help="Extra dataset mirror URL (http(s):// or file://), tried first. Repeatable."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-Log = Annotated[
-    list[str] | None,
-    typer.Option("--log", help=f"Also log the run to {listed(LOGGERS)} (run.log). Repeatable."),
-]
 LOG_PROBLEM_EXIT = 3  # trained and saved, but a logger could not record it all (README, Watch training)
 
 
@@ -54,6 +50,13 @@ def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
         return value
 
     return check
+
+
+Log = Annotated[
+    list[str] | None,
+    typer.Option("--log", help=f"Also log the run to {listed(LOGGERS)} (run.log). Repeatable.",
+                 autocompletion=complete_from(LOGGERS)),
+]
 
 
 def draw_curves(run_dir: Path, out: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -123,8 +124,6 @@ def sweep_command(
 def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
     """Every trial with run.log = ``names`` (validated); the sweep's fingerprint is unchanged, so
     the same sweep run again with or without --log continues it."""
-    import dataclasses
-
     from mlp_cli.config import build_config
 
     if not names:
