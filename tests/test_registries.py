@@ -19,6 +19,7 @@ from mlp_cli.nn import optimizers, schedules
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps import executors
 from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
+from mlp_cli.training.loggers.registry import LOGGERS
 
 # `mlp` with one more member in every registry, added before the CLI is imported.
 WITH_NEW_MEMBERS = """
@@ -34,6 +35,8 @@ OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
 EXECUTORS["slurm"] = EXECUTORS["dask"]
 PRUNERS["hyperband"] = PRUNERS["halving"]
+from mlp_cli.training.loggers.registry import LOGGERS
+LOGGERS["wandb"] = LOGGERS["tensorboard"]
 from mlp_cli.cli import main
 sys.argv[0] = "mlp"
 main()
@@ -54,9 +57,10 @@ def completions(tmp_path: Path, words: str) -> list[str]:
 
 @pytest.mark.parametrize(("args", "shown"), [
     (["download-data", "--help"], ["<mnist|fashion-mnist|kmnist>", "$MLP_KMNIST_MIRROR"]),
-    (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist"]),
-    (["sweep", "--help"], ["slurm (a Dask cluster)", "hyperband (successive halving"]),
+    (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist", "tensorboard, mlflow or wandb"]),
+    (["sweep", "--help"], ["slurm (a Dask cluster)", "hyperband (successive halving", "tensorboard, mlflow or wandb"]),
     (["export", "--help"], ["onnx, safetensors or tflite"]),
+    (["log", "--help"], ["tensorboard, mlflow or wandb"]),
 ])
 def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str], shown: list[str]) -> None:
     done = mlp_with_new_members(tmp_path, *args)
@@ -73,6 +77,7 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
     ("mlp sweep --prune ", [*PRUNERS, "hyperband"]),
     ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
+    ("mlp train --log ", [*LOGGERS, "wandb"]),
 ])
 def test_a_new_registry_member_is_offered_by_shell_completion(tmp_path: Path, words: str, offered: list[str]) -> None:
     assert completions(tmp_path, words) == offered

@@ -10,7 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, draw_curves, report_log_problems
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -31,6 +31,8 @@ Examples:
   mlp train -c best-30 --set train.dropout=0.1 --set train.input_dropout=0.2 --epochs 60 --out runs/drop
 
   mlp train --resume runs/drop/last.npz
+
+  mlp train -c cs229 --log tensorboard
 """
 
 @app.command("train", epilog=EXAMPLES_TRAIN)
@@ -63,6 +65,7 @@ def train_command(
         Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
@@ -77,7 +80,8 @@ def train_command(
     from mlp_cli.config import FLAG_KEYS
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
-             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset}
+             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset,
+             "log": list(log) if log else None}
     request = TrainRequest(config=config, overrides={FLAG_KEYS[k]: v for k, v in flags.items() if v is not None},
                            sets=tuple(set_ or ()), resume=resume, out=out, overwrite=overwrite, data_dir=data_dir,
                            mirrors=tuple(mirror or ()), quiet=quiet or json_output)
@@ -91,6 +95,7 @@ def train_command(
         from mlp_cli.training.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
+    report_log_problems(session.log_problems)
 
 
 class TrainRequest(NamedTuple):
@@ -130,6 +135,7 @@ def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Ses
     from mlp_cli.training.session import load_inputs, run_session
 
     session = _open_session(request)
+    session.draw_curves = draw_curves
     stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:
         data = load_inputs(session, data_dir=request.data_dir, mirrors=request.mirrors,
