@@ -18,7 +18,7 @@ import pytest
 from mlp_cli.nn import optimizers, schedules
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps import executors
-from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS, SEARCHES
 from mlp_cli.training.loggers.registry import LOGGERS
 
 # `mlp` with one more member in every registry, added before the CLI is imported.
@@ -76,6 +76,7 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp train --optimizer ", [*OPTIMIZERS, "lion"]),
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
     ("mlp sweep --prune ", [*PRUNERS, "hyperband"]),
+    ("mlp sweep --search ", [*SEARCHES]),
     ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
     ("mlp train --log ", [*LOGGERS, "wandb"]),
 ])

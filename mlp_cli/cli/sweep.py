@@ -13,7 +13,7 @@ from mlp_cli.cli.download import make_reporter
 from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, report_log_problems
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
-from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS, SEARCHES
 
 if TYPE_CHECKING:
     from mlp_cli.cli.signals import StopOnSignals
@@ -56,6 +56,9 @@ def sweep_command(
     prune: Annotated[str | None, typer.Option(
         help="Stop poor trials early: " + listed(f"{name} ({spec.help})" for name, spec in PRUNERS.items())
         + "; a sweep file's prune: sets min_epochs and reduction.", autocompletion=complete_from(PRUNERS))] = None,
+    search: Annotated[str, typer.Option(
+        help="How trials are chosen: " + listed(f"{name} ({spec.help})" for name, spec in SEARCHES.items()) + ".",
+        autocompletion=complete_from(SEARCHES))] = "random",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the "
                                   "newest one holding the same sweep).")
@@ -100,7 +103,9 @@ def sweep_command(
         from mlp_cli.atomic import check_output
 
         check_output(save_best)
-    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed, prune), out)
+    if search not in SEARCHES:
+        raise UsageError(f"--search {search!r} is not one of {', '.join(SEARCHES)}")
+    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed, prune, search), out)
     plan = _logged(plan, tuple(log or ()))
     if dry_run:
         _print_plan(plan, json_output)
@@ -137,16 +142,16 @@ def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
-          seed: int | None, prune: str | None = None) -> SweepSpec:
+          seed: int | None, prune: str | None = None, search: str = "random") -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
 
     if spec is None:
-        return spec_from_sets(config, sets, trials, seed, prune)
+        return spec_from_sets(config, sets, trials, seed, prune, search)
     if config is not None:
         raise UsageError("a sweep file names its base config; give the file or --config, not both")
     if sets:
         raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
-    return read_sweep_file(resolve_sweep_path(spec), trials, seed, prune)
+    return read_sweep_file(resolve_sweep_path(spec), trials, seed, prune, search)
 
 
 def _run(run: SweepRun, pool: Executor, stop: StopOnSignals) -> SweepResult:

@@ -98,13 +98,23 @@ def at_rung(trial: Any, epochs: int) -> Any:
 class Ladder:
     """Which trial finished which rung with which score, and which were promoted from it."""
 
-    def __init__(self, trials: Sequence[Any], prune: Prune) -> None:
-        self.reduction = prune.reduction
-        self.rungs = {t.name: prune.rungs(t.config.train.epochs) for t in trials}
-        self.order = {t.name: t.index for t in trials}
-        deepest = max((len(r) for r in self.rungs.values()), default=1)
-        self.scores: list[dict[str, float]] = [{} for _ in range(deepest)]
-        self.promoted: list[set[str]] = [set() for _ in range(deepest)]
+    def __init__(self, trials: Sequence[Any], prune: Prune | None) -> None:
+        self.prune = prune  # None: one rung, each trial's own train.epochs
+        self.reduction = prune.reduction if prune else 1
+        self.rungs: dict[str, tuple[int, ...]] = {}
+        self.order: dict[str, int] = {}
+        self.scores: list[dict[str, float]] = []
+        self.promoted: list[set[str]] = []
+        for trial in trials:
+            self.add(trial)
+
+    def add(self, trial: Any) -> None:
+        epochs = trial.config.train.epochs
+        self.rungs[trial.name] = self.prune.rungs(epochs) if self.prune else (epochs,)
+        self.order[trial.name] = trial.index
+        while len(self.scores) < len(self.rungs[trial.name]):
+            self.scores.append({})
+            self.promoted.append(set())
 
     def is_last(self, name: str, rung: int) -> bool:
         return rung >= len(self.rungs[name]) - 1

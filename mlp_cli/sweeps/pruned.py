@@ -1,4 +1,6 @@
-"""One pass of a pruned sweep (``sweeps.halving``) through the sweep's executor.
+"""One pass of a pruned (``sweeps.halving``) or model-based (``sweeps.tpe``) sweep through the
+sweep's executor. Without pruning each trial has one rung, its own train.epochs; with
+``--search tpe`` the next new trial is proposed from the rows so far when a worker comes free.
 
 The ladder is rebuilt from ``trials.jsonl`` first (every pruned or promoted row says the rung a
 trial finished and its score there), so running the same command again continues the search:
@@ -15,10 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import ExecutorLost
 from mlp_cli.sweeps.halving import Ladder, at_rung
 from mlp_cli.sweeps.runner import run_trial
+from mlp_cli.sweeps.sweep import base_config
 
 if TYPE_CHECKING:
     from mlp_cli.sweeps.spec import Trial
@@ -32,11 +36,10 @@ PROMOTED = ("trial", "index", "overrides", "rung", "best_dev_accuracy", "best_ep
 
 class PrunedPass:
     def __init__(self, sweep: SweepRun) -> None:
-        prune = sweep.plan.spec.prune
-        assert prune is not None
-        self.sweep, self.executor = sweep, sweep.executor
+        self.sweep, self.executor, self.spec = sweep, sweep.executor, sweep.plan.spec
         self.trials = {t.name: t for t in sweep.plan.trials}
-        self.ladder = Ladder(sweep.plan.trials, prune)
+        self.ladder = Ladder(sweep.plan.trials, self.spec.prune)
+        self.base = base_config(self.spec) if self.spec.search == "tpe" else {}
         self.rungs = self.ladder.rungs
         self.latest: dict[str, dict[str, Any]] = {}
         self.rung_of: dict[Any, int] = {}  # future -> the rung its trial trains to
@@ -46,7 +49,8 @@ class PrunedPass:
         """Run the search; return how many trials were settled before it."""
         self._restore()
         settled = len(self.trials) - len(self.queue)
-        self.sweep.observer.on_start(self.sweep.plan, len(self.queue), self.executor)
+        todo = len(self.queue) + (self.spec.trials - len(self.trials) if self.spec.search == "tpe" else 0)
+        self.sweep.observer.on_start(self.sweep.plan, todo, self.executor)
         running = self.sweep._futures
         self._fill()
         try:
@@ -64,6 +68,8 @@ class PrunedPass:
     def _restore(self) -> None:
         for row in records.read_trials(self.sweep.plan.directory):
             name, rung = row["trial"], row.get("rung")
+            if name not in self.trials and self.spec.search == "tpe":
+                self._proposed(row.get("index"), row.get("overrides"), name)
             if name not in self.trials:
                 continue
             self.latest[name] = row
@@ -109,11 +115,44 @@ class PrunedPass:
                 self.sweep.observer.on_promoted(promoted)
             elif self.queue:
                 name, rung = self.queue.pop(0)
+            elif self.spec.search == "tpe" and len(self.trials) < self.spec.trials:
+                name, rung = self._propose(), 0
             else:
                 return
             trial = self._at(name, rung)
             future = self.executor.submit(run_trial, self.sweep._task(trial))
             running[future], self.rung_of[future] = trial, rung
+
+    def _propose(self) -> str:
+        """A new trial, proposed by TPE from every trial's latest row so far."""
+        from mlp_cli.sweeps.spec import make_trial
+        from mlp_cli.sweeps.sweep import _placed
+        from mlp_cli.sweeps.tpe import propose
+
+        number = len(self.trials)
+        overrides = propose(self.spec, list(self.latest.values()), number)
+        (trial,) = _placed([make_trial(self.spec, self.base, number, overrides)], self.sweep.plan.directory)
+        self._add(trial)
+        return trial.name
+
+    def _add(self, trial: Trial) -> None:
+        self.trials[trial.name] = trial
+        self.sweep.plan.trials.append(trial)
+        self.ladder.add(trial)
+
+    def _proposed(self, index: Any, overrides: Any, name: str) -> None:
+        """A recorded proposal, rebuilt (unless it is no longer the trial of that name)."""
+        from mlp_cli.sweeps.spec import make_trial
+        from mlp_cli.sweeps.sweep import _placed
+
+        if not isinstance(index, int) or not isinstance(overrides, dict) or set(overrides) != set(self.spec.random):
+            return
+        try:
+            (trial,) = _placed([make_trial(self.spec, self.base, index, overrides)], self.sweep.plan.directory)
+        except ConfigError:
+            return
+        if trial.name == name:
+            self._add(trial)
 
     def _finished(self, future: Any, trial: Trial, rung: int) -> None:
         row = self.sweep._collected_row(future, trial)

@@ -110,6 +110,11 @@ def fingerprint(trials: Sequence[Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def fingerprint_of(value: Any) -> str:
+    """SHA-256 of ``value`` as JSON: a model-based sweep's (its trials are proposed as it goes)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any], fingerprint: str) -> None:
     import yaml
 

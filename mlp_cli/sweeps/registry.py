@@ -30,6 +30,16 @@ class PrunerSpec(NamedTuple):
     help: str  # what it does, for --prune's help
 
 
+class SearchSpec(NamedTuple):
+    help: str  # what it does, for --search's help
+
+
+SEARCHES: dict[str, SearchSpec] = {
+    "random": SearchSpec("the sweep file's grid and seeded random draws"),
+    "tpe": SearchSpec("Optuna's TPE proposes each trial from the results so far; the optuna extra"),
+}
+
+
 PRUNERS: dict[str, PrunerSpec] = {
     "halving": PrunerSpec("successive halving, asynchronous (ASHA): the best 1/reduction of each rung goes on"),
 }

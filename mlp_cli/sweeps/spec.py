@@ -84,12 +84,14 @@ class SweepSpec:
     trials: int = 1  # random draws; without a random part, 1
     seed: int = 0
     prune: Prune | None = None  # None: every trial trains to its end
+    search: str = "random"  # or "tpe": trials proposed one by one from the results (sweeps.tpe)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "config": self.config, "set": dict(self.fixed), "grid": dict(self.grid),
             "random": {k: {d.kind: list(d.values)} for k, d in self.random.items()},
             "trials": self.trials, "seed": self.seed, **({"prune": self.prune.to_dict()} if self.prune else {}),
+            **({"search": self.search} if self.search != "random" else {}),
         }
 
 
@@ -130,7 +132,7 @@ def resolve_sweep_path(spec: str) -> Path:
 
 
 def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | None = None,
-                    prune: str | None = None) -> SweepSpec:
+                    prune: str | None = None, search: str = "random") -> SweepSpec:
     """Parse and check a sweep file; ``trials`` / ``seed`` / ``prune`` (flags) override the file's."""
     path = Path(path)
     raw = read_yaml(path)
@@ -152,7 +154,7 @@ def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | Non
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, random=random,
                      trials=count if random else 1,
                      seed=_count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0),
-                     prune=pruning(raw.get("prune"), prune, where))
+                     prune=pruning(raw.get("prune"), prune, where), search=search)
 
 
 def pruning(raw: Any, method: str | None, where: str) -> Prune | None:
@@ -167,7 +169,7 @@ def pruning(raw: Any, method: str | None, where: str) -> Prune | None:
 
 def spec_from_sets(
     config: str | None, sets: list[str] | tuple[str, ...], trials: int | None = None, seed: int | None = None,
-    prune: str | None = None,
+    prune: str | None = None, search: str = "random",
 ) -> SweepSpec:
     """``--set key=a,b,c`` (a grid axis) and ``--set key=a`` (fixed) on top of ``config``."""
     fixed: dict[str, Any] = {}
@@ -185,7 +187,7 @@ def spec_from_sets(
         raise ConfigError("--trials needs a random search, which only a sweep file can describe")
     name = Path(config).stem if config else "sweep"
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0,
-                     prune=pruning(None, prune, "--prune: "))
+                     prune=pruning(None, prune, "--prune: "), search=search)
 
 
 def parse_distribution(raw: Any, key: str, where: str) -> Distribution:
@@ -304,17 +306,30 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
                               "directory is chosen by the sweep (use --out for the sweep's own)")
     _check_distinct(spec)
     base_config = load_config(base).to_dict()  # the file's own errors name the file
-    trials = []
-    for index, overrides in enumerate(expand(spec)):
-        name = trial_name(index, overrides)
-        try:
-            config = build_config(_merged(base_config, {**spec.fixed, **overrides}))
-        except ConfigError as err:
-            raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
-        trials.append(Trial(index=index, name=name, overrides=overrides, config=config))
+    if spec.search == "tpe":  # proposed as the sweep goes; each axis's ends are checked now
+        from mlp_cli.sweeps.tpe import check_tpe
+
+        check_tpe(spec)
+        ends = [{key: axis.values[0 if end == 0 else -1] for key, axis in spec.random.items()} for end in (0, 1)]
+        for overrides in ends:
+            trial = make_trial(spec, base_config, 0, overrides)
+            if spec.prune is not None:
+                check_prunable(spec.name, [trial], spec.prune)
+        return []
+    trials = [make_trial(spec, base_config, index, overrides) for index, overrides in enumerate(expand(spec))]
     if spec.prune is not None:
         check_prunable(spec.name, trials, spec.prune)
     return trials
+
+
+def make_trial(spec: SweepSpec, base_config: dict[str, Any], index: int, overrides: dict[str, Any]) -> Trial:
+    """Trial ``index`` with ``overrides`` on the base config and the sweep's set:, validated."""
+    name = trial_name(index, overrides)
+    try:
+        config = build_config(_merged(base_config, {**spec.fixed, **overrides}))
+    except ConfigError as err:
+        raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
+    return Trial(index=index, name=name, overrides=overrides, config=config)
 
 
 def _check_distinct(spec: SweepSpec) -> None:

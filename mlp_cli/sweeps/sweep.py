@@ -84,9 +84,16 @@ class SweepObserver:
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
     trials = plan_trials(spec)
-    fingerprint = records.fingerprint(trials)
+    fingerprint = records.fingerprint(trials) if spec.search != "tpe" else records.fingerprint_of(
+        [spec.to_dict(), base_config(spec)])  # the search itself: its trials are proposed as it goes
     directory, continued = _choose_directory(spec, fingerprint, out)
     return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None)
+
+
+def base_config(spec: SweepSpec) -> dict[str, Any]:
+    from mlp_cli.config_file import load_config, resolve_config_path
+
+    return load_config(resolve_config_path(spec.config)).to_dict()
 
 
 def _placed(trials: list[Trial], directory: Path) -> list[Trial]:
@@ -188,7 +195,7 @@ class SweepRun:
 
     def _run(self) -> SweepResult:
         directory = self.plan.directory
-        if self.plan.spec.prune is not None:
+        if self.plan.spec.prune is not None or self.plan.spec.search == "tpe":
             from mlp_cli.sweeps.pruned import PrunedPass
 
             skipped = PrunedPass(self).run()
