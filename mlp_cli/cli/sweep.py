@@ -94,6 +94,7 @@ def sweep_command(
     (each saves its checkpoint); a second one stops at once.
     """
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
+    from mlp_cli.cli.sweep_view import planned
     from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
     from mlp_cli.training.loggers.sweep_logs import SweepLogs
@@ -111,7 +112,7 @@ def sweep_command(
         _print_plan(plan, json_output)
         return
     logs = SweepLogs(tuple(log or ()), plan.directory)  # refused here (no MLflow store named): before any pool
-    jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
+    jobs, note = plan_jobs(jobs, executor, scheduler, planned(plan))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
     pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
@@ -225,11 +226,13 @@ def _print_result(result: SweepResult, best: dict[str, Any] | None, best_trial: 
 
 
 def _print_plan(plan: SweepPlan, json_output: bool) -> None:
+    from mlp_cli.cli.sweep_view import planned
+
     if json_output:
         typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
         return
-    typer.echo(f"{len(plan.trials)} trials, all valid; sweep directory {plan.directory}"
+    typer.echo(f"{planned(plan)} trials, all valid; sweep directory {plan.directory}"
                + (" (continued)" if plan.continued else ""))
     for trial in plan.trials:
         typer.echo(f"  {trial.name}")

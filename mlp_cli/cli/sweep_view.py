@@ -39,6 +39,11 @@ def trial_line(row: dict[str, Any]) -> str:
             f" on {row.get('where', '?')}{retried}{error}").replace("   ", " ")
 
 
+def planned(plan: SweepPlan) -> int:
+    """The sweep's trials: a model-based one's are proposed as it goes (its spec says how many)."""
+    return len(plan.trials) if plan.spec.search != "tpe" else plan.spec.trials
+
+
 class PlainSweepObserver(SweepObserver):
     """A line when the sweep starts, then one per finished trial with the overall count and ETA."""
 
@@ -49,9 +54,9 @@ class PlainSweepObserver(SweepObserver):
 
     def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         self.todo, self.workers = todo, executor.workers
-        settled = len(plan.trials) - todo
+        settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        print(f"sweep {plan.directory}: {len(plan.trials)} trials{again}; running {todo} on {executor.description}",
+        print(f"sweep {plan.directory}: {planned(plan)} trials{again}; running {todo} on {executor.description}",
               file=self.stream, flush=True)
 
     def on_trial(self, row: dict[str, Any]) -> None:
@@ -92,9 +97,9 @@ class RichSweepObserver(PlainSweepObserver):
         from rich.markup import escape
 
         self.todo, self.workers = todo, executor.workers
-        settled = len(plan.trials) - todo
+        settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {len(plan.trials)} trials{again}; "
+        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {planned(plan)} trials{again}; "
                            f"running {todo} on {escape(executor.description)}")
         self.task = self.progress.add_task("trials", total=todo, info=self._info())
 
