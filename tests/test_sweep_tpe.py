@@ -65,13 +65,15 @@ def test_the_same_seed_proposes_the_same_trials_and_a_rerun_continues_the_study(
 def test_tpe_and_halving_combine(mnist_data_dir: Path, tmp_path: Path) -> None:
     path, out = _sweep_file(tmp_path, prune={"min_epochs": 1, "reduction": 2}), tmp_path / "sweep"
     result = runner.invoke(app, ["sweep", str(path), "--search", "tpe", "--prune", "halving", "--jobs", "2",
-                                 "--data-dir", str(mnist_data_dir), "--out", str(out)])
+                                 "--data-dir", str(mnist_data_dir), "--out", str(out), "--log", "tensorboard"])
     assert result.exit_code == 0, result.output
     assert f"running {TRIALS} on 2 local processes" in result.output  # not one: no trial is known before
     latest = {row["trial"]: row for row in read_trials(out)}
     statuses = [row["status"] for row in latest.values()]
     assert len(statuses) == TRIALS and "pruned" in statuses and set(statuses) <= {"ok", "pruned"}
     assert all(row["epochs"] == 2 for row in latest.values() if row["status"] == "ok")
+    for name in latest:  # --log reaches the proposed trials too: they log as they train
+        assert yaml.safe_load((out / "trials" / name / "config.yaml").read_text())["run"]["log"] == ["tensorboard"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

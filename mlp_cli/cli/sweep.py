@@ -139,7 +139,7 @@ def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
         return plan
     trials = [dataclasses.replace(t, config=build_config({**t.config.to_dict(), "run": {
         **t.config.to_dict()["run"], "log": list(names)}})) for t in plan.trials]
-    return dataclasses.replace(plan, trials=trials)
+    return dataclasses.replace(plan, trials=trials, log=names)
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,

@@ -13,6 +13,7 @@ rung's row is ``ok``.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,13 @@ class PrunedPass:
         return trial.name
 
     def _add(self, trial: Trial) -> None:
+        """A proposed trial joins the sweep (with the sweep's --log, like the planned ones)."""
+        if self.sweep.plan.log:
+            from mlp_cli.config import build_config
+
+            settings = trial.config.to_dict()
+            settings["run"]["log"] = list(self.sweep.plan.log)
+            trial = dataclasses.replace(trial, config=build_config(settings))
         self.trials[trial.name] = trial
         self.sweep.plan.trials.append(trial)
         self.ladder.add(trial)

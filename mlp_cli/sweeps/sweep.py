@@ -42,6 +42,7 @@ class SweepPlan:
     continued: bool  # the directory already held this sweep
     fingerprint: str  # of the trials' names and configs (before their run.dir is set)
     named: bool = False  # the directory is the user's --out (else chosen here, and created anew)
+    log: tuple[str, ...] = ()  # run.log of every trial (--log), proposed ones included
 
 
 @dataclass
