@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,7 +76,7 @@ def _sweep_file(tmp_path: Path, **changes: object) -> Path:
         "prune": {"min_epochs": 1, "reduction": 2},
     }
     for key, value in changes.items():
-        section, _, name = key.partition("__")
+        section, _, name = key.replace("_name", ".name").partition("__")
         if value is None:
             document[section].pop(name)
         else:
@@ -86,14 +87,12 @@ def _sweep_file(tmp_path: Path, **changes: object) -> Path:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"set__schedule.name": "cosine"}, "depends on train.epochs"),
     ({"set__data.dev_size": 0}, "ranks trials on dev accuracy"),
     ({"prune__min_epochs": 4}, "nothing would be pruned"),
     ({"prune__min_epochs": 0}, "prune.min_epochs = 0"),
     ({"prune__reduction": 1}, "prune.reduction = 1"),
     ({"prune__patience": 3}, "unknown key 'patience'"),
     ({"prune__method": "median"}, "prune.method = .median. .*expected one of halving"),
-    ({"set__schedule.warmup_epochs": 2}, "at its 1-epoch rung"),
 ])
 def test_a_pruned_sweep_refuses_what_cannot_stop_at_a_rung(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -141,15 +140,14 @@ def _check_halving(out: Path, summary: dict, best_file: Path, data_dir: Path, tm
         arrays = [k for k in plain.files if k != "meta"]
         assert arrays and all(np.array_equal(pruned[k], plain[k]) for k in arrays)
     assert _metrics(out / "trials" / winner / "metrics.jsonl") == _metrics(alone / "metrics.jsonl")
-    resumed = [json.loads(line).get("changes") for line in (out / "trials" / winner / "metrics.jsonl").open()]
-    assert resumed == [None, {"train.epochs": [1, 2]}, {"train.epochs": [2, 4]}, None]  # continued, not retrained
 
 
 def test_a_halving_sweep_prunes_the_losers_and_its_winner_is_the_run_trained_alone(
         mnist_data_dir: Path, tmp_path: Path) -> None:
     out, best_file = tmp_path / "sweep", tmp_path / "best.yaml"
-    command = ["sweep", str(_sweep_file(tmp_path)), "--jobs", "2", "--data-dir", str(mnist_data_dir),
-               "--out", str(out)]
+    # A cosine schedule: a rung stops the trial, it does not shorten its run, so the decay is the whole run's.
+    command = ["sweep", str(_sweep_file(tmp_path, set__schedule_name="cosine")), "--jobs", "2",
+               "--data-dir", str(mnist_data_dir), "--out", str(out)]
     result = runner.invoke(app, [*command, "--json", "--save-best", str(best_file)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -236,7 +234,6 @@ def test_a_rerun_rebuilds_the_ladder_from_the_records(tmp_path: Path) -> None:
     """What each trial does next, from trials.jsonl: a promoted trial goes on to the next rung, an
     interrupted one back to its own, a pruned one (its files still its own) is settled and
     counts in its rung's ranking; a trial without a row starts at the first rung."""
-    from mlp_cli.sweeps.halving import at_rung
     from mlp_cli.sweeps.pruned import PrunedPass
     from mlp_cli.sweeps.records import append_trial
     from mlp_cli.sweeps.sweep import plan_sweep
@@ -245,7 +242,7 @@ def test_a_rerun_rebuilds_the_ladder_from_the_records(tmp_path: Path) -> None:
     names = [t.name for t in plan.trials]
     pruned_dir = Path(plan.trials[0].config.run.dir or "")
     pruned_dir.mkdir(parents=True)
-    (pruned_dir / "config.yaml").write_text(at_rung(plan.trials[0], 1).config.to_yaml())
+    (pruned_dir / "config.yaml").write_text(plan.trials[0].config.to_yaml())
     for name in ("metrics.jsonl", "last.npz"):
         (pruned_dir / name).write_bytes(b"")
     row = {"index": 0, "overrides": {}, "epochs": 1, "planned_epochs": 1, "rung": 0}
@@ -257,3 +254,50 @@ def test_a_rerun_rebuilds_the_ladder_from_the_records(tmp_path: Path) -> None:
     assert restored.queue == [(names[1], 1), (names[2], 0), (names[3], 0)]
     assert restored.ladder.scores[0] == {names[0]: 0.3, names[1]: 0.9}
     assert restored.ladder.promoted[0] == {names[1]}
+
+
+class InlineExecutor:
+    """Runs each trial in this process as it is submitted (so a test can watch the sessions)."""
+
+    shares_files, workers, description = True, 1, "this process"
+
+    def placement(self, resume_files: dict) -> None:
+        return None
+
+    def submit(self, fn: Callable, task: object) -> Future:
+        future: Future = Future()
+        future.set_result(fn(task))
+        return future
+
+    def as_completed(self, futures: object) -> Iterator[Future]:
+        return iter(list(futures))  # type: ignore[call-overload]
+
+    def attempts(self, trial: str) -> list[str]:
+        return []
+
+    def lost(self, future: Future) -> None:
+        return None
+
+    def request_stop(self, futures: list) -> None: ...
+    def kill(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def test_a_promotion_resumes_the_trial_and_never_trains_it_again(mnist_data_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trial starts once (its first rung); every later rung resumes its last.npz."""
+    from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
+    from mlp_cli.training import session
+
+    started: list[str] = []
+    resumed: list[str] = []
+    new, again = session.new_session, session.resumed_session
+    monkeypatch.setattr(session, "new_session", lambda config, *a, **k: started.append(config.run.name) or new(
+        config, *a, **k))
+    monkeypatch.setattr(session, "resumed_session", lambda config, *a, **k: resumed.append(config.run.name) or again(
+        config, *a, **k))
+    plan = plan_sweep(read_sweep_file(_sweep_file(tmp_path, set__schedule_name="cosine")), tmp_path / "sweep")
+    result = SweepRun(plan, InlineExecutor(), data_dir=mnist_data_dir).run()  # type: ignore[arg-type]
+    assert sorted(started) == sorted(t.name for t in plan.trials)
+    promoted = [r["trial"] for r in read_trials(result.directory) if r["status"] == "promoted"]
+    assert promoted and sorted(resumed) == sorted(promoted)

@@ -27,7 +27,6 @@ class ScheduleSpec(NamedTuple):
     implementation: str  # the function in mlp_cli.nn.schedules that builds it
     fields: tuple[str, ...]  # the schedule.* config fields it reads (every one reads warmup_epochs)
     watches_dev: bool = False  # it needs a dev set's accuracy after each epoch
-    spans_run: bool = False  # its rates depend on train.epochs (a pruned sweep cannot stop it at a rung)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
@@ -46,7 +45,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 SCHEDULES: dict[str, ScheduleSpec] = {
     "constant": ScheduleSpec("constant", ()),
     "step": ScheduleSpec("step_decay", ("step_size", "gamma")),
-    "cosine": ScheduleSpec("cosine", ("min_lr",), spans_run=True),
+    "cosine": ScheduleSpec("cosine", ("min_lr",)),
     "plateau": ScheduleSpec(
         "plateau", ("plateau_patience", "plateau_factor", "plateau_min_delta", "min_lr"), watches_dev=True
     ),

@@ -8,11 +8,12 @@ so no executor waits for a whole rung: every time a worker is free the sweep pro
 if one qualifies (from the highest rung down), else starts a new one at the first rung. A trial
 never promoted stays ``pruned`` at the epoch it reached.
 
-A promoted trial resumes from its own ``last.npz`` with a larger ``train.epochs`` (which
-``RESUME_RULES`` lets change), so it continues exactly as an uninterrupted run of the final
-length would have: its metrics and weights are that run's. This holds only for schedules whose
-rate does not depend on the run's length; a pruned sweep refuses the others (cosine), and sweeps
-without a dev set (ranking on training accuracy would reward overfitting).
+A trial always trains with its own config, its full ``train.epochs`` included: a rung is where
+the sweep stops it (``runner.RungStop``: after that epoch, saving ``last.npz``, exactly as a
+Ctrl-C would), and a promotion resumes it from there, unchanged. So every schedule keeps its
+shape (a cosine decays over the trial's whole length, not over its rung), and a promoted trial's
+metrics and weights are those of the same config trained without a stop. A pruned sweep needs a
+dev set (ranking on training accuracy would reward overfitting).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlp_cli.config import build_config, show_value
+from mlp_cli.config import show_value
 from mlp_cli.errors import ConfigError
-from mlp_cli.nn.registry import SCHEDULES
 from mlp_cli.sweeps.registry import PRUNERS
 
 PRUNE_KEYS = ("method", "min_epochs", "reduction")
@@ -68,31 +68,14 @@ def parse_prune(raw: Any, where: str) -> Prune:
 
 
 def check_prunable(name: str, trials: Sequence[Any], prune: Prune) -> None:
-    """Refuse a pruned sweep whose trials cannot stop at a rung and resume as if they had not."""
+    """Refuse a pruned sweep that cannot rank its trials, or has no rung to stop them at."""
     for trial in trials:
         config, where = trial.config, f"sweep {name}, trial {trial.name}: "
-        if SCHEDULES[config.schedule.name].spans_run:
-            runs_length = [n for n, spec in SCHEDULES.items() if not spec.spans_run]
-            raise ConfigError(f"{where}schedule.name = {config.schedule.name} depends on train.epochs, so a trial "
-                              f"stopped at a rung would not continue as one run; --prune takes "
-                              f"{', '.join(runs_length)}")
         if config.data.dev_size == 0:
             raise ConfigError(f"{where}--prune ranks trials on dev accuracy; set data.dev_size above 0")
         if prune.min_epochs >= config.train.epochs:
             raise ConfigError(f"{where}prune.min_epochs = {prune.min_epochs} is not below train.epochs = "
                               f"{config.train.epochs}: nothing would be pruned")
-        for epochs in prune.rungs(config.train.epochs)[:-1]:
-            try:
-                at_rung(trial, epochs)
-            except ConfigError as err:
-                raise ConfigError(f"{where}at its {epochs}-epoch rung: {err}") from None
-
-
-def at_rung(trial: Any, epochs: int) -> Any:
-    """``trial`` training to ``epochs`` (its config validated again: a warmup must fit the rung)."""
-    settings = trial.config.to_dict()
-    settings["train"]["epochs"] = epochs
-    return dataclasses.replace(trial, config=build_config(settings))
 
 
 class Ladder:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import ExecutorLost
-from mlp_cli.sweeps.halving import Ladder, at_rung
+from mlp_cli.sweeps.halving import Ladder
 from mlp_cli.sweeps.runner import run_trial
 from mlp_cli.sweeps.sweep import base_config
 
@@ -90,14 +90,13 @@ class PrunedPass:
         """Ok, diverged or pruned, and its files are still there, its own (else it runs again)."""
         if row["status"] not in SETTLED:
             return False
-        rung = min(row.get("rung", len(self.rungs[name]) - 1), len(self.rungs[name]) - 1)
-        trial = self._at(name, rung)
+        trial = self.trials[name]
         needed = ("config.yaml",) if row["status"] == "diverged" else ("config.yaml", "metrics.jsonl", "last.npz")
         return records.holds_trial(Path(trial.config.run.dir or ""), trial.config.to_dict(), needed)
 
-    def _at(self, name: str, rung: int) -> Trial:
-        trial = self.trials[name]
-        return trial if rung == len(self.rungs[name]) - 1 else at_rung(trial, self.rungs[name][rung])
+    def _stop_at(self, name: str, rung: int) -> int | None:
+        """The epoch a trial stops at on ``rung`` (None on its last: it trains to its end)."""
+        return None if self.ladder.is_last(name, rung) else self.rungs[name][rung]
 
     def _fill(self) -> None:
         """Give every free worker a promotion, else a trial from the queue."""
@@ -120,8 +119,8 @@ class PrunedPass:
                 name, rung = self._propose(), 0
             else:
                 return
-            trial = self._at(name, rung)
-            future = self.executor.submit(run_trial, self.sweep._task(trial))
+            trial = self.trials[name]
+            future = self.executor.submit(run_trial, self.sweep._task(trial, self._stop_at(name, rung)))
             running[future], self.rung_of[future] = trial, rung
 
     def _propose(self) -> str:
@@ -163,7 +162,7 @@ class PrunedPass:
             self._add(trial)
 
     def _finished(self, future: Any, trial: Trial, rung: int) -> None:
-        row = self.sweep._collected_row(future, trial)
+        row = self.sweep._collected_row(future, trial, self._stop_at(trial.name, rung))
         if row is None:  # stopped before it started: the next run starts it
             return
         row["rung"] = rung

@@ -227,14 +227,14 @@ class SweepRun:
         if row is not None:
             self._append(row)
 
-    def _collected_row(self, future: Any, trial: Trial) -> dict[str, Any] | None:
+    def _collected_row(self, future: Any, trial: Trial, stop_at: int | None = None) -> dict[str, Any] | None:
         """The finished trial's files written; its row (None: it never started)."""
         outcome = self._outcome(future, trial)
         if outcome.status is None:
             return None
         self._write_files(trial, outcome.files)
         row = outcome.row
-        attempts = self.executor.attempts(attempt_key(outcome.name, trial.config.to_dict()))
+        attempts = self.executor.attempts(attempt_key(outcome.name, stop_at))
         if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
             row.update(attempts=len(attempts), tried_on=attempts)
         return row
@@ -250,7 +250,7 @@ class SweepRun:
         needed = ("config.yaml", "metrics.jsonl", "last.npz") if row["status"] == "ok" else ("config.yaml",)
         return records.holds_trial(Path(trial.config.run.dir or ""), trial.config.to_dict(), needed)
 
-    def _task(self, trial: Trial) -> TrialTask:
+    def _task(self, trial: Trial, stop_at: int | None = None) -> TrialTask:
         from mlp_cli.data.registry import get_spec
 
         trial_dir = Path(trial.config.run.dir or "")
@@ -263,7 +263,7 @@ class SweepRun:
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
             config=trial.config.to_dict(),
             data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume), tags=self.tags,
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume), stop_at=stop_at, tags=self.tags,
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:
