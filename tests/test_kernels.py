@@ -17,7 +17,16 @@ import pytest
 
 from mlp_cli.config_file import load_config
 from mlp_cli.nn import fused, parallel
-from mlp_cli.nn.backprop import SIGMOID_FORMS, add_penalty, backprop, inplace_sigmoid, loss_and_gradients, sigmoid_form
+from mlp_cli.nn.backprop import (
+    SIGMOID_FORMS,
+    add_penalty,
+    backprop,
+    hidden_backward,
+    inplace_sigmoid,
+    loss_and_gradients,
+    sigmoid_form,
+)
+from mlp_cli.nn.dropout import draw_masks
 from mlp_cli.nn.network import init_params
 from mlp_cli.nn.optimizers import make_optimizer
 from mlp_cli.nn.workspace import Workspace
@@ -76,6 +85,27 @@ def test_the_compiled_l2_term_is_bit_identical_to_numpy(dtype: type, monkeypatch
         results.append(out)
     np.testing.assert_array_equal(results[1], results[0])
     assert not np.array_equal(results[0], grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dtype: type,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(4)
+    A1 = rng.random((33, 17)).astype(dtype)
+    A1[0, :3] = (0.0, 1.0, 0.5)
+    dA1 = (rng.standard_normal((33, 17)) * 10.0**rng.integers(-30, 3, (33, 17))).astype(dtype)
+    masks = draw_masks(np.random.default_rng(5), 33, 784, 17, 0.0, rate, dtype, Workspace())
+    results = []
+    for kernels in ("numpy", ""):
+        monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
+        dZ1 = dA1.copy()
+        hidden_backward(A1, dZ1, masks, np.empty_like(dZ1))
+        results.append(dZ1)
+    np.testing.assert_array_equal(results[1], results[0])
+    expected = dA1 * (masks.M1 if rate else 1) * A1 * (1 - A1)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5 if dtype == np.float32 else 1e-13)
 
 
 def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -155,8 +155,33 @@ def forward_into(params: Params, X: np.ndarray, A1: np.ndarray, A1W2: np.ndarray
 def hidden_into(params: Params, X: np.ndarray, A1: np.ndarray) -> None:
     """A1 = sigmoid(X @ W1 + b1) (n, h), into the given buffer."""
     np.matmul(X, params.W1, out=A1)  # X @ W1                                              (n, h)
-    A1 += params.b1  # Z1 = X @ W1 + b1                                                      (n, h)
-    inplace_sigmoid(A1)  # A1 = sigmoid(Z1); Z1 is not needed again                          (n, h)
+    for_row_blocks(partial(_bias_sigmoid_rows, A1, params.b1), *A1.shape)
+
+
+def _bias_sigmoid_rows(A1: np.ndarray, b1: np.ndarray, rows: slice) -> None:
+    block = A1[rows]
+    block += b1  # Z1 = X @ W1 + b1                                                          (n, h)
+    inplace_sigmoid(block)  # A1 = sigmoid(Z1); Z1 is not needed again                       (n, h)
+
+
+def hidden_backward(A1: np.ndarray, dZ1: np.ndarray, masks: Masks, S: np.ndarray) -> None:
+    """dZ1 <- dA1 * M1 * A1 (1 - A1) in place (M1 = 1 without hidden dropout): through the mask,
+    then the sigmoid. In row blocks on every thread; one pass with ``nn.fused`` (bit-identical)."""
+    keep, fast = masks.hidden, fused.kernels()
+    one = (1.0,)
+    if fast is not None and fused.fits(dZ1, A1) and keep is None:
+        for_row_blocks(partial(fused.over_rows, fast.sigmoid_backward, (dZ1, A1), one), *dZ1.shape)
+    elif fast is not None and keep is not None and fused.fits(dZ1, keep, A1):
+        scalars = (masks.hidden_scale, 1.0, 0.0)
+        for_row_blocks(partial(fused.over_rows, fast.dropout_sigmoid_backward, (dZ1, keep, A1), scalars), *dZ1.shape)
+    else:
+        for_row_blocks(partial(_hidden_backward_rows, A1, dZ1, masks, S), *dZ1.shape)
+
+
+def _hidden_backward_rows(A1: np.ndarray, dZ1: np.ndarray, masks: Masks, S: np.ndarray, rows: slice) -> None:
+    if masks.hidden is not None:  # dA1 = (dZ2 @ W2.T) * M1                                   (B, h)
+        thin_into(dZ1[rows], masks.hidden[rows], masks.hidden_scale, dZ1[rows])
+    inplace_sigmoid_derivative(A1[rows], dZ1[rows], S[rows])  # dZ1 = dA1 * A1 * (1 - A1)     (B, h)
 
 
 def scores_into(params: Params, A1: np.ndarray, A1W2: np.ndarray, Z2: np.ndarray) -> None:
@@ -239,9 +264,7 @@ def loss_and_gradients(
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)
-    if masks.hidden is not None:  # dA1 = (dZ2 @ W2.T) * M1                                   (B, h)
-        thin_into(dZ1, masks.hidden, masks.hidden_scale, dZ1)
-    inplace_sigmoid_derivative(A1, dZ1, buf.S)  # dZ1 = dA1 * A1 * (1 - A1)                    (B, h)
+    hidden_backward(A1, dZ1, masks, buf.S)  # dZ1 = dA1 * M1 * A1 * (1 - A1)                   (B, h)
     np.matmul(X.T, dZ1, out=dW1)  # dW1 = X~.T @ dZ1                                           (d, h)
     np.matmul(buf.ones, dZ1, out=db1)  # db1 = 1^T dZ1: the row sum as a BLAS product          (h,)
     if l2 > 0.0:
