@@ -219,3 +219,22 @@ def test_the_tuned_step_equals_the_reference_in_either_form(form: str, monkeypat
 def test_the_sigmoid_form_is_fixed_per_process() -> None:
     assert sigmoid_form() in SIGMOID_FORMS
     assert all(sigmoid_form() == sigmoid_form() for _ in range(3))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_pool(small_blocks: None) -> None:
+    import multiprocessing
+
+    parallel.set_threads(2)
+    parallel.for_row_blocks(lambda rows: None, 10, 4)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        rows = pool.apply_async(_blocks_in_child).get(timeout=60)
+    assert rows == [(0, 5), (5, 10)]
+
+
+def _blocks_in_child() -> list[tuple[int, int]]:
+    parallel.MIN_BLOCK_ENTRIES = 8
+    seen: list[tuple[int, int]] = []
+    parallel.for_row_blocks(lambda rows: seen.append((rows.start, rows.stop)), 10, 4)
+    return sorted(seen)
