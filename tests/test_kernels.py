@@ -238,3 +238,18 @@ def _blocks_in_child() -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     parallel.for_row_blocks(lambda rows: seen.append((rows.start, rows.stop)), 10, 4)
     return sorted(seen)
+
+
+def test_blocks_on_pool_threads_keep_the_callers_error_handling(small_blocks: None) -> None:
+    """train_step ignores overflow (DivergenceGuard judges the loss): a block on another thread
+    must too, or the warning (an error under this suite's filter) escapes from the pool."""
+    parallel.set_threads(2)
+    a = np.full((10, 4), 1e30, dtype=np.float32)
+
+    def kernel(rows: slice) -> None:
+        block = a[rows]
+        block *= np.float32(1e30)
+
+    with np.errstate(over="ignore"):
+        parallel.for_row_blocks(kernel, 10, 4)
+    assert np.isinf(a).all()

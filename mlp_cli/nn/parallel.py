@@ -12,7 +12,8 @@ operations in any split. Reductions never go through it.
 
 The thread count is one knob, the BLAS's: ``MLP_THREADS`` if set, else ``OPENBLAS_NUM_THREADS``,
 else ``OMP_NUM_THREADS``, else the cores this process may run on (what OpenBLAS itself uses).
-``set_threads`` changes it in-process (tests, benchmarks).
+``set_threads`` changes it in-process (tests, benchmarks). A block on a pool thread runs under
+the caller's ``np.errstate`` (numpy keeps it per thread), so ignored overflow stays ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
 
 THREAD_VARIABLES = ("MLP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -109,9 +112,17 @@ def for_row_blocks(kernel: Callable[[slice], None], rows: int, cols: int = 1) ->
         kernel(blocks[0])
         return
     pool = _executor(threads() - 1)
-    futures: list[Future[None]] = [pool.submit(kernel, block) for block in blocks[1:]]
+    errors = np.geterr()  # the caller's floating-point error handling (np.errstate is per thread)
+    futures: list[Future[None]] = [
+        pool.submit(_with_errstate, np.errstate(**errors), kernel, block) for block in blocks[1:]
+    ]
     try:
         kernel(blocks[0])
     finally:
         for future in futures:
             future.result()  # re-raises a block's error, after every block has finished
+
+
+def _with_errstate(errors: np.errstate, kernel: Callable[[slice], None], block: slice) -> None:
+    with errors:
+        kernel(block)
