@@ -33,7 +33,8 @@ from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.state import TrainState
 from mlp_cli.training.step import Dropout, train_step
 
-OPTIMIZERS = {"sgd": {}, "momentum": {"optimizer.momentum": 0.9}, "nesterov": {"optimizer.momentum": 0.9}}
+OPTIMIZERS = {"sgd": {}, "momentum": {"optimizer.momentum": 0.9}, "nesterov": {"optimizer.momentum": 0.9},
+              "adam": {}, "adamw": {"optimizer.weight_decay": 0.01}}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_the_compiled_update_is_bit_identical_to_numpy(name: str, dtype: type, m
     assert fused.kernel_name() == "numba"
     assert reference.keys() == compiled.keys()
     for key in reference:
-        assert compiled[key].dtype == dtype
+        assert compiled[key].dtype == reference[key].dtype
         np.testing.assert_array_equal(compiled[key], reference[key], err_msg=key)
 
 

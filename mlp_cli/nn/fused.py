@@ -41,6 +41,7 @@ class Kernels:
     momentum: Kernel  # (p, g, v, mu, lr): v <- v mu + g; p <- p - v lr
     nesterov: Kernel  # (p, g, v, mu, lr): v <- v mu + g; p <- p - (v mu + g) lr
     add_scaled: Kernel  # (a, b, c): a <- a + b c
+    adam: Kernel  # (p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps c, alpha_t): Adam's moments and step
     sigmoid_backward: Kernel  # (d, a, one): d <- d (1 - a) a
     dropout_sigmoid_backward: Kernel  # (d, keep, a, scale, one, zero): d <- ((d keep) scale) ((1 - a) a)
 
@@ -114,6 +115,23 @@ def _build() -> Kernels | None:
         for i in range(a.size):
             a[i] = a[i] + b[i] * c
 
+    def adam(p, g, m, v, beta1, rest1, beta2, rest2, eps_hat, alpha_t):  # type: ignore[no-untyped-def]
+        for i in range(p.size):
+            gi = g[i]
+            mi = m[i] * beta1
+            mi = mi + gi * rest1
+            m[i] = mi
+            s = gi * gi
+            s = s * rest2
+            vi = v[i] * beta2
+            vi = vi + s
+            v[i] = vi
+            s = np.sqrt(vi)
+            s = s + eps_hat
+            s = mi / s
+            s = s * alpha_t
+            p[i] = p[i] - s
+
     def sigmoid_backward(d, a, one):  # type: ignore[no-untyped-def]
         for i in range(d.size):
             s = one - a[i]
@@ -129,7 +147,8 @@ def _build() -> Kernels | None:
             d[i] = x * s
 
     try:
-        return Kernels(sgd=jit(sgd), momentum=jit(momentum), nesterov=jit(nesterov), add_scaled=jit(add_scaled),
+        return Kernels(sgd=jit(sgd), momentum=jit(momentum), nesterov=jit(nesterov), adam=jit(adam),
+                       add_scaled=jit(add_scaled),
                        sigmoid_backward=jit(sigmoid_backward), dropout_sigmoid_backward=jit(dropout_sigmoid_backward))
     except Exception:  # an unusable numba install: the numpy forms run, as without it
         return None

@@ -259,10 +259,15 @@ class Adam(Optimizer):
             for key in self._decayed:
                 p = params[key]
                 p *= shrink  # p <- p - eta lambda p   (weights only, never biases)
+        fast = fused.kernels()
         for key in self._keys:
             p, g, s, m, v = params[key], grads[key], self._scratch[key], self._m[key], self._v[key]
-            rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
-            for_row_blocks(rows, *fused.rows_cols(p))
+            if fast is not None and fused.fits(p, g, m, v):
+                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
+                for_row_blocks(partial(fused.over_rows, fast.adam, (p, g, m, v), scalars), *fused.rows_cols(p))
+            else:
+                rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
+                for_row_blocks(rows, *fused.rows_cols(p))
 
     def _check_loaded(self, name: str, array: np.ndarray) -> None:
         super()._check_loaded(name, array)
