@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -112,6 +113,11 @@ def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dty
 def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fused.KERNELS_VARIABLE, "numpy")
     assert fused.kernels() is None and fused.kernel_name() == "numpy"
+    monkeypatch.setenv(fused.KERNELS_VARIABLE, "")
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if not installed: importing it fails
+    assert fused.kernels() is None and fused.kernel_name() == "numpy"
+    assert run_updates("nesterov", np.float32, "", monkeypatch)["W1"].dtype == np.float32
 
 
 def test_row_blocks_cover_every_row_once() -> None:
