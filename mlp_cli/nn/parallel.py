@@ -21,9 +21,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 THREAD_VARIABLES = ("MLP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -78,6 +81,8 @@ if hasattr(os, "register_at_fork"):
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool
+    from concurrent.futures import ThreadPoolExecutor  # 9 ms of imports, only when a pool is needed
+
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlp-rows")
