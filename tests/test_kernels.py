@@ -26,6 +26,8 @@ from mlp_cli.nn.backprop import (
     inplace_sigmoid,
     loss_and_gradients,
     sigmoid_form,
+    thin,
+    thin_into,
 )
 from mlp_cli.nn.dropout import draw_masks
 from mlp_cli.nn.network import init_params
@@ -108,6 +110,21 @@ def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dty
     np.testing.assert_array_equal(results[1], results[0])
     expected = dA1 * (masks.M1 if rate else 1) * A1 * (1 - A1)
     np.testing.assert_allclose(results[0], expected, rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_thinning_is_bit_identical_to_numpy(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba")
+    X = np.random.default_rng(6).standard_normal((21, 784)).astype(dtype)
+    masks = draw_masks(np.random.default_rng(7), 21, 784, 5, 0.3, 0.0, dtype, Workspace())
+    assert masks.inputs is not None
+    results = []
+    for kernels in ("numpy", ""):
+        monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
+        results.append(thin(X, masks.inputs, masks.input_scale, np.full_like(X, np.nan)))
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(results[0], thin_into(X, masks.inputs, masks.input_scale, np.empty_like(X)))
+    assert (results[0] == 0).mean() == pytest.approx(0.3, abs=0.03)
 
 
 def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -197,6 +197,20 @@ def thin_into(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) ->
     return out
 
 
+def thin(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """``thin_into`` in row blocks on every thread, or in one compiled pass (bit-identical)."""
+    fast = fused.kernels()
+    if fast is not None and fused.fits(out, A, keep):
+        for_row_blocks(partial(fused.over_rows, fast.thin, (out, A, keep), (scale, 1.0, 0.0)), *out.shape)
+    else:
+        for_row_blocks(partial(_thin_rows, A, keep, scale, out), *out.shape)
+    return out
+
+
+def _thin_rows(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray, rows: slice) -> None:
+    thin_into(A[rows], keep[rows], scale, out[rows])
+
+
 def flush_subnormals(A: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Set the entries of A smaller in magnitude than the smallest normal number to 0, in place.
 
@@ -250,14 +264,14 @@ def loss_and_gradients(
     A1, Z2, dZ1 = buf.A1, buf.Z2, buf.dZ1
     dW1, db1, dW2, db2 = buf.dW1, buf.db1, buf.dW2, buf.db2
     masks = masks or NO_MASKS
-    thin = {"B": sizes["B"], "d": sizes["d"], "h": sizes["h"]}  # the dropout buffers' sizes
+    sizes_thin = {"B": sizes["B"], "d": sizes["d"], "h": sizes["h"]}  # the dropout buffers' sizes
 
     if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
-        X = thin_into(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, thin, W1.dtype).X)
+        X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X)
     hidden_into(params, X, A1)  # A1 = sigmoid(X @ W1 + b1)                                     (B, h)
     H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
     if masks.hidden is not None:
-        H = thin_into(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, thin, W1.dtype).A1)
+        H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1)
     scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
     loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B (nn.loss's fused kernel)
     dZ2 = flush_subnormals(Z2, buf.magnitude, buf.subnormal)  # dZ2 = (P - Y) / B             (B, k)

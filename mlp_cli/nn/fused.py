@@ -42,6 +42,7 @@ class Kernels:
     nesterov: Kernel  # (p, g, v, mu, lr): v <- v mu + g; p <- p - (v mu + g) lr
     add_scaled: Kernel  # (a, b, c): a <- a + b c
     adam: Kernel  # (p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps c, alpha_t): Adam's moments and step
+    thin: Kernel  # (out, a, keep, scale, one, zero): out <- (a keep) scale, dropout's A * M
     sigmoid_backward: Kernel  # (d, a, one): d <- d (1 - a) a
     dropout_sigmoid_backward: Kernel  # (d, keep, a, scale, one, zero): d <- ((d keep) scale) ((1 - a) a)
 
@@ -132,6 +133,11 @@ def _build() -> Kernels | None:
             s = s * alpha_t
             p[i] = p[i] - s
 
+    def thin(out, a, keep, scale, one, zero):  # type: ignore[no-untyped-def]
+        for i in range(out.size):
+            x = a[i] * (one if keep[i] else zero)  # numpy's a * keep: the bool as 1.0 or 0.0
+            out[i] = x * scale
+
     def sigmoid_backward(d, a, one):  # type: ignore[no-untyped-def]
         for i in range(d.size):
             s = one - a[i]
@@ -148,7 +154,7 @@ def _build() -> Kernels | None:
 
     try:
         return Kernels(sgd=jit(sgd), momentum=jit(momentum), nesterov=jit(nesterov), adam=jit(adam),
-                       add_scaled=jit(add_scaled),
+                       add_scaled=jit(add_scaled), thin=jit(thin),
                        sigmoid_backward=jit(sigmoid_backward), dropout_sigmoid_backward=jit(dropout_sigmoid_backward))
     except Exception:  # an unusable numba install: the numpy forms run, as without it
         return None
