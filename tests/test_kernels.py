@@ -133,6 +133,7 @@ def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.Monk
     monkeypatch.setenv(fused.KERNELS_VARIABLE, "")
     monkeypatch.setattr(fused, "_state", {})
     monkeypatch.setitem(sys.modules, "numba", None)  # as if not installed: importing it fails
+    monkeypatch.setitem(sys.modules, "mlp_cli.nn.compiled", None)
     assert fused.kernels() is None and fused.kernel_name() == "numpy"
     assert run_updates("nesterov", np.float32, "", monkeypatch)["W1"].dtype == np.float32
 

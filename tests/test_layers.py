@@ -33,7 +33,7 @@ MAY_IMPORT = {
     "cli": {"root", "nn", "data", "training", "sweeps", "reports", "api"},
 }
 THIRD_PARTY = {"nn": {"numpy"}}  # layers limited to these outside packages
-OPTIONAL = {"mlp_cli.nn.fused": {"numba"}}  # the `fast` extra, imported lazily, numpy without it
+OPTIONAL = {"mlp_cli.nn.compiled": {"numba"}}  # the `fast` extra, imported lazily, numpy without it
 UI_ONLY = {"typer", "rich", "click"}
 
 

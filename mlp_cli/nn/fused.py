@@ -22,9 +22,10 @@ disk). ``kernels()`` imports it lazily, on the first optimiser step; without it,
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -85,76 +86,8 @@ def over_rows(kernel: Kernel, arrays: tuple[np.ndarray, ...], scalars: tuple[flo
 
 def _build() -> Kernels | None:
     try:
-        import numba
-    except ImportError:
+        compiled = importlib.import_module("mlp_cli.nn.compiled")  # imports numba
+    except Exception:  # numba not installed (ImportError), or unusable: the numpy forms run
         return None
-    jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
-
-    def sgd(p, g, lr):  # type: ignore[no-untyped-def]
-        for i in range(p.size):
-            p[i] = p[i] - g[i] * lr
-
-    def momentum(p, g, v, mu, lr):  # type: ignore[no-untyped-def]
-        for i in range(p.size):
-            vi = v[i] * mu
-            vi = vi + g[i]
-            v[i] = vi
-            p[i] = p[i] - vi * lr
-
-    def nesterov(p, g, v, mu, lr):  # type: ignore[no-untyped-def]
-        for i in range(p.size):
-            gi = g[i]
-            vi = v[i] * mu
-            vi = vi + gi
-            v[i] = vi
-            s = vi * mu
-            s = s + gi
-            s = s * lr
-            p[i] = p[i] - s
-
-    def add_scaled(a, b, c):  # type: ignore[no-untyped-def]
-        for i in range(a.size):
-            a[i] = a[i] + b[i] * c
-
-    def adam(p, g, m, v, beta1, rest1, beta2, rest2, eps_hat, alpha_t):  # type: ignore[no-untyped-def]
-        for i in range(p.size):
-            gi = g[i]
-            mi = m[i] * beta1
-            mi = mi + gi * rest1
-            m[i] = mi
-            s = gi * gi
-            s = s * rest2
-            vi = v[i] * beta2
-            vi = vi + s
-            v[i] = vi
-            s = np.sqrt(vi)
-            s = s + eps_hat
-            s = mi / s
-            s = s * alpha_t
-            p[i] = p[i] - s
-
-    def thin(out, a, keep, scale, one, zero):  # type: ignore[no-untyped-def]
-        for i in range(out.size):
-            x = a[i] * (one if keep[i] else zero)  # numpy's a * keep: the bool as 1.0 or 0.0
-            out[i] = x * scale
-
-    def sigmoid_backward(d, a, one):  # type: ignore[no-untyped-def]
-        for i in range(d.size):
-            s = one - a[i]
-            s = s * a[i]
-            d[i] = d[i] * s
-
-    def dropout_sigmoid_backward(d, keep, a, scale, one, zero):  # type: ignore[no-untyped-def]
-        for i in range(d.size):
-            x = d[i] * (one if keep[i] else zero)  # numpy's d * keep: the bool as 1.0 or 0.0
-            x = x * scale
-            s = one - a[i]
-            s = s * a[i]
-            d[i] = x * s
-
-    try:
-        return Kernels(sgd=jit(sgd), momentum=jit(momentum), nesterov=jit(nesterov), adam=jit(adam),
-                       add_scaled=jit(add_scaled), thin=jit(thin),
-                       sigmoid_backward=jit(sigmoid_backward), dropout_sigmoid_backward=jit(dropout_sigmoid_backward))
-    except Exception:  # an unusable numba install: the numpy forms run, as without it
-        return None
+    names = [f.name for f in fields(Kernels)]
+    return Kernels(**{name: getattr(compiled, name) for name in names})
