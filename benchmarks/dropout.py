@@ -38,7 +38,7 @@ def time_block(batch: int, ways: dict[str, tuple[float, float]], steps: int, rou
     for name, (hidden, inputs) in ways.items():
         config = load_config(None, {"train.batch_size": batch, "train.dropout": hidden, "train.input_dropout": inputs,
                                     "optimizer.lr": 0.01, "model.hidden": 300})
-        state = TrainState.around(config, init_params(300, np.random.default_rng(1)), steps_per_epoch=steps)
+        state = TrainState.for_params(config, init_params(300, np.random.default_rng(1)), steps_per_epoch=steps)
         workspace = Workspace()
         setups[name] = (state, workspace, Dropout(config, workspace))
     times: dict[str, list[float]] = {name: [] for name in ways}

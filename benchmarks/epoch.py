@@ -101,7 +101,7 @@ def tool_epoch(case: Case, X: np.ndarray, y: np.ndarray, params: Params) -> Call
     steps = math.ceil(n / B)
     config = load_config(None, {"model.hidden": case.hidden, "model.dtype": case.dtype, "train.batch_size": B,
                                 "optimizer.name": "sgd", "optimizer.lr": LEARNING_RATES[case.init]})
-    state = TrainState.around(config, params.copy(), steps)
+    state = TrainState.for_params(config, params.copy(), steps)
     workspace = Workspace()
 
     def epoch() -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mlp_cli.version import __version__ as __version__  # re-exported: mlp_cli.__version__
+
 __all__ = ["Evaluation", "MlpError", "Model", "Run", "load_dataset", "load_model", "train"]
 
 if TYPE_CHECKING:

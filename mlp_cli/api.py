@@ -14,16 +14,17 @@ the same one-line messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlp_cli.config import Config
+from mlp_cli.config import SECTIONS, Config, show_value, unknown_name
 from mlp_cli.data.preprocess import Preprocessing
-from mlp_cli.errors import UsageError
+from mlp_cli.errors import ConfigError, UsageError
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.network import INPUTS, Params, forward
 from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
@@ -54,37 +55,101 @@ class Model:
     def inputs(self, images: Any) -> np.ndarray:
         """Raw pixels (0-255) as uint8 or numbers: one image (28, 28) or (784,), or a stack
         (n, 28, 28) / (n, 784) -> the network's inputs X (n, 784), normalised."""
-        pixels = np.asarray(images)
-        if pixels.dtype == bool or not np.issubdtype(pixels.dtype, np.number):
-            raise UsageError(f"images must be numbers (raw pixels 0-255), got dtype {pixels.dtype}")
-        if pixels.shape in ((28, 28), (INPUTS,)):
-            pixels = pixels.reshape(1, INPUTS)
-        if pixels.ndim not in (2, 3) or int(np.prod(pixels.shape[1:])) != INPUTS:
-            raise UsageError(f"images must be (n, 28, 28) or (n, 784) pixels, got shape {pixels.shape}")
+        pixels = _pixel_rows(images)
+        for start in range(0, len(pixels), BATCH):
+            _check_pixels(pixels[start : start + BATCH], start)
         return self.preprocessing.apply(pixels, self.params.dtype)
 
+    def _batch_inputs(self, pixels: np.ndarray, start: int) -> np.ndarray:
+        """X of images ``start`` to ``start + BATCH`` of ``pixels`` (n, 784), checked first."""
+        batch = pixels[start : start + BATCH]
+        _check_pixels(batch, start)
+        return self.preprocessing.apply(batch, self.params.dtype)
+
     def predict_proba(self, images: Any) -> np.ndarray:
-        """Class probabilities (n, 10)."""
+        """Class probabilities (n, 10), computed BATCH images at a time."""
+        pixels = _pixel_rows(images)
+        P = np.empty((len(pixels), self.params.W2.shape[1]), dtype=self.params.dtype)  # (n, k)
         with np.errstate(over="ignore"):
-            return forward(self.params, self.inputs(images))
+            for start in range(0, len(pixels), BATCH):
+                P[start : start + BATCH] = forward(self.params, self._batch_inputs(pixels, start))
+        return P
 
     def predict(self, images: Any) -> np.ndarray:
-        """The most likely class of each image (n,)."""
-        return self.predict_proba(images).argmax(axis=1)
+        """The most likely class of each image (n,), computed BATCH images at a time."""
+        pixels = _pixel_rows(images)
+        classes = np.empty(len(pixels), dtype=np.int64)
+        with np.errstate(over="ignore"):
+            for start in range(0, len(pixels), BATCH):
+                P = forward(self.params, self._batch_inputs(pixels, start))  # (batch, k)
+                classes[start : start + BATCH] = P.argmax(axis=1)
+        return classes
 
     def evaluate(self, images: Any, labels: Any) -> Evaluation:
         """Mean loss and accuracy on labelled images (the evaluation training and ``mlp eval`` use)."""
-        X, y = self.inputs(images), np.asarray(labels, dtype=np.int64).reshape(-1)
-        if len(y) != len(X) or (len(y) and (y.min() < 0 or y.max() >= self.params.W2.shape[1])):
-            raise UsageError(f"labels must be {len(X)} class numbers from 0 to {self.params.W2.shape[1] - 1}")
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss, accuracy = loss_and_accuracy(self.params, X, y)
-        return Evaluation(loss=loss, accuracy=accuracy, examples=len(y))
+        pixels = _pixel_rows(images)
+        y = _labels(labels, len(pixels), self.params.W2.shape[1])
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(pixels), BATCH):
+            X, batch_y = self._batch_inputs(pixels, start), y[start : start + BATCH]
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, accuracy = loss_and_accuracy(self.params, X, batch_y)
+            total_loss += loss * len(batch_y)
+            correct += round(accuracy * len(batch_y))
+        count = max(len(y), 1)
+        return Evaluation(loss=total_loss / count, accuracy=correct / count, examples=len(y))
+
+
+BATCH = 10_000  # images converted at once: (10,000, 784) float32 inputs are 31 MB, whatever n is
+PIXEL_MAX = 255
+
+
+def _pixel_rows(images: Any) -> np.ndarray:
+    """``images`` as rows of raw pixels (n, 784), without converting them: one image (28, 28) or
+    (784,), or a stack (n, 28, 28) / (n, 784); any other shape is refused, never cropped."""
+    try:
+        pixels = np.asarray(images)
+    except (ValueError, TypeError, OverflowError) as err:  # ragged nested lists, huge Python ints
+        raise UsageError(f"images must be an array of pixels 0-255: {' '.join(str(err).split())[:120]}") from None
+    if pixels.dtype == bool or not (np.issubdtype(pixels.dtype, np.integer)
+                                    or np.issubdtype(pixels.dtype, np.floating)):
+        raise UsageError(f"images must be numbers (raw pixels 0-255), got dtype {pixels.dtype}")
+    side = int(round(INPUTS**0.5))
+    if pixels.shape in ((side, side), (INPUTS,)):
+        pixels = pixels.reshape(1, INPUTS)
+    if pixels.shape[1:] not in ((INPUTS,), (side, side)):
+        raise UsageError(f"images must be (n, {side}, {side}) or (n, {INPUTS}) pixels, got shape {pixels.shape}")
+    return pixels.reshape(len(pixels), INPUTS)
+
+
+def _check_pixels(batch: np.ndarray, start: int) -> None:
+    """Every pixel finite and within 0-255 (uint8 always is); the first bad one is named."""
+    if batch.dtype == np.uint8 or not batch.size:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = ~((batch >= 0) & (batch <= PIXEL_MAX))  # NaN compares False: bad too      (batch, 784)
+    if bad.any():
+        row, column = np.unravel_index(int(bad.argmax()), bad.shape)
+        raise UsageError(f"images must be pixels 0-{PIXEL_MAX} (finite), got {batch[row, column]} "
+                         f"in image {start + int(row)}")
+
+
+def _labels(labels: Any, count: int, classes: int) -> np.ndarray:
+    """Class numbers (n,) int64 for ``count`` images: integers, or floats that are whole."""
+    try:
+        y = np.asarray(labels).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        y = np.asarray([])
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y) & (y == np.round(y)))))
+    if y.dtype == bool or not whole or len(y) != count or (len(y) and (y.min() < 0 or y.max() >= classes)):
+        raise UsageError(f"labels must be {count} class numbers from 0 to {classes - 1}")
+    return y.astype(np.int64)
 
 
 def load_model(path: PathLike) -> Model:
     """A checkpoint (``.npz``), or a run directory (meaning its ``best.npz``, the run's model)."""
-    path = Path(path)
+    path = _path(path, "load_model's path")
     if path.is_dir():
         path = path / "best.npz"
     checkpoint = load_checkpoint(path)
@@ -98,7 +163,10 @@ def load_dataset(name: str = "mnist", split: str = "train", *, data_dir: PathLik
     into the cache first if needed."""
     from mlp_cli.data.cache import load_dataset as load
 
-    return load(name, split, data_dir=data_dir, mirrors=mirrors)
+    for what, value in (("name", name), ("split", split)):
+        if not isinstance(value, str):
+            raise UsageError(f"load_dataset's {what} must be text, got {show_value(value)}")
+    return load(name, split, data_dir=_optional_path(data_dir, "data_dir"), mirrors=_mirrors(mirrors))
 
 
 @dataclass(frozen=True)
@@ -137,9 +205,12 @@ def train(
     from mlp_cli.training.metrics import read_metrics
     from mlp_cli.training.session import load_inputs, new_session, run_session
 
-    resolved, name = _resolve(config, {**(overrides or {}), **({"run.dir": str(out)} if out else {})})
+    out, data_dir = _optional_path(out, "out"), _optional_path(data_dir, "data_dir")
+    if not isinstance(overwrite, bool):
+        raise UsageError(f"train's overwrite must be True or False, got {show_value(overwrite)}")
+    resolved, name = _resolve(config, {**_overrides(overrides), **({"run.dir": str(out)} if out else {})})
     with new_session(resolved, name, overwrite) as session:
-        data = load_inputs(session, data_dir=data_dir, mirrors=tuple(mirrors))
+        data = load_inputs(session, data_dir=data_dir, mirrors=_mirrors(mirrors))
         result = run_session(session, data)
     return Run(run_dir=result.run_dir, rows=read_metrics(result.run_dir), best_epoch=result.best_epoch,
                best_accuracy=result.best_accuracy, seconds=result.seconds)
@@ -152,8 +223,43 @@ def _resolve(config: Any, overrides: dict[str, Any]) -> tuple[Config, str]:
     if isinstance(config, Config):
         return load_config(None, overrides, base=config.to_dict()), "run"
     if isinstance(config, Mapping):
-        return load_config(None, overrides, base=dict(config)), "run"
+        return load_config(None, overrides, base=_sections(config)), "run"
     if config is None:
         return load_config(None, overrides), "default"
-    path = resolve_config_path(str(config))
+    path = resolve_config_path(str(_path(config, "train's config")))
     return load_config(path, overrides), path.stem if path else "run"
+
+
+def _sections(config: Mapping[Any, Any]) -> dict[str, Any]:
+    """A mapping of sections, held to a config file's rules: an unknown section is named (a
+    misspelt one would otherwise be ignored and the run trained with the defaults)."""
+    for section, values in config.items():
+        if section not in SECTIONS:
+            raise ConfigError(unknown_name("section", str(section), list(SECTIONS), where=None))
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"section {section!r} must be a mapping of keys to values, got {show_value(values)}")
+    return {section: dict(values) for section, values in config.items()}
+
+
+def _overrides(overrides: Any) -> dict[str, Any]:
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping) or not all(isinstance(key, str) for key in overrides):
+        raise UsageError(f"overrides must map 'section.key' to a value, got {show_value(overrides)}")
+    return dict(overrides)
+
+
+def _path(value: Any, what: str) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise UsageError(f"{what} must be a path, got {show_value(value)}")
+    return Path(value)
+
+
+def _optional_path(value: Any, what: str) -> Path | None:
+    return None if value is None else _path(value, what)
+
+
+def _mirrors(mirrors: Any) -> tuple[str, ...]:
+    if isinstance(mirrors, str) or not isinstance(mirrors, Sequence) or not all(isinstance(m, str) for m in mirrors):
+        raise UsageError(f"mirrors must be a tuple of URLs, got {show_value(mirrors)}")
+    return tuple(mirrors)

@@ -112,25 +112,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _read_text(path: Path) -> str:
-    """The file's text: a regular file (a FIFO or device would never end) of bounded size."""
-    import os
-    import stat
+    """The file's text: a regular file (a FIFO or device would never end) of bounded size, read
+    by the one bounded reader of the files the tool reads back (``record_files``)."""
+    from mlp_cli.record_files import read_record_text
 
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ConfigError(f"config {path} is not a regular file")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (the shipped ones are in configs/)") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a few lines")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"cannot read config {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return read_record_text(path, MAX_CONFIG_BYTES, "config", error=ConfigError, too_large="a config is a few lines",
+                            not_found=f"config file {path} not found (the shipped ones are in configs/)")
 
 
 def _load_yaml(text: str, what: str) -> Any:

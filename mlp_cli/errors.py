@@ -29,6 +29,11 @@ class ConfigError(MlpError):
     exit_code = 2
 
 
+class OutputPathError(UsageError):
+    """An output path where a file cannot go: a device, FIFO, socket or directory is there, or a
+    file stands where a directory is needed (exit code 2). Nothing is written."""
+
+
 class DataError(MlpError):
     """A dataset file is missing, corrupt or fails verification."""
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "info": lambda ckpt, tmp: ["info", ckpt],
     "resume": lambda ckpt, tmp: ["train", "--resume", ckpt],
     "plot": lambda ckpt, tmp: ["plot", "--weights", ckpt, "--out", tmp / "w.png"],
+    "export": lambda ckpt, tmp: ["export", ckpt, "--out", tmp / "model.onnx"],
 }
 
 

@@ -1,23 +1,24 @@
 """The import rule, checked: data flows one way, and each layer imports only those below it.
 
-    cli/  ->  api.py  ->  reports/  ->  sweeps/  ->  training/  ->  data/  ->  config.py, config_file.py,
-                                                                            atomic.py  ->  nn/  ->  errors.py
-
-(the config reads the optimiser and schedule registries of nn/, and the dataset registry, a
-leaf module of data/). nn/ needs numpy and the error
-classes only; data/ and nn/ never import training/, reports/ or
-cli/; only cli/ imports typer or rich. Imports inside functions count too.
+``MAY_IMPORT`` is the rule; the README's diagram ("Development") draws the arrows the code really
+has, and a test holds the two together. The modules directly in mlp_cli/ (config.py,
+config_file.py, atomic.py, version.py, stop_signals.py: "root" here, "top" in the README) read the
+optimiser and schedule registries of nn/ and the dataset registry, a leaf module of data/. nn/
+needs numpy and the error classes only; data/ and nn/ never import training/, reports/ or cli/;
+only cli/ imports typer or rich. Imports inside functions count too.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlp_cli"
+README = PACKAGE.parent / "README.md"
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
 # layer -> the tool's layers it may import (besides itself)
@@ -72,7 +73,7 @@ def test_each_module_imports_only_the_layers_below_it(path: Path) -> None:
     for name in imports(path):
         top = name.split(".")[0]
         if top == "mlp_cli":
-            if name in ("mlp_cli", "mlp_cli.__version__"):
+            if name == "mlp_cli":
                 continue
             if own == "root" and name == "mlp_cli.data.registry":  # the config's dataset names
                 continue
@@ -89,3 +90,40 @@ def test_the_rule_is_checked_for_real() -> None:
     assert "mlp_cli.data.cache" in imports(PACKAGE / "training" / "inputs.py")  # imported in a function
     assert layer_of("mlp_cli.cli.app") not in MAY_IMPORT["training"]
     assert layer_of("mlp_cli.training.loop") not in MAY_IMPORT["data"] | MAY_IMPORT["nn"]
+
+
+# The README's names for the layers (the two registries: leaves their layer's rule lets top read).
+README_LAYERS = {"cli/": "cli", "api.py": "api", "reports/": "reports", "sweeps/": "sweeps", "training/": "training",
+                 "data/": "data", "top": "root", "nn/": "nn", "data/registry.py": "data", "nn/registry.py": "nn"}
+
+
+def real_arrows() -> set[tuple[str, str]]:
+    """(layer, layer it imports) for every import between two layers, errors.py aside."""
+    arrows = set()
+    for path in MODULES:
+        own = layer_of(module_name(path))
+        arrows |= {(own, layer_of(name)) for name in imports(path) if name.startswith("mlp_cli")}
+    return {(a, b) for a, b in arrows if a != b and b != "errors"}
+
+
+def drawn_arrows(readme: str) -> set[tuple[str, str]]:
+    """The arrows of the README's diagram: the ``text`` block whose lines read ``layer -> ...``."""
+    blocks = [b for b in re.findall(r"```text\n(.*?)```", readme, re.S) if "->" in b]
+    assert len(blocks) == 1, "the README has one diagram of the layers"
+    arrows = set()
+    for line in blocks[0].splitlines():
+        source, _, targets = line.partition("->")
+        for target in targets.split():
+            if target in README_LAYERS:
+                arrows.add((README_LAYERS[source.strip()], README_LAYERS[target]))
+            else:
+                assert target in ("numpy", "alone"), f"the README's diagram names {target!r}, not a layer"
+    return arrows
+
+
+def test_the_readme_draws_the_arrows_the_code_has() -> None:
+    drawn, real = drawn_arrows(README.read_text()), real_arrows()
+    assert drawn - real == set(), f"the README draws arrows the code does not have: {sorted(drawn - real)}"
+    assert real - drawn == set(), f"the code has arrows the README does not draw: {sorted(real - drawn)}"
+    allowed = {(a, b) for a, bs in MAY_IMPORT.items() for b in bs} | {("root", "data")}  # data/registry.py
+    assert real <= allowed  # and each one the rule allows

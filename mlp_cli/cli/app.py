@@ -2,23 +2,30 @@
 
 Only the ``mlp_cli.cli`` package imports typer or prints with rich. Command modules keep heavy
 imports (numpy, requests, rich.progress) inside the command functions so that ``mlp --help``
-stays instant.
+stays instant (the convention: ``mlp_cli/cli/__init__.py``).
 """
 
 from __future__ import annotations
 
+import difflib
 import errno
+import math
+import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import typer
 from typer.core import TyperGroup
 
-from mlp_cli import __version__
-from mlp_cli.errors import MlpError
+from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
-def _stderr_console() -> Any:
+def _stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,13 +47,10 @@ def fail_usage(err: Any, as_json: bool = False) -> NoReturn:
     arguments) still prints the help, which is what click's NoArgsIsHelpError does."""
     if type(err).__name__ == "NoArgsIsHelpError":
         raise err
-    from mlp_cli.errors import UsageError
 
     command = err.ctx.command_path if getattr(err, "ctx", None) is not None else "mlp"
     message = " ".join(err.format_message().split())
     if type(err).__name__ == "NoSuchOption":  # click lists every option that shares a prefix
-        import difflib
-
         names = {option.lstrip("-"): option for option in err.possibilities or ()}
         close = [names[c] for c in difflib.get_close_matches(err.option_name.lstrip("-"), list(names), n=1)]
         message = f"No such option: {err.option_name}" + (f" (did you mean {close[0]}?)" if close else "")
@@ -148,13 +152,12 @@ def _root(
     """Train the classic two-layer network on MNIST with hand-derived backprop."""
 
 
-def strict_json(value: Any, indent: int | None = None) -> str:
+def strict_json(value: object, indent: int | None = None) -> str:
     """``value`` as strict JSON: a NaN or infinity (which ``json.dumps`` writes as bare ``NaN``,
     invalid JSON) becomes null."""
     import json
-    import math
 
-    def clean(item: Any) -> Any:
+    def clean(item: object) -> object:
         if isinstance(item, float) and not math.isfinite(item):
             return None
         if isinstance(item, dict):
@@ -166,11 +169,9 @@ def strict_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(clean(value), indent=indent, allow_nan=False)
 
 
-def table_console(*tables: Any) -> Any:
+def table_console(*tables: Table) -> Console:
     """A console for tables on stdout: the terminal's width there; into a file or a pipe (no
     terminal, no COLUMNS) as wide as the widest table needs, so that nothing is cut short."""
-    import os
-
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -181,7 +182,7 @@ def table_console(*tables: Any) -> Any:
     return Console(highlight=False, width=max(needed, 80))
 
 
-def is_interactive(stream: Any = None) -> bool:
+def is_interactive(stream: TextIO | None = None) -> bool:
     """True when ``stream`` (default stderr) is a terminal: progress bars, else plain lines."""
     stream = sys.stderr if stream is None else stream
     try:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlp_cli.cli.app import app
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,10 +58,14 @@ def augment_preview_command(
     from mlp_cli.reports.preview import grid_image, preview_pairs, save_png
 
     resolved = load_config(resolve_config_path(config), sets=tuple(set_ or ()))
+    if out is not None:  # before the dataset is read
+        from mlp_cli.atomic import check_output
+
+        check_output(out)
     settings = resolved.augment
     images, _ = load_dataset(
         resolved.data.dataset, "train", data_dir=data_dir, mirrors=tuple(mirror or ()),
-        reporter=download_reporter(quiet),
+        reporter=make_reporter(quiet),
     )
     originals, distorted = preview_pairs(images, settings, n, seed)
     if out is not None:

@@ -7,15 +7,18 @@ Heavy imports (numpy via mlp_cli.data.cache, requests, rich.progress) stay insid
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
+from mlp_cli.cli.options import complete_from, one_of
+from mlp_cli.data.registry import DATASETS
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from mlp_cli.data.cache import DatasetReport
     from mlp_cli.data.download import Reporter
 
@@ -40,16 +43,23 @@ STATUS_TEXT = {
 }
 
 
-class DatasetName(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
+_MIRROR_VARIABLES = ", ".join(f"${spec.mirror_env}" for spec in DATASETS.values())
+HELP = f"""Download a dataset, verify every file's SHA-256 and cache it ready to load.
+
+Mirrors are tried in order: --mirror, then the dataset's variable
+({_MIRROR_VARIABLES}), then the built-in ones.
+The variables may hold several URLs separated by spaces or commas.
+
+A second run finds the verified files in the cache and sends no request.
+"""
 
 
-@app.command("download-data", epilog=EXAMPLES)
+@app.command("download-data", help=HELP, epilog=EXAMPLES)
 def download_data(
     dataset: Annotated[
-        DatasetName, typer.Option("--dataset", "-d", help="Which dataset to fetch.")
-    ] = DatasetName.mnist,
+        str, typer.Option("--dataset", "-d", metavar=f"<{'|'.join(DATASETS)}>", help="Which dataset to fetch.",
+                          callback=one_of(DATASETS), autocompletion=complete_from(DATASETS))
+    ] = "mnist",
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -72,21 +82,14 @@ def download_data(
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Download a dataset, verify every file's SHA-256 and cache it ready to load.
-
-    Mirrors are tried in order: --mirror, then $MLP_MNIST_MIRROR
-    (or $MLP_FASHION_MNIST_MIRROR), then the built-in ones.
-    The variables may hold several URLs separated by spaces or commas.
-
-    A second run finds the verified files in the cache and sends no request.
-    """
+    """Download a dataset (the help text is ``HELP``, which names every dataset's variable)."""
     from mlp_cli.data.cache import ensure_dataset
 
     reporter = make_reporter(quiet or json_output)
     if isinstance(reporter, RichReporter) and is_interactive(sys.stdout):
         reporter.summary_follows = True  # the table below gives each file's status on the same screen
     report = ensure_dataset(
-        dataset.value, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
+        dataset, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
         reporter=reporter,
     )
     if json_output:
@@ -140,7 +143,7 @@ def _print_summary(report: DatasetReport) -> None:
 # -- progress reporters -------------------------------------------------------------------------
 
 
-def make_reporter(quiet: bool = False, stream: Any = None) -> Reporter:
+def make_reporter(quiet: bool = False, stream: TextIO | None = None) -> Reporter:
     """The reporter for a download: nothing when quiet, a progress bar on a terminal, plain
     lines otherwise (logs, pipes, CI). Writes to ``stream`` (default stderr)."""
     if quiet:
@@ -155,7 +158,7 @@ def make_reporter(quiet: bool = False, stream: Any = None) -> Reporter:
 class PlainReporter:
     """One line per event, no colours or carriage returns: for logs and pipes."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
     def _print(self, text: str) -> None:
@@ -182,12 +185,12 @@ class RichReporter:
     reporter needs no set-up or tear-down by the caller.
     """
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
 
         self.console = Console(file=stream or sys.stderr, highlight=False)
-        self._progress: Any = None
-        self._task: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         # set when a summary table of the same facts follows on the same terminal: files found
         # in the cache are then not announced one by one
         self.summary_follows = False
@@ -228,7 +231,7 @@ class RichReporter:
                 return
             self.console.print(f"{escape(filename)}: [{colour}]{escape(text)}[/]")
             return
-        if status == "failed":  # a full bar says the rest; the summary gives the status
+        if status == "failed" and self._task is not None:  # a full bar says the rest; the summary gives the status
             self._progress.update(self._task, description=f"{escape(filename)} [red]failed[/]")
         self._progress.stop()
         self._progress = self._task = None

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlp_cli.cli.app import print_error, strict_json
+from mlp_cli.cli.app import print_error, strict_json, table_console
+from mlp_cli.data.registry import class_names
+from mlp_cli.errors import MissingFileError, MlpError
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
+    from mlp_cli.reports.confusion import EvalReport
 
 
 def resolve_models(paths: list[Path]) -> list[Path]:
     """Checkpoint files as given; a run directory means its best.npz."""
-    from mlp_cli.errors import MissingFileError
-
     models = []
     for path in paths:
         if path.is_dir():
@@ -24,25 +28,31 @@ def resolve_models(paths: list[Path]) -> list[Path]:
                                        "or a run directory that has trained at least one epoch")
             path = path / "best.npz"
         models.append(path)
+    from mlp_cli.atomic import check_output
+
+    for path in models:  # where the result will be recorded can take it: refused before any work
+        if (path.parent / "config.yaml").is_file() or (path.parent / "metrics.jsonl").is_file():
+            check_output(path.parent / "eval.json")
     return models
 
 
-def record(checkpoint: Path, epoch: int, report: Any) -> None:
-    """Keep the result in the run directory; a disk that refuses is a note, not a failure."""
-    from mlp_cli.reports.runs import record_evaluation
+def record(checkpoint: Path, epoch: int, report: EvalReport) -> None:
+    """Keep the result in the run directory; a disk that refuses, or an old record that was bad,
+    is a note, not a failure."""
+    from mlp_cli.reports.eval_record import record_evaluation
 
     try:
-        record_evaluation(checkpoint, epoch, report.split, report.loss, report.accuracy, report.examples)
-    except OSError as err:
-        from mlp_cli.errors import MlpError
-
-        print_error(MlpError(f"(not fatal) could not record the result in {checkpoint.parent}: {err.strerror or err}"))
+        _, note = record_evaluation(checkpoint, epoch, report.split, report.loss, report.accuracy, report.examples)
+    except (OSError, MlpError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        print_error(MlpError(f"(not fatal) could not record the result in {checkpoint.parent}: {reason}"))
+        return
+    if note:
+        print_error(MlpError(f"(not fatal) {note}"))
 
 
 def evaluate_many(models: list[Path], split: str, *, data_dir: Path | None, mirrors: tuple[str, ...],
-                  reporter: Any, quiet: bool, json_output: bool) -> None:
-    from mlp_cli.data.registry import class_names
-    from mlp_cli.errors import MlpError
+                  reporter: Reporter, quiet: bool, json_output: bool) -> None:
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import load_split
     from mlp_cli.training.checkpoint import load_checkpoint
@@ -70,7 +80,6 @@ def _print_comparison(results: list[dict[str, Any]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlp_cli.cli.app import table_console
 
     best = max(r["accuracy"] for r in results)
     table = Table(title=f"{len(results)} models on the {results[0]['split']} split, best first", title_justify="left")

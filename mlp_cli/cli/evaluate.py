@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlp_cli.cli.app import app, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, download_reporter
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.data.registry import class_names
+from mlp_cli.errors import MlpError, UsageError
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
+    from mlp_cli.reports.confusion import EvalReport
+from mlp_cli.cli.options import DataDir, Mirror
 
 EXAMPLES_EVAL = """
 Examples:
@@ -60,13 +67,12 @@ def eval_command(
     Each result is also recorded in the run directory (eval.json), where `mlp runs` shows it.
     """
     from mlp_cli.cli.eval_many import evaluate_many, resolve_models
-    from mlp_cli.errors import UsageError
     from mlp_cli.reports.evaluate import EVAL_SPLITS
 
     if split not in EVAL_SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     models = resolve_models(checkpoints)
-    reporter = download_reporter(quiet or json_output)
+    reporter = make_reporter(quiet or json_output)
     if len(models) == 1:
         _evaluate_one(models[0], split, errors, data_dir, tuple(mirror or ()), reporter, quiet, json_output)
         return
@@ -77,10 +83,8 @@ def eval_command(
 
 
 def _evaluate_one(checkpoint: Path, split: str, errors: int, data_dir: Path | None, mirrors: tuple[str, ...],
-                  reporter: Any, quiet: bool, json_output: bool) -> None:
+                  reporter: Reporter, quiet: bool, json_output: bool) -> None:
     from mlp_cli.cli.eval_many import record
-    from mlp_cli.data.registry import class_names
-    from mlp_cli.errors import MlpError
     from mlp_cli.reports.confusion import build_report
     from mlp_cli.reports.evaluate import load_split
     from mlp_cli.training.checkpoint import load_checkpoint
@@ -104,7 +108,7 @@ def _evaluate_one(checkpoint: Path, split: str, errors: int, data_dir: Path | No
         _print_report(checkpoint, ckpt.epoch, report, names)
 
 
-def _print_report(checkpoint: Path, epoch: int, report: Any, names: tuple[str, ...]) -> None:
+def _print_report(checkpoint: Path, epoch: int, report: EvalReport, names: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.markup import escape
 

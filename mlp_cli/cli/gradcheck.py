@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from mlp_cli.nn.gradcheck import GradcheckResult
 
 from mlp_cli.cli.app import app, strict_json
 
@@ -67,7 +70,7 @@ def gradcheck_command(
         raise typer.Exit(code=1)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: GradcheckResult) -> None:
     from rich.console import Console
     from rich.table import Table
 

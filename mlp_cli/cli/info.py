@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from mlp_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlp_cli.reports.info import NetworkInfo
 
 from mlp_cli.cli.app import app, strict_json
 
@@ -44,7 +49,6 @@ def info_command(
     Without arguments: the built-in defaults (configs/default.yaml).
     """
     from mlp_cli.config_file import load_config, resolve_config_path
-    from mlp_cli.errors import UsageError
     from mlp_cli.reports.info import info_for_config, run_facts
 
     if checkpoint is not None and config is not None:
@@ -85,7 +89,7 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _print_info(source: str, info: Any, facts: dict[str, str] | None) -> None:
+def _print_info(source: str, info: NetworkInfo, facts: dict[str, str] | None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,8 +19,22 @@ Mirror = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 
 
-def download_reporter(quiet: bool) -> Any:
-    """How a command that may download the dataset on demand shows that download."""
-    from mlp_cli.cli.download import make_reporter
+def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:
+    """Shell completion of an option whose values are a registry's names (read when the shell
+    asks, so every entry is offered)."""
 
-    return make_reporter(quiet)
+    def complete(incomplete: str) -> list[str]:
+        return [name for name in registry if name.startswith(incomplete)]
+
+    return complete
+
+
+def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
+    """An option's check that its value is one of a registry's names (click's usage error if not)."""
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}.")
+        return value
+
+    return check

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlp_cli.cli.app import app
+from mlp_cli.errors import UsageError
 
 if TYPE_CHECKING:  # matplotlib-free, but numpy: keep it out of `mlp --help`
     from mlp_cli.reports.plot import RunCurves
@@ -66,8 +67,6 @@ def plot_command(
 
     Curves: loss and accuracy per epoch, train dashed and dev solid, one colour per run, on shared axes.
     """
-    from mlp_cli.errors import UsageError
-
     runs = runs or []
     if weights is not None:
         if runs or terminal:
@@ -80,18 +79,27 @@ def plot_command(
         raise UsageError("give at least one run directory (e.g. mlp plot runs/cs229), or --weights CHECKPOINT")
     if terminal and out is not None:
         raise UsageError("--terminal draws in the terminal; drop --out, or drop --terminal to write a file")
+    target = None if terminal else _target(out or Path("curves.png"))
     curves = _read_runs(runs)
-    if terminal:
+    if target is None:
         from mlp_cli.cli.render import run_chart
 
         typer.echo("\n\n".join(run_chart(c.label, rows) for c, rows in curves))
         return
-    from mlp_cli.reports.plot import output_format, plot_curves
+    from mlp_cli.reports.plot import plot_curves
 
-    target = out or Path("curves.png")
-    output_format(target)  # a bad suffix is an error before anything is read or drawn
     written = plot_curves([c for c, _ in curves], target, title=title)
     typer.echo(f"wrote {written} ({', '.join(c.label for c, _ in curves)})")
+
+
+def _target(out: Path) -> Path:
+    """``out``, once its suffix is known and a file can go there: before anything is read or drawn."""
+    from mlp_cli.atomic import check_output
+    from mlp_cli.reports.plot import output_format
+
+    output_format(out)
+    check_output(out)
+    return out
 
 
 def _expand_sweeps(runs: list[Path]) -> list[Path]:
@@ -143,11 +151,12 @@ def _read_runs(runs: list[Path]) -> list[tuple[RunCurves, list[dict[str, Any]]]]
 
 
 def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: int, minus_init: bool) -> None:
-    from mlp_cli.errors import UsageError
+    from mlp_cli.atomic import check_output
     from mlp_cli.reports.plot import IMAGE_FORMATS, initial_weights, output_format, remove_initial, save_weights_image
     from mlp_cli.training.checkpoint import load_checkpoint
 
     output_format(out, IMAGE_FORMATS)
+    check_output(out)
     checkpoint = load_checkpoint(checkpoint_path)
     W1, what = checkpoint.params.W1, f"{checkpoint.params.hidden} hidden units"
     if columns is not None and columns > W1.shape[1]:  # the grid's width grows with --columns

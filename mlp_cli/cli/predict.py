@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from mlp_cli.cli.app import app, strict_json
+from mlp_cli.cli.app import app, print_error, strict_json
+from mlp_cli.data.registry import get_spec
+from mlp_cli.errors import MlpError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlp_cli.data.images import Digit
+    from mlp_cli.errors import MlpError
+    from mlp_cli.training.checkpoint import Checkpoint
 
 # A top probability under this is flagged; with the extraction's notes, on the photo set
 # (tests/photo_set.py, best.yaml) that flags 73% of the wrong answers and 2% of the right ones.
@@ -56,8 +65,6 @@ def predict_command(
     An image that is missing, unreadable or blank gets an error line; the others are still classified.
     """
     from mlp_cli.data.images import load_digit
-    from mlp_cli.data.registry import get_spec
-    from mlp_cli.errors import MlpError
     from mlp_cli.training.checkpoint import load_checkpoint
 
     _check_order(checkpoint, images)
@@ -83,15 +90,13 @@ def predict_command(
 
 def _check_order(checkpoint: Path, images: list[Path]) -> None:
     """``mlp predict digit.png ckpt.npz``: say which order the arguments go in."""
-    from mlp_cli.errors import UsageError
-
     npz = [p for p in images if p.suffix.lower() == ".npz"]
     if checkpoint.suffix.lower() != ".npz" and npz:
         rest = " ".join(str(p) for p in [checkpoint, *images] if p != npz[0])
         raise UsageError(f"the checkpoint comes first: mlp predict {npz[0]} {rest}")
 
 
-def _classify(ckpt: Any, digits: list[Any], top: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
+def _classify(ckpt: Checkpoint, digits: list[Digit], top: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """The network's prediction and ``top`` most likely classes for each dataset-like image, with
     the reasons to doubt it (a low top probability, a poor extraction)."""
     import numpy as np
@@ -118,16 +123,14 @@ def _classify(ckpt: Any, digits: list[Any], top: int, names: tuple[str, ...]) ->
     return results
 
 
-def _exit_with(failures: list[Any]) -> NoReturn:
+def _exit_with(failures: list[tuple[Path, MlpError]]) -> NoReturn:
     """One error line per image that could not be classified, then the worst exit code."""
-    from mlp_cli.cli.app import print_error
-
     for _, err in failures:
         print_error(err)
     raise typer.Exit(code=max(err.exit_code for _, err in failures))
 
 
-def _print_predictions(results: list[dict[str, Any]], pixels: list[Any] | None) -> None:
+def _print_predictions(results: list[dict[str, Any]], pixels: list[np.ndarray] | None) -> None:
     from rich.console import Console
     from rich.markup import escape
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from mlp_cli.training.loop import Observer
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from mlp_cli.config import Config
+    from mlp_cli.training.metrics import EpochMetrics
 
 
 def _pct(value: float | None) -> str:
@@ -25,10 +31,10 @@ class SilentObserver(Observer):
 class PlainObserver(SilentObserver):
     """One line per epoch on stderr: readable in logs and CI output."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
 
-    def on_start(self, config: Any, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
+    def on_start(self, config: Config, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
         what = "resuming" if start_epoch > 1 else "training"
         print(
             f"{what} {run_dir}: 784-{config.model.hidden}-10 sigmoid/softmax, "
@@ -37,7 +43,7 @@ class PlainObserver(SilentObserver):
             file=self.stream, flush=True,
         )
 
-    def on_epoch(self, row: Any, is_best: bool) -> None:
+    def on_epoch(self, row: EpochMetrics, is_best: bool) -> None:
         dev_loss = "-" if row.dev_loss is None else f"{row.dev_loss:.4f}"
         print(
             f"epoch {row.epoch:3d}  train loss {row.train_loss:.4f} acc {_pct(row.train_accuracy)}  "
@@ -49,6 +55,9 @@ class PlainObserver(SilentObserver):
 
 class RichObserver(SilentObserver):
     """Two progress bars (epochs, batches) with the live loss, and a line per finished epoch."""
+
+    epochs_task: TaskID  # both added by on_start
+    batch_task: TaskID
 
     def __enter__(self) -> RichObserver:
         from rich.console import Console
@@ -73,14 +82,12 @@ class RichObserver(SilentObserver):
             transient=True,
         )
         self.progress.__enter__()
-        self.epochs_task: Any = None
-        self.batch_task: Any = None
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(None, None, None)
 
-    def on_start(self, config: Any, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
+    def on_start(self, config: Config, run_dir: Path, steps_per_epoch: int, start_epoch: int) -> None:
         from rich.markup import escape
 
         self.console.print(
@@ -99,7 +106,7 @@ class RichObserver(SilentObserver):
             self.progress.reset(self.batch_task, total=steps_per_epoch)
         self.progress.update(self.batch_task, completed=batch, info=f"epoch {epoch}  loss {loss:.4f}")
 
-    def on_epoch(self, row: Any, is_best: bool) -> None:
+    def on_epoch(self, row: EpochMetrics, is_best: bool) -> None:
         self.progress.update(self.epochs_task, completed=row.epoch,
                              info=f"dev acc {_pct(row.dev_accuracy)}")
         dev_loss = "-" if row.dev_loss is None else f"{row.dev_loss:.4f}"

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.columns import Columns
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from mlp_cli.reports.confusion import ClassMetrics, Mistake
 
 SPARK = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▁▂▃▄▅▆▇█"
@@ -19,7 +28,7 @@ UPPER, LOWER, FULL = "▀", "▄", "█"
 INK = 128  # a pixel this bright counts as ink in the monochrome rendering
 
 
-def uses_colour(console: Any) -> bool:
+def uses_colour(console: Console) -> bool:
     """True when ``console`` writes colours: a terminal, and NO_COLOR unset."""
     return bool(console.is_terminal and not console.no_color and console.color_system)
 
@@ -28,7 +37,7 @@ def uses_colour(console: Any) -> bool:
 # Digits
 
 
-def halfblock_lines(image: Any, threshold: int = INK) -> list[str]:
+def halfblock_lines(image: np.ndarray, threshold: int = INK) -> list[str]:
     """A (H, W) grey image as H/2 lines of W characters: each character shows two pixel rows,
     ▀ (top inked), ▄ (bottom inked), █ (both) or a space. 28 x 28 -> 14 lines of 28."""
     import numpy as np
@@ -41,7 +50,7 @@ def halfblock_lines(image: Any, threshold: int = INK) -> list[str]:
     return ["".join(glyphs[top.astype(int), bottom.astype(int)]) for top, bottom in pairs]
 
 
-def halfblock_text(image: Any, colour: bool) -> Any:
+def halfblock_text(image: np.ndarray, colour: bool) -> Text:
     """A rich Text of the image: grey levels (▀ with the top pixel as foreground and the bottom one
     as background) when ``colour``, else the monochrome ``halfblock_lines``."""
     import numpy as np
@@ -61,7 +70,7 @@ def halfblock_text(image: Any, colour: bool) -> Any:
     return text
 
 
-def digit_panel(image: Any, caption: str, colour: bool) -> Any:
+def digit_panel(image: np.ndarray, caption: str, colour: bool) -> Group:
     """A digit with its caption underneath, as one renderable."""
     from rich.console import Group
     from rich.text import Text
@@ -69,7 +78,7 @@ def digit_panel(image: Any, caption: str, colour: bool) -> Any:
     return Group(halfblock_text(image, colour), Text(caption, style="bold"))
 
 
-def mistakes_view(mistakes: Sequence[Any], colour: bool, names: Sequence[str] | None = None) -> Any:
+def mistakes_view(mistakes: Sequence[Mistake], colour: bool, names: Sequence[str] | None = None) -> Columns:
     """The confidently wrong examples side by side (as many per row as the width allows), their
     classes by name (``names``, in label order) or number."""
     from rich.columns import Columns
@@ -207,7 +216,7 @@ def _shade(fraction: float, hue: str) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def confusion_table(confusion: Any, title: str = "Confusion matrix (rows: true, columns: predicted)") -> Any:
+def confusion_table(confusion: np.ndarray, title: str = "Confusion matrix (rows: true, columns: predicted)") -> Table:
     """A rich Table of the (k, k) counts. The diagonal is bold; on a colour terminal its cells are
     green by recall and the others red by their share of the largest off-diagonal count."""
     import numpy as np
@@ -241,7 +250,8 @@ def confusion_table(confusion: Any, title: str = "Confusion matrix (rows: true, 
     return table
 
 
-def per_class_table(per_class: Sequence[Any], title: str = "Per class", names: Sequence[str] | None = None) -> Any:
+def per_class_table(per_class: Sequence[ClassMetrics], title: str = "Per class",
+                    names: Sequence[str] | None = None) -> Table:
     """Precision, recall, F1 and one-vs-rest accuracy per class; on a colour terminal precision
     and recall are shaded from red (worst class) to green (best)."""
     from rich.table import Table
@@ -253,7 +263,7 @@ def per_class_table(per_class: Sequence[Any], title: str = "Per class", names: S
 
     ranges = {key: scale(key) for key in ("precision", "recall")}
 
-    def cell(value: float | None, key: str | None = None) -> Any:
+    def cell(value: float | None, key: str | None = None) -> Text | str:
         if value is None:
             return Text("-", style="dim")
         text = f"{100 * value:.2f}%"

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from mlp_cli.cli.app import table_console
+from mlp_cli.errors import MissingFileError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from mlp_cli.reports.runs import RunInfo
 
 from mlp_cli.cli.app import app, strict_json
 
@@ -41,7 +49,6 @@ def runs_command(
     Test accuracy appears once `mlp eval` has evaluated the run. Status is finished, running, interrupted,
     diverged or failed; a directory without metrics is a failed run.
     """
-    from mlp_cli.errors import MissingFileError
     from mlp_cli.reports.runs import collect
 
     for directory in dirs or ():
@@ -55,13 +62,12 @@ def runs_command(
         where = ", ".join(str(d) for d in (dirs or DEFAULT_ROOTS))
         typer.echo(f"no runs found in {where}")
         return
-    from mlp_cli.cli.app import table_console
 
     table = _table(runs)
     table_console(table).print(table)
 
 
-def _table(runs: list[Any]) -> Any:
+def _table(runs: list[RunInfo]) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
@@ -85,7 +91,7 @@ def _table(runs: list[Any]) -> Any:
     return table
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if isinstance(value, float) else str(value)

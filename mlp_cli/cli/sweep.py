@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlp_cli.cli.app import app, is_interactive, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
+from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.nn.registry import listed
+from mlp_cli.sweeps.registry import EXECUTORS
+
+if TYPE_CHECKING:
+    from mlp_cli.cli.signals import StopOnSignals
+    from mlp_cli.sweeps.executors import Executor
+    from mlp_cli.sweeps.spec import SweepSpec, Trial
+    from mlp_cli.sweeps.sweep import SweepObserver, SweepPlan, SweepResult, SweepRun
 
 EXAMPLES_SWEEP = """
 Examples:
@@ -50,10 +59,16 @@ def sweep_command(
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default: the cores).")
     ] = None,
-    executor: Annotated[str, typer.Option(help="local (processes) or dask.")] = "local",
+    executor: Annotated[str, typer.Option(
+        help="Where trials run: " + listed(f"{name} ({spec.help})" for name, spec in EXECUTORS.items()) + ".",
+        autocompletion=complete_from(EXECUTORS))] = "local",
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")
     ] = None,
+    no_workers_timeout: Annotated[
+        float, typer.Option(min=1, metavar="SECONDS", help="End a Dask sweep whose cluster has had no "
+                            "workers this long (its unfinished trials are recorded to resume).")
+    ] = 300.0,
     save_best: Annotated[
         Path | None, typer.Option("--save-best", metavar="FILE", help="Write the best trial's config here.")
     ] = None,
@@ -67,28 +82,39 @@ def sweep_command(
 
     Every trial's config is validated before anything runs. Each trial is an ordinary run directory
     inside the sweep directory; trials.jsonl records each one's status and scores. A diverging or
-    failing trial is a result: the others go on. Ctrl-C stops every trial cleanly (each saves
-    its checkpoint).
+    failing trial is a result: the others go on. Ctrl-C, SIGTERM or SIGHUP stops every trial cleanly
+    (each saves its checkpoint); a second one stops at once.
     """
-    from mlp_cli.sweeps.executors import default_jobs, make_executor
+    from mlp_cli.cli.signals import StopOnSignals, sweep_remains
+    from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
 
+    check_executor(executor, scheduler)
+    if save_best is not None:  # before the sweep runs, not after
+        from mlp_cli.atomic import check_output
+
+        check_output(save_best)
     plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
-    jobs = jobs or (default_jobs() if executor == "local" else 2)
-    pool = make_executor(executor, jobs, scheduler)
-    if executor == "local":  # fetch once here, not once per process
+    jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
+    if note and not quiet:
+        typer.echo(f"note: {note}", err=True)
+    pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
+    if pool.shares_files:  # fetch once here, not once per process
         _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
                    observer=_make_observer(quiet or json_output))
-    result = _run(run, pool)
-    _finish(result, plan, save_best, quiet, json_output)
+    stop = StopOnSignals(on_first_signal=run.stop)
+    stop.remains = lambda: sweep_remains(run.plan.directory)  # run.plan: its directory once created
+    with stop:
+        result = _run(run, pool, stop)
+        _finish(result, run.plan, save_best, quiet, json_output, stop)  # run.plan: its directory as created
 
 
-def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None, seed: int | None) -> Any:
-    from mlp_cli.errors import UsageError
+def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
+          seed: int | None) -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
 
     if spec is None:
@@ -100,23 +126,25 @@ def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: i
     return read_sweep_file(resolve_sweep_path(spec), trials, seed)
 
 
-def _run(run: Any, pool: Any) -> Any:
-    stop = _StopOnInterrupt(run)
+def _run(run: SweepRun, pool: Executor, stop: StopOnSignals) -> SweepResult:
+    """The trials, under the stop handler: a first signal stops them after their step (each saves),
+    a second one at once (they keep their last checkpoints)."""
+    from mlp_cli.cli.signals import StopNow
+
     try:
-        with stop, run.observer:
+        with stop.at_work(), run.observer:
             return run.run()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once; trials keep their last checkpoints
+    except StopNow as now:
         pool.kill()
         from mlp_cli.training.loop import TrainingInterrupted
 
-        raise TrainingInterrupted(
-            f"stopped at once by a second Ctrl-C; each trial keeps its last checkpoint in "
-            f"{run.plan.directory}; run the same command again to continue") from None
+        raise TrainingInterrupted(stop.stopped_at_once(), now.exit_code()) from None
     finally:
         pool.close()
 
 
-def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_output: bool) -> None:
+def _finish(result: SweepResult, plan: SweepPlan, save_best: Path | None, quiet: bool, json_output: bool,
+            stop: StopOnSignals) -> None:
     from mlp_cli.sweeps.sweep import save_config
 
     best = result.best()
@@ -128,31 +156,38 @@ def _finish(result: Any, plan: Any, save_best: Path | None, quiet: bool, json_ou
                                "skipped": result.skipped, "interrupted": result.interrupted,
                                "saved_best": str(save_best) if save_best and best_trial else None}))
     elif not quiet:
-        _print_result(result, best_trial, save_best)
+        _print_result(result, best, best_trial, save_best)
     if result.interrupted:
         from mlp_cli.training.loop import TrainingInterrupted
 
         raise TrainingInterrupted(f"sweep interrupted; running trials saved their checkpoints in "
-                                  f"{result.directory}; run the same command again to continue")
-    if best is None and result.rows:
-        from mlp_cli.errors import MlpError
+                                  f"{result.directory}; run the same command again to continue", stop.exit_code())
+    full = result.disk_full()
+    if full is not None:
+        raise MlpError(f"trial {full['trial']} failed: {full['error']}; free some space and run the same command "
+                       "again (finished trials are not rerun)")
+    if result.lost:
+        from mlp_cli.sweeps.executors import ExecutorLost
 
+        unfinished = sum(row["status"] == "interrupted" for row in result.rows)
+        raise ExecutorLost(f"{result.lost}; {unfinished} unfinished trial{'s' if unfinished != 1 else ''} recorded "
+                           f"as interrupted in {result.directory}; run the same command again to continue")
+    if best is None and result.rows:
         raise MlpError(f"no trial finished successfully; each one's error is in {result.directory}/trials.jsonl")
 
 
-def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
+def _print_result(result: SweepResult, best: dict[str, Any] | None, best_trial: Trial | None,
+                  save_best: Path | None) -> None:
     from rich.markup import escape
 
-    from mlp_cli.cli.app import table_console
     from mlp_cli.cli.sweep_view import pct, trials_table
 
-    table = trials_table(result.rows, f"Sweep {result.directory} (sorted by dev accuracy)")
+    table = trials_table(result.rows, f"Sweep {escape(str(result.directory))} (sorted by dev accuracy)")
     console = table_console(table)
     console.print(table)
-    if best_trial is None:
+    if best is None or best_trial is None:
         console.print("[red]no trial finished successfully[/]")
         return
-    best = result.best()
     console.print(f"best: [bold]{escape(best['trial'])}[/] dev {pct(best['best_dev_accuracy'])} "
                   f"(epoch {best['best_epoch']}); its config: {escape(str(best_trial.config.run.dir))}/config.yaml")
     if save_best is not None:
@@ -161,7 +196,7 @@ def _print_result(result: Any, best_trial: Any, save_best: Path | None) -> None:
         console.print("save it as a config file with --save-best FILE (the finished trials are not rerun)")
 
 
-def _print_plan(plan: Any, json_output: bool) -> None:
+def _print_plan(plan: SweepPlan, json_output: bool) -> None:
     if json_output:
         typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
@@ -172,54 +207,17 @@ def _print_plan(plan: Any, json_output: bool) -> None:
         typer.echo(f"  {trial.name}")
 
 
-def _prefetch(plan: Any, data_dir: Path | None, mirrors: tuple[str, ...], quiet: bool) -> None:
+def _prefetch(plan: SweepPlan, data_dir: Path | None, mirrors: tuple[str, ...], quiet: bool) -> None:
     from mlp_cli.data.cache import load_dataset
 
     for dataset in sorted({t.config.data.dataset for t in plan.trials}):
-        load_dataset(dataset, "train", data_dir, mirrors, reporter=download_reporter(quiet))
+        load_dataset(dataset, "train", data_dir, mirrors, reporter=make_reporter(quiet))
 
 
-def _make_observer(quiet: bool) -> Any:
+def _make_observer(quiet: bool) -> SweepObserver:
     from mlp_cli.cli.sweep_view import PlainSweepObserver, RichSweepObserver
+    from mlp_cli.sweeps.sweep import SweepObserver
 
     if quiet:
-        return _Silent()
+        return SweepObserver()
     return RichSweepObserver() if is_interactive() else PlainSweepObserver()
-
-
-class _Silent:
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def on_start(self, *args: Any) -> None:
-        pass
-
-    def on_trial(self, row: dict[str, Any]) -> None:
-        pass
-
-
-class _StopOnInterrupt:
-    """First Ctrl-C: every trial saves and stops after its step. Second: stop at once."""
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.run.interrupted:
-            raise KeyboardInterrupt
-        self.run.stop()
-
-    def __enter__(self) -> _StopOnInterrupt:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

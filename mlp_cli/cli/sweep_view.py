@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mlp_cli.sweeps.spec import short_key
 from mlp_cli.sweeps.sweep import SweepObserver
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+    from rich.table import Table
+
+    from mlp_cli.sweeps.executors import Executor
+    from mlp_cli.sweeps.sweep import SweepPlan
 
 
 def pct(value: float | None) -> str:
@@ -35,18 +42,12 @@ def trial_line(row: dict[str, Any]) -> str:
 class PlainSweepObserver(SweepObserver):
     """A line when the sweep starts, then one per finished trial with the overall count and ETA."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.done = self.failed = self.todo = self.workers = 0
         self.start = time.perf_counter()
 
-    def __enter__(self) -> PlainSweepObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def on_start(self, plan: Any, todo: int, executor: Any) -> None:
+    def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         self.todo, self.workers = todo, executor.workers
         settled = len(plan.trials) - todo
         again = f", {settled} already done" if settled else ""
@@ -69,6 +70,8 @@ class PlainSweepObserver(SweepObserver):
 class RichSweepObserver(PlainSweepObserver):
     """One live bar (done of total, running, failed, ETA) and a line per finished trial above it."""
 
+    task: TaskID  # added by on_start
+
     def __enter__(self) -> RichSweepObserver:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -77,13 +80,12 @@ class RichSweepObserver(PlainSweepObserver):
         self.progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("{task.fields[info]}"), console=self.console, transient=True)
         self.progress.__enter__()
-        self.task: Any = None
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(None, None, None)
 
-    def on_start(self, plan: Any, todo: int, executor: Any) -> None:
+    def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         from rich.markup import escape
 
         self.todo, self.workers = todo, executor.workers
@@ -107,7 +109,7 @@ class RichSweepObserver(PlainSweepObserver):
         return f"{running} running, {self.failed} failed, ETA {duration(self.eta())}"
 
 
-def trials_table(rows: list[dict[str, Any]], title: str) -> Any:
+def trials_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich Table of the trials, best dev accuracy first (failed and diverged last)."""
     from rich.markup import escape
     from rich.table import Table
@@ -132,7 +134,7 @@ def trials_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
-def _value(value: Any) -> str:
+def _value(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, download_reporter
-from mlp_cli.cli.signals import StopNow, StopOnSignals, stopped_at_once
+from mlp_cli.cli.download import make_reporter
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
+
+if TYPE_CHECKING:
+    from mlp_cli.cli.progress import SilentObserver
+    from mlp_cli.cli.signals import StopOnSignals
+    from mlp_cli.config import Config
+    from mlp_cli.training.loop import TrainResult
+    from mlp_cli.training.session import Session
 
 EXAMPLES_TRAIN = """
 Examples:
@@ -37,13 +46,15 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
     l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).")
+        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).",
+                                 autocompletion=complete_from(OPTIMIZERS))
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist or fashion-mnist (data.dataset).")] = None,
+    dataset: Annotated[str | None, typer.Option(help=f"{listed(DATASETS)} (data.dataset).",
+                                                autocompletion=complete_from(DATASETS))] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
@@ -67,9 +78,10 @@ def train_command(
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset}
-    overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-    result, session = _until_done_or_stopped(config, overrides, tuple(set_ or ()), resume, out, overwrite,
-                                             data_dir, tuple(mirror or ()), quiet or json_output)
+    request = TrainRequest(config=config, overrides={FLAG_KEYS[k]: v for k, v in flags.items() if v is not None},
+                           sets=tuple(set_ or ()), resume=resume, out=out, overwrite=overwrite, data_dir=data_dir,
+                           mirrors=tuple(mirror or ()), quiet=quiet or json_output)
+    result, session = _until_done_or_stopped(request)
     summary = _summary(result, session.config)
     if json_output:
         typer.echo(strict_json(summary))
@@ -81,56 +93,71 @@ def train_command(
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
 
 
-def _until_done_or_stopped(*args: Any) -> tuple[Any, Any]:
+class TrainRequest(NamedTuple):
+    """What `mlp train` was asked for, as the command line gave it (a NamedTuple: cheaper to
+    define than a dataclass, and this module is imported by every ``mlp`` command)."""
+
+    config: str | None  # a path or a name from configs/
+    overrides: dict[str, Any]  # from the flags: {"section.key": value}
+    sets: tuple[str, ...]  # --set section.key=value
+    resume: Path | None
+    out: Path | None
+    overwrite: bool
+    data_dir: Path | None
+    mirrors: tuple[str, ...]
+    quiet: bool
+
+
+def _until_done_or_stopped(request: TrainRequest) -> tuple[TrainResult, Session]:
     """Train with the signal handlers in place; a signal ends it with 128 + its number."""
+    from mlp_cli.cli.signals import StopNow, StopOnSignals
     from mlp_cli.training.loop import TrainingInterrupted
 
     stop = StopOnSignals()
     with stop:
         try:
             with stop.at_work():
-                return _train(stop, *args)
+                return _train(stop, request)
         except TrainingInterrupted as err:
             err.exit_code = stop.exit_code()
             raise
         except StopNow as now:
-            raise TrainingInterrupted(stopped_at_once(stop.run_dir), 128 + now.signum) from None
+            raise TrainingInterrupted(stop.stopped_at_once(), now.exit_code()) from None
 
 
-def _train(stop: StopOnSignals, config: str | None, overrides: dict[str, Any], sets: tuple[str, ...],
-           resume: Path | None, out: Path | None, overwrite: bool, data_dir: Path | None,
-           mirrors: tuple[str, ...], quiet: bool) -> tuple[Any, Any]:
+def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Session]:
+    from mlp_cli.cli.signals import run_checkpoint_remains
     from mlp_cli.training.session import load_inputs, run_session
 
-    session = _open_session(config, overrides, sets, resume, out, overwrite)
-    stop.run_dir = session.run_dir
+    session = _open_session(request)
+    stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:
-        data = load_inputs(session, data_dir=data_dir, mirrors=mirrors, reporter=download_reporter(quiet))
-        with _make_observer(quiet) as observer:
+        data = load_inputs(session, data_dir=request.data_dir, mirrors=request.mirrors,
+                           reporter=make_reporter(request.quiet))
+        with _make_observer(request.quiet) as observer:
             return run_session(session, data, observer=observer, stop_requested=stop.requested), session
 
 
-def _open_session(config: str | None, overrides: dict[str, Any], sets: tuple[str, ...], resume: Path | None,
-                  out: Path | None, overwrite: bool) -> Any:
+def _open_session(request: TrainRequest) -> Session:
     """Settings and run directory, all checked before any data is loaded."""
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.reports.info import check_memory
     from mlp_cli.training.checkpoint import load_checkpoint
     from mlp_cli.training.session import new_session, resumed_session
 
-    config_path = resolve_config_path(config)
-    if resume is None:
-        resolved = load_config(config_path, overrides, sets)
+    config_path = resolve_config_path(request.config)
+    if request.resume is None:
+        resolved = load_config(config_path, request.overrides, request.sets)
         check_memory(resolved)  # the memory mlp info counts, against what is free: before any work
-        return new_session(resolved, config_path.stem if config_path else "default", overwrite)
-    checkpoint = load_checkpoint(resume)
+        return new_session(resolved, config_path.stem if config_path else "default", request.overwrite)
+    checkpoint = load_checkpoint(request.resume)
     base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
-    resolved = load_config(config_path, overrides, sets, base=base)
+    resolved = load_config(config_path, request.overrides, request.sets, base=base)
     check_memory(resolved)
-    return resumed_session(resolved, checkpoint, resume, out, overwrite)
+    return resumed_session(resolved, checkpoint, request.resume, request.out, request.overwrite)
 
 
-def _make_observer(quiet: bool) -> Any:
+def _make_observer(quiet: bool) -> SilentObserver:
     from mlp_cli.cli import progress
 
     if quiet:
@@ -140,7 +167,7 @@ def _make_observer(quiet: bool) -> Any:
     return progress.PlainObserver()
 
 
-def _summary(result: Any, config: Any) -> dict[str, Any]:
+def _summary(result: TrainResult, config: Config) -> dict[str, Any]:
     from mlp_cli.config import selection_key
 
     last = result.rows[-1].to_dict() if result.rows else {}

@@ -243,6 +243,8 @@ def _build_arrays(spec: DatasetSpec, directory: Path, split_name: str) -> None:
             )
     for path, array in zip(_array_paths(directory, split_name), (images, labels), strict=True):
         try:
+            if path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir()):
+                path.unlink()  # the cache's own name: the FIFO or link is removed (never its target), as a .part is
             with atomic_open(path, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
         except OSError as err:

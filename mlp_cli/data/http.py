@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_cli import __version__
 from mlp_cli.data.partfile import open_part, part_size, read_meta, remove, url_id, write_guard, write_meta
+from mlp_cli.version import __version__
 
 if TYPE_CHECKING:
     import requests

@@ -79,10 +79,10 @@ def transfer_cap(payload: int) -> int:
 
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***@", text)
+    return re.sub(_USERINFO, r"\1***@", text)
 
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@"  # compiled (and cached by re) on first use
 
 
 def _split(prefix: str, count: int) -> Split:

@@ -1,4 +1,4 @@
-"""Backpropagation: the seed's equations as a plain reference, and the tuned step training runs.
+"""Backpropagation: the README's equations as a plain reference, and the tuned step training runs.
 
 ``backprop`` is the batched derivation the README gives ("The network and its gradients"), one
 line per equation, in row notation (X is (B, d), rows are examples). Read it first.
@@ -7,7 +7,7 @@ the loss unit's dJ/dZ2 (``nn.loss``): for the cross-entropy of a softmax the two
 collapse into dJ/dZ2 = (P - Y) / B with Y the one-hot labels (``nn.loss`` says when that holds).
 The sigmoid's derivative is taken from its saved output, A1 (1 - A1), so Z1 need not be kept.
 Dropout (``nn.dropout``) adds three products with its masks and changes nothing else; without
-masks the lines are the seed's.
+masks the lines are the README's equations.
 
 ``loss_and_gradients`` computes the same numbers with the buffers of a :class:`StepBuffers`
 (allocated once per batch shape, so the hot loop allocates no arrays; numpy keeps its own fixed
@@ -43,7 +43,7 @@ def backprop(
 
     X (B, d) float, y (B,) int labels; returns the loss without the L2 term and the gradients in a
     Params of the parameters' shapes. ``masks`` (dropout, see ``nn.dropout``) thin the inputs
-    and the hidden units; without them every line is the seed's. ``loss_name`` names the loss
+    and the hidden units; without them every line is the README's equations. ``loss_name`` names the loss
     unit (``nn.loss.LOSSES``): J and dJ/dZ2 come from it, the lines below Z2 are the same for any.
     """
     W1, b1, W2, b2 = params.W1, params.b1, params.W2, params.b2

@@ -12,7 +12,7 @@ M0 (B, d) and M1 (B, h) whose entries are 0 (dropped, with probability p) or 1 /
 
 and the gradients go back through the same masks (``mlp_cli.nn.backprop.backprop`` writes them
 out): dW2 = A1~^T dZ2, dA1 = (dZ2 W2^T) * M1, dZ1 = dA1 * A1 (1 - A1), dW1 = X~^T dZ1. With both
-rates 0 there are no masks and the step is the seed's.
+rates 0 there are no masks and the step is the README's equations.
 
 The tuned step keeps a mask as booleans (kept or not) and its scale 1 / (1 - p): M = keep * scale.
 """

@@ -9,7 +9,7 @@ Rows are examples. With X (B, d) a batch of inputs and y (B,) its integer labels
     P  = softmax(Z2)        (B, k)     class probabilities, row-wise
     J  = -(1/B) sum_i log P[i, y_i]    mean cross-entropy (the loss unit, ``mlp_cli.nn.loss``)
 
-The gradients of J are derived in ``mlp_cli.nn.backprop``: ``backprop`` there is the seed's
+The gradients of J are derived in ``mlp_cli.nn.backprop``: ``backprop`` there is the README's
 equations line by line, ``loss_and_gradients`` the tuned step that training runs.
 
 The L2 penalty lambda (|W1|^2 + |W2|^2) is added to the objective when ``l2 > 0``; biases are not

@@ -3,18 +3,18 @@
 An entry says which class or function implements the member (in ``mlp_cli.nn.optimizers`` or
 ``mlp_cli.nn.schedules``), which config fields it reads, and what ``mlp info`` counts for it.
 The config's choices, the CLI's help text and ``mlp info`` read these tables, so adding an
-optimiser is its class plus one entry here. This module imports nothing (not even numpy), so
-that the config and ``mlp --help`` can read it cheaply.
+optimiser is its class plus one entry here. This module imports nothing (not even numpy), and
+its entries are NamedTuples (cheaper to define than dataclasses), so that the config and
+``mlp --help`` can read it cheaply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class OptimizerSpec:
+class OptimizerSpec(NamedTuple):
     implementation: str  # the class in mlp_cli.nn.optimizers
     fields: tuple[str, ...]  # the optimizer.* config fields its constructor takes
     state_copies: int  # state arrays per parameter array (velocity; or m and v)
@@ -23,8 +23,7 @@ class OptimizerSpec:
     scratch_copies: int = 1  # reused buffers per parameter array
 
 
-@dataclass(frozen=True)
-class ScheduleSpec:
+class ScheduleSpec(NamedTuple):
     implementation: str  # the function in mlp_cli.nn.schedules that builds it
     fields: tuple[str, ...]  # the schedule.* config fields it reads (every one reads warmup_epochs)
     watches_dev: bool = False  # it needs a dev set's accuracy after each epoch

@@ -52,9 +52,9 @@ def make_schedule(settings: Any, base_lr: float, *, total_steps: int, steps_per_
     if spec is None:
         raise ConfigError(f"unknown schedule {settings.name!r}; choose one of: {', '.join(SCHEDULES)}")
     steps = Steps(total_steps, steps_per_epoch, settings.warmup_epochs)
-    build = globals()[spec.implementation]
+    build = BUILDERS[spec.implementation]
     options = {field: getattr(settings, field) for field in spec.fields}
-    return build(float(base_lr), steps, **options)  # type: ignore[no-any-return]
+    return build(float(base_lr), steps, **options)
 
 
 def with_warmup(base_lr: float, steps: Steps, decayed: Schedule) -> Schedule:
@@ -97,6 +97,11 @@ def plateau(
         base_lr, patience=plateau_patience, factor=float(plateau_factor), min_delta=float(plateau_min_delta),
         min_lr=float(min_lr), warmup_epochs=steps.warmup_epochs, steps_per_epoch=steps.per_epoch,
     )
+
+
+# The builders the registry's entries name (``ScheduleSpec.implementation``): a mapping that mypy
+# and a rename can see; a test holds it and the registry in step.
+BUILDERS: dict[str, Callable[..., Schedule]] = {f.__name__: f for f in (constant, step_decay, cosine, plateau)}
 
 
 class PlateauSchedule:

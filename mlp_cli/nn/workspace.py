@@ -59,10 +59,6 @@ def layout(kind: type, sizes: dict[str, int]) -> list[Layout]:
     return items
 
 
-def layout_bytes(kind: type, sizes: dict[str, int], dtype: np.dtype | str) -> int:
-    return sum(item.nbytes(dtype) for item in layout(kind, sizes))
-
-
 def allocate(kind: type[BufferSet], sizes: dict[str, int], dtype: np.dtype) -> BufferSet:
     arrays: dict[str, np.ndarray] = {}
     for item in layout(kind, sizes):

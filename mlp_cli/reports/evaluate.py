@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from mlp_cli.data.preprocess import Preprocessing, split_train_dev
 from mlp_cli.errors import CheckpointError, UsageError
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.training.checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
 
 EVAL_SPLITS = ("test", "dev", "train")  # the official test set, and the run's own dev and train
 
@@ -33,7 +36,7 @@ def load_split(
     *,
     data_dir: str | Path | None = None,
     mirrors: tuple[str, ...] = (),
-    reporter: Any = None,
+    reporter: Reporter | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8 (n, 28, 28), X float (n, 784), y int64 (n,)) of ``split``, as the checkpoint's
     run defined it (same dataset, dev split and preprocessing)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlp_cli.nn.backprop import step_layout
 from mlp_cli.nn.dropout import dropout_layout
@@ -29,6 +29,9 @@ from mlp_cli.nn.evaluation import evaluation_layout
 from mlp_cli.nn.network import CLASSES, INPUTS
 from mlp_cli.nn.registry import OPTIMIZERS
 from mlp_cli.nn.workspace import Layout
+
+if TYPE_CHECKING:
+    from mlp_cli.config import Config
 
 ITEMSIZE = {"float32": 4, "float64": 8}
 STEP_COUNTER_BYTES = 8  # the 0-d int64 "t" of an optimiser with a step counter
@@ -224,7 +227,7 @@ def _bytes(buffers: list[Layout], dtype: str) -> int:
     return sum(item.nbytes(dtype) for item in buffers)
 
 
-def info_for_config(config: Any, hidden: int | None = None) -> NetworkInfo:
+def info_for_config(config: Config, hidden: int | None = None) -> NetworkInfo:
     """The account for a resolved :class:`mlp_cli.config.Config` (``hidden`` overrides it)."""
     from mlp_cli.data.registry import get_spec
 
@@ -266,7 +269,7 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def check_memory(config: Any, available: int | None = None) -> None:
+def check_memory(config: Config, available: int | None = None) -> None:
     """ResourceError, with both figures, when a run of ``config`` needs more memory (the total
     ``mlp info`` prints) than is available; called before anything is allocated."""
     from mlp_cli.errors import ResourceError
@@ -284,7 +287,7 @@ def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def run_facts(meta: dict[str, Any], config: Any) -> dict[str, str]:
+def run_facts(meta: dict[str, Any], config: Config) -> dict[str, str]:
     """What a checkpoint says about its run, as label -> text: when it was saved, where the run
     stood (epoch, step, accuracy), and the settings that made it (``config``: the resolved
     Config stored with it)."""

@@ -27,12 +27,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlp_cli.atomic import atomic_write_bytes, make_parents
+from mlp_cli.atomic import write_output_file
 from mlp_cli.errors import MlpError, UsageError
+
+if TYPE_CHECKING:
+    from mlp_cli.training.checkpoint import Checkpoint
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 IMAGE_FORMATS = ("png",)
@@ -124,7 +127,7 @@ def plot_curves(
         fig.savefig(buffer, format=fmt)
     finally:
         plt.close(fig)
-    write_file(out, buffer.getvalue())
+    write_output_file(out, buffer.getvalue(), PlotError)
     return out
 
 
@@ -164,24 +167,13 @@ def curves_figure(runs: Sequence[RunCurves], *, title: str | None = None, dpi: i
     return fig
 
 
-def write_file(out: Path, data: bytes) -> None:
-    """Atomically, creating missing parent directories; a one-line PlotError if it fails."""
-    try:
-        make_parents(out)
-        atomic_write_bytes(out, data)
-    except NotADirectoryError as err:  # a file where --out needs a directory: the path typed is wrong
-        raise UsageError(f"cannot write {out}: {err.strerror}") from None
-    except OSError as err:
-        raise PlotError(f"cannot write {out}: {err.strerror or err}") from None
-
-
 def write_png(picture: np.ndarray, out: Path) -> None:
     """The tool's one PNG writer: a uint8 picture, grey (H, W) or RGB (H, W, 3)."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
-    write_file(out, buffer.getvalue())
+    write_output_file(out, buffer.getvalue(), PlotError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +218,7 @@ def diverging(values: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
-def initial_weights(checkpoint: Any) -> np.ndarray:
+def initial_weights(checkpoint: Checkpoint) -> np.ndarray:
     """W1 (784, h) float64 as the checkpoint's run initialised it, re-drawn from its seed."""
     from mlp_cli.nn.network import init_params
 

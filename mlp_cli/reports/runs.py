@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.config import best_epoch
+from mlp_cli.config_file import MAX_CONFIG_BYTES
 from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.record_files import read_yaml_record
+from mlp_cli.reports.eval_record import read_eval_record
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.spec import short_key
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
-EVAL_FILE = "eval.json"
 MAX_RUNS = 10_000
-MAX_FILE = 64 * 2**20  # bytes of a config, metrics or eval file read
 SORT_KEYS = ("name", "status", "epochs", "dev", "test", "time")
 TRIAL_STATUS = {"ok": "finished", "diverged": "diverged", "failed": "failed", "interrupted": "interrupted"}
 
@@ -88,7 +89,7 @@ def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
     """One run's row; problems become its note and a failed status."""
     info = RunInfo(name=str(path), status="failed")
     try:
-        info.settings = _flatten(_read_yaml(path / "config.yaml")) if (path / "config.yaml").is_file() else {}
+        info.settings = _flatten(_read_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else {}
         planned = info.settings.get("train.epochs")
         info.planned_epochs = planned if isinstance(planned, int) else None
         rows = _read_metrics(path)
@@ -101,11 +102,9 @@ def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
         info.epochs, info.seconds = int(rows[-1].get("epoch", 0)), _seconds(rows)
     elif trial is not None:
         info.seconds = trial.get("seconds")
-    try:
-        info.test_accuracy = _test_accuracy(path, {"best.npz": info.best_epoch, "last.npz": info.epochs})
-    except MlpError as err:
-        info.note = " ".join(str(err).split())
+    info.test_accuracy, eval_note = _test_accuracy(path, {"best.npz": info.best_epoch, "last.npz": info.epochs})
     info.status, info.note = _status(path, rows, info, trial)
+    info.note = info.note or (" ".join(eval_note.split()) if eval_note else None)
     return info
 
 
@@ -144,22 +143,8 @@ def _seconds(rows: list[dict[str, Any]]) -> float:
     return total + previous
 
 
-def _read_text(path: Path) -> str:
-    try:
-        if path.stat().st_size > MAX_FILE:
-            raise MlpError(f"{path} is larger than {MAX_FILE // 2**20} MiB")
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlpError(f"cannot read {path}: {err}") from None
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(_read_text(path))
-    except (yaml.YAMLError, RecursionError):
-        raise MlpError(f"{path} is not valid YAML") from None
+    data = read_yaml_record(path, MAX_CONFIG_BYTES, "config")
     if not isinstance(data, dict):
         raise MlpError(f"{path} is not a config")
     return data
@@ -168,27 +153,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 
-    if not (path / METRICS_FILE).is_file():
+    if not (path / METRICS_FILE).exists():
         return []
-    _read_text(path / METRICS_FILE)  # size check first
     return read_metrics(path / METRICS_FILE)
 
 
-def _test_accuracy(path: Path, epochs: dict[str, int | None]) -> float | None:
+def _test_accuracy(path: Path, epochs: dict[str, int | None]) -> tuple[float | None, str | None]:
     """The recorded test accuracy of best.npz, else last.npz, if it is of the checkpoint the run
-    holds now (a result of an older run overwritten since is ignored)."""
-    if not (path / EVAL_FILE).is_file():
-        return None
+    holds now (a result of an older run overwritten since is ignored); and a note on any entry
+    of eval.json that is not a result."""
     try:
-        recorded = json.loads(_read_text(path / EVAL_FILE))
-    except json.JSONDecodeError:
-        raise MlpError(f"{path / EVAL_FILE} is not valid JSON") from None
+        recorded, notes = read_eval_record(path)
+    except MlpError as err:
+        return None, str(err)
     for checkpoint in ("best.npz", "last.npz"):
-        entry = recorded.get(checkpoint, {}).get("test") if isinstance(recorded, dict) else None
-        if (isinstance(entry, dict) and isinstance(entry.get("accuracy"), (int, float))
-                and entry.get("epoch") == epochs[checkpoint]):
-            return float(entry["accuracy"])
-    return None
+        entry = recorded.get(checkpoint, {}).get("test")
+        if entry is not None and entry["epoch"] == epochs[checkpoint]:
+            return float(entry["accuracy"]), "; ".join(notes) or None
+    return None, "; ".join(notes) or None
 
 
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -228,32 +210,3 @@ def sort_runs(runs: list[RunInfo], key: str) -> list[RunInfo]:
     if key in ("dev", "test"):  # best first, runs without a score last
         return sorted(runs, key=lambda r: (raw(r) is None, -(raw(r) or 0.0)))
     return sorted(runs, key=value)
-
-
-def record_evaluation(
-    checkpoint: Path, epoch: int, split: str, loss: float, accuracy: float, examples: int
-) -> Path | None:
-    """Add this result to the checkpoint's run directory's ``eval.json`` (atomically), keyed by
-    checkpoint file and split, so that `mlp runs` can show it. A checkpoint outside a run
-    directory is not recorded (None); an unreadable eval.json is replaced."""
-    from datetime import datetime
-
-    from mlp_cli.atomic import atomic_write_text
-
-    run_dir = checkpoint.parent
-    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.jsonl").is_file():
-        return None
-    path = run_dir / EVAL_FILE
-    try:
-        recorded = json.loads(_read_text(path)) if path.is_file() and not path.is_symlink() else {}
-    except (MlpError, json.JSONDecodeError):
-        recorded = {}
-    if not isinstance(recorded, dict):
-        recorded = {}
-    entry = recorded.get(checkpoint.name)
-    entry = entry if isinstance(entry, dict) else {}
-    entry[split] = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "examples": examples,
-                    "evaluated_at": datetime.now().isoformat(timespec="seconds")}
-    recorded[checkpoint.name] = entry
-    atomic_write_text(path, json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    return path

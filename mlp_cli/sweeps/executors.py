@@ -5,11 +5,15 @@ that each worker sets its BLAS thread count before numpy is first imported: with
 side by side each gets cores // jobs threads (one on a 2-core machine at --jobs 2), alone it
 keeps the library's default. ``DaskExecutor`` is a ``distributed.Client``: of a running cluster
 (``tcp://host:8786``) or of a local one it starts. Both hand back futures with ``result()`` and
-iterate them with ``as_completed``; the sweep does not know which it has, apart from ``ship``
-(Dask workers share no filesystem with the client, so trials come back as bytes).
+iterate them with ``as_completed``; the sweep does not know which it has, apart from
+``shares_files`` (Dask workers share no filesystem with the client, so trials come back as bytes)
+and the ``DaskPlacement`` a Dask trial carries. ``sweeps.registry.EXECUTORS`` names them.
 
 A Dask worker lost mid-trial makes the scheduler run the trial again elsewhere; each attempt
-logs its start as an event, so ``attempts`` tells the sweep where a trial was tried.
+logs its start as an event, so ``attempts`` tells the sweep where a trial was tried. A lost
+scheduler cancels every future (``lost`` says so), and a cluster without a single worker for
+``no_workers_timeout`` seconds ends ``as_completed`` with ``ExecutorLost``: the sweep records the
+unfinished trials as interrupted and ends with one line, instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -17,27 +21,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from mlp_cli.errors import MlpError, UsageError
-from mlp_cli.sweeps.runner import BLAS_VARIABLES, TrialTask, init_local_worker
+from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.runner import BLAS_VARIABLES, DaskPlacement, TrialTask, init_local_worker
 
-EXECUTORS = ("local", "dask")
 DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
+NO_WORKERS_TIMEOUT = 300.0  # seconds a Dask cluster may have no worker at all before the sweep ends
+POLL_SECONDS = 1.0  # how often a Dask sweep looks at its cluster while no trial completes
+ADDRESS = re.compile(r"((tcp|tls|ucx|ws|wss|inproc)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?")
+
+
+class ExecutorLost(MlpError):
+    """The cluster the trials ran on is gone (its scheduler lost, or no workers left)."""
 
 
 class Executor(Protocol):
-    ship: bool  # trials return their files as bytes (no shared filesystem)
+    shares_files: bool  # trials write their directories in place (else they return them as bytes)
     workers: int  # how many trials run at once (as far as the client knows)
     description: str
 
-    def task_options(self) -> dict[str, Any]: ...
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement | None: ...
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any: ...
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]: ...
     def attempts(self, trial: str) -> list[str]: ...
+    def lost(self, future: Any) -> str | None: ...
     def request_stop(self, futures: list[Any]) -> None: ...
     def kill(self) -> None: ...
     def close(self) -> None: ...
@@ -47,15 +61,30 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def plan_jobs(requested: int | None, kind: str, scheduler: str | None, trials: int) -> tuple[int, str | None]:
+    """Trials at once: as asked (default: the cores, or 2 Dask workers), never more than there are
+    trials to run; and a note when more are asked than this machine has cores for them."""
+    if requested is not None and requested < 1:
+        raise UsageError(f"--jobs {requested}; expected at least 1")
+    cores, spec = default_jobs(), EXECUTORS[kind]
+    jobs = min(requested or spec.jobs or cores, max(trials, 1))
+    here = not (spec.takes_scheduler and scheduler)  # a local Dask cluster runs on this machine too
+    note = None
+    if here and requested is not None and min(requested, max(trials, 1)) > cores:
+        note = (f"--jobs {requested}: this machine has {cores} core{'s' if cores > 1 else ''}; "
+                f"{jobs} trials at once will share them, each slower")
+    return jobs, note
+
+
 def blas_threads(jobs: int) -> int | None:
     """BLAS threads per trial: None (the library's default) alone, else the cores shared out."""
     return None if jobs == 1 else max(1, default_jobs() // jobs)
 
 
 class LocalExecutor:
-    ship = False
+    shares_files = EXECUTORS["local"].shares_files
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, scheduler: str | None = None, no_workers_timeout: float = 0.0) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -68,8 +97,8 @@ class LocalExecutor:
         self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
                                          initializer=init_local_worker, initargs=(self._stop, threads))
 
-    def task_options(self) -> dict[str, Any]:
-        return {}
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement | None:
+        return None
 
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
         return self._pool.submit(fn, task)
@@ -81,6 +110,9 @@ class LocalExecutor:
 
     def attempts(self, trial: str) -> list[str]:
         return []
+
+    def lost(self, future: Any) -> str | None:
+        return None  # a local future is cancelled only by request_stop
 
     def request_stop(self, futures: list[Any]) -> None:
         """Trials not started yet are cancelled; running ones see the shared event and save."""
@@ -100,19 +132,24 @@ class LocalExecutor:
 
 
 class DaskExecutor:
-    ship = True
+    shares_files = EXECUTORS["dask"].shares_files
 
-    def __init__(self, scheduler: str | None, jobs: int) -> None:
+    def __init__(self, jobs: int, scheduler: str | None = None,
+                 no_workers_timeout: float = NO_WORKERS_TIMEOUT) -> None:
         try:
             import distributed
         except ImportError:
             raise UsageError(f"--executor dask needs dask.distributed, which is not installed: {DASK_HINT}") from None
         self._id = uuid.uuid4().hex[:12]
+        self._stop_event, self._event_topic = f"mlp-stop-{self._id}", f"mlp-trials-{self._id}"
         self._cluster: Any = None
+        self.scheduler, self.no_workers_timeout = scheduler, no_workers_timeout
         if scheduler:
             try:
                 self.client = distributed.Client(scheduler, timeout=15)
-            except (OSError, TimeoutError, ValueError) as err:
+            except ValueError as err:  # an address Dask cannot parse
+                raise UsageError(f"--scheduler {scheduler!r} is not a Dask address: {err}") from None
+            except (OSError, TimeoutError) as err:
                 raise MlpError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         else:
             env = {variable: "1" for variable in BLAS_VARIABLES}
@@ -126,33 +163,70 @@ class DaskExecutor:
         self.description = f"Dask at {scheduler} ({len(workers)} workers)" if scheduler else (
             f"a local Dask cluster of {jobs} workers")
 
-    def task_options(self) -> dict[str, Any]:
-        return {"stop_event": f"mlp-stop-{self._id}", "event_topic": f"mlp-trials-{self._id}"}
+    def placement(self, resume_files: dict[str, bytes]) -> DaskPlacement:
+        return DaskPlacement(self._stop_event, self._event_topic, resume_files)
 
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
         return self.client.submit(fn, task, pure=False, key=f"mlp-trial-{self._id}-{task.index}")
 
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
-        from distributed import as_completed
+        """Each future as it completes; ExecutorLost once the cluster has had no worker for
+        ``no_workers_timeout`` seconds (a lost scheduler cancels the futures: they complete)."""
+        from concurrent.futures import CancelledError
 
-        return iter(as_completed(list(futures)))
+        from distributed import wait
+
+        pending, idle_since = list(futures), None
+        while pending:
+            with contextlib.suppress(TimeoutError, CancelledError):  # none done yet; or all cancelled
+                wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+            done = [future for future in pending if future.done()]
+            pending = [future for future in pending if not future.done()]
+            yield from done
+            if done or self._has_workers():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self.no_workers_timeout:
+                raise ExecutorLost(f"the Dask cluster{self._where()} has had no workers for "
+                                   f"{self.no_workers_timeout:g} s")
+
+    def _has_workers(self) -> bool:
+        return self.client.status != "running" or bool(self.client.scheduler_info().get("workers"))
+
+    def _where(self) -> str:
+        return f" at {self.scheduler}" if self.scheduler else ""
 
     def attempts(self, trial: str) -> list[str]:
-        events = self.client.get_events(self.task_options()["event_topic"])
+        if self.client.status != "running":  # the scheduler is lost: asking would wait for a reconnection
+            return []
+        try:
+            events = self.client.get_events(self._event_topic)
+        except Exception:  # noqa: BLE001  (the scheduler is gone: lost() reports it)
+            return []
         return [m["where"] for _, m in events if isinstance(m, dict) and m.get("trial") == trial]
+
+    def lost(self, future: Any) -> str | None:
+        """Why the cluster cancelled ``future`` (its scheduler lost), or None."""
+        if future.status != "cancelled":
+            return None
+        return f"the Dask scheduler{self._where()} was lost"
 
     def request_stop(self, futures: list[Any]) -> None:
         """Every trial sees the event, running or not yet started (cancelling a Dask future
         would kill a running trial and lose its checkpoint)."""
         from distributed import Event
 
-        Event(self.task_options()["stop_event"], client=self.client).set()
+        Event(self._stop_event, client=self.client).set()
 
     def kill(self) -> None:
         self.close()
 
     def close(self) -> None:
-        self.client.close()
+        if self.client.status != "running":  # the scheduler is lost: the sweep's line says so, not Dask's log
+            logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing left to close cleanly
+            self.client.close(timeout=5)
         if self._cluster is not None:
             self._cluster.close()
 
@@ -173,11 +247,28 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def make_executor(kind: str, jobs: int, scheduler: str | None) -> Executor:
-    if kind not in EXECUTORS:
+def check_executor(kind: str, scheduler: str | None) -> None:
+    """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address."""
+    spec = EXECUTORS.get(kind)
+    if spec is None:
         raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}")
-    if scheduler and kind != "dask":
-        raise UsageError("--scheduler goes with --executor dask")
+    if scheduler is not None and not spec.takes_scheduler:
+        with_scheduler = [name for name, other in EXECUTORS.items() if other.takes_scheduler]
+        raise UsageError(f"--scheduler goes with --executor {' or '.join(with_scheduler)}")
+    if scheduler is not None and not ADDRESS.fullmatch(scheduler):
+        raise UsageError(f"--scheduler {scheduler[:80]!r} is not a Dask address; expected e.g. tcp://host:8786")
+
+
+# The classes the registry's entries name (``ExecutorSpec.implementation``): a mapping that mypy
+# and a rename can see; a test holds it and the registry in step.
+IMPLEMENTATIONS: dict[str, Callable[[int, str | None, float], Executor]] = {
+    cls.__name__: cls for cls in (LocalExecutor, DaskExecutor)
+}
+
+
+def make_executor(kind: str, jobs: int, scheduler: str | None,
+                  no_workers_timeout: float = NO_WORKERS_TIMEOUT) -> Executor:
+    check_executor(kind, scheduler)
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}; expected at least 1")
-    return LocalExecutor(jobs) if kind == "local" else DaskExecutor(scheduler, jobs)
+    return IMPLEMENTATIONS[EXECUTORS[kind].implementation](jobs, scheduler, no_workers_timeout)

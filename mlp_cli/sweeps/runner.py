@@ -8,8 +8,8 @@ Every way a trial can end is an outcome, not an exception: ok, diverged (the loo
 TrainingError), failed (a bad value found once the data is known, a missing dataset, a bug) or
 interrupted (the stop flag was raised; the loop saved ``last.npz`` first).
 
-Two placements, one code path. Local (``ship`` false): the trial trains in place, in its
-directory inside the sweep. Dask (``ship`` true): no shared filesystem is assumed; the trial
+Two placements, one code path. Local (no ``dask``): the trial trains in place, in its
+directory inside the sweep. Dask (a ``DaskPlacement``): no shared filesystem is assumed; the trial
 fetches and verifies the dataset into the worker's own cache (with the client's mirrors),
 trains in a temporary directory seeded with the files the client sent (to resume), and returns
 its files as bytes for the client to write.
@@ -22,6 +22,7 @@ training loop checks between steps.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -38,24 +39,36 @@ from typing import Any
 
 from mlp_cli.config import best_epoch
 from mlp_cli.errors import MlpError
+from mlp_cli.stop_signals import STOP_SIGNALS
 
 SHIPPED = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The stop signals a terminal sends its whole process group, the sweep's workers included.
+TERMINAL_SIGNALS = tuple(s for s in STOP_SIGNALS if s != getattr(signal, "SIGTERM", None))
+DISK_FULL = "the disk is full"  # how a failed trial's error starts when no room was left to write it
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class DaskPlacement:
+    """What a trial on a Dask worker needs besides: it trains in a temporary directory and returns
+    its files (no shared filesystem), and it hears of a stop through a Dask event."""
+
+    stop_event: str  # the distributed.Event set on a stop signal
+    event_topic: str  # where each attempt's start is logged
+    resume_files: dict[str, bytes] = field(default_factory=dict)  # what the client has of the trial
 
 
 @dataclass(frozen=True)
 class TrialTask:
-    sweep: str  # the sweep's directory name: names the Dask events
+    sweep: str  # the sweep's directory name
     index: int
     name: str
     overrides: dict[str, Any]
     config: dict[str, Any]  # the full config, run.dir = the trial's directory in the sweep
-    ship: bool = False  # train in a temporary directory and return the files (Dask)
-    resume_files: dict[str, bytes] = field(default_factory=dict)  # ship: what the client has
     data_dir: str | None = None
     mirrors: tuple[str, ...] = ()
-    stop_event: str | None = None  # Dask: the distributed.Event set on Ctrl-C
-    event_topic: str | None = None  # Dask: where each attempt's start is logged
+    dask: DaskPlacement | None = None  # None: a local worker, training in place
 
 
 @dataclass
@@ -82,12 +95,14 @@ def init_local_worker(stop_event: Any, blas_threads: int | None) -> None:
     if blas_threads is not None:
         for variable in BLAS_VARIABLES:
             os.environ[variable] = str(blas_threads)
-    signal.signal(signal.SIGINT, _on_interrupt)
+    for signum in TERMINAL_SIGNALS:
+        signal.signal(signum, _on_interrupt)
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:
-    """A terminal's Ctrl-C reaches every process of the group: the first asks the trial to stop
-    after its step (and save); a second one stops it at once."""
+    """A terminal's Ctrl-C (or its closing, SIGHUP) reaches every process of the group: the first
+    asks the trial to stop after its step (and save); a second one stops it at once. SIGTERM keeps
+    its default: the pool's ``kill`` sends it to stop a worker at once."""
     if _LOCAL_STOP.is_set():
         raise KeyboardInterrupt
     _LOCAL_STOP.set()
@@ -142,30 +157,30 @@ def where_running() -> str:
 def run_trial(task: TrialTask) -> TrialOutcome:
     """Train one trial to its end, whatever that end is; never raises for the trial's own faults."""
     where = where_running()
-    stopping = _dask_stop(task.stop_event) if task.stop_event else contextlib.nullcontext(_local_stop)
+    stopping = _dask_stop(task.dask.stop_event) if task.dask else contextlib.nullcontext(_local_stop)
     with stopping as stop_requested:
         if stop_requested():
             return TrialOutcome(task.name, None)
-        if task.event_topic:
+        if task.dask:
             from distributed import get_worker
 
-            get_worker().log_event(task.event_topic, {"trial": task.name, "where": where})
+            get_worker().log_event(task.dask.event_topic, {"trial": task.name, "where": where})
         start = time.perf_counter()
         with _workdir(task) as run_dir:
             status, error = _train(task, run_dir, stop_requested)
             row = summarize(task, run_dir, status, error, time.perf_counter() - start, where)
-            files = collect_files(run_dir) if task.ship else {}
+            files = collect_files(run_dir) if task.dask else {}
     return TrialOutcome(task.name, status, row, files)
 
 
 @contextlib.contextmanager
 def _workdir(task: TrialTask) -> Iterator[Path]:
-    if not task.ship:
+    if task.dask is None:
         yield Path(task.config["run"]["dir"])
         return
     folder = Path(tempfile.mkdtemp(prefix="mlp-trial-"))
     try:
-        for name, data in task.resume_files.items():
+        for name, data in task.dask.resume_files.items():
             if name in SHIPPED:  # only the files a run directory holds, by their plain names
                 (folder / name).write_bytes(data)
         yield folder
@@ -175,16 +190,22 @@ def _workdir(task: TrialTask) -> Iterator[Path]:
 
 def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -> tuple[str, str | None]:
     """Through the training session (the lock, the resume rules, the run directory's files)."""
+    from mlp_cli.atomic import atomic_write_text
     from mlp_cli.config import build_config
     from mlp_cli.errors import TrainingError
+    from mlp_cli.sweeps.records import is_regular, same_config
     from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.loop import TrainingInterrupted
     from mlp_cli.training.session import load_inputs, new_session, resumed_session, run_session
 
     try:
         config = build_config({**task.config, "run": {**task.config["run"], "dir": str(run_dir)}})
         last = run_dir / "last.npz"
-        checkpoint = load_checkpoint(last) if last.is_file() else None
+        checkpoint = load_checkpoint(last) if is_regular(last) else None
+        if checkpoint is not None and not same_config(checkpoint.config, config.to_dict()):
+            checkpoint = None  # not this trial's (another sweep's, or its config since changed): start afresh
         if checkpoint is not None and _finished(checkpoint, config, run_dir):
+            atomic_write_text(run_dir / "config.yaml", config.to_yaml())  # the checkpoint's, whatever was there
             return "ok", None  # trained to the end before its row was recorded
         session = (resumed_session(config, checkpoint, last, None) if checkpoint is not None
                    else new_session(config, None, overwrite=True))  # no last.npz: nothing trained to keep
@@ -192,20 +213,25 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
             data = load_inputs(session, data_dir=task.data_dir, mirrors=task.mirrors)
             run_session(session, data, stop_requested=stop_requested)
     except MlpError as err:
-        if err.exit_code in (130, 143, 129):  # its advice (mlp train --resume) is not the sweep's: run it again
+        if isinstance(err, TrainingInterrupted):  # its advice (mlp train --resume) is not the sweep's
             return "interrupted", None
         return ("diverged" if isinstance(err, TrainingError) else "failed"), " ".join(str(err).split())
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:  # the sweep will exit non-zero: the machine, not the trial
+            return "failed", f"{DISK_FULL}: {err.strerror}: {err.filename}"
+        return "failed", f"{type(err).__name__}: {err}"
     except Exception as err:  # a bug shown in one trial must not end the others: recorded, with its type
         return "failed", f"{type(err).__name__}: {err}"
     return "ok", None
 
 
 def _finished(checkpoint: Any, config: Any, run_dir: Path) -> bool:
+    from mlp_cli.sweeps.records import is_regular
     from mlp_cli.training.metrics import read_metrics
 
     if checkpoint.epoch >= config.train.epochs:
         return True
-    rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    rows = read_metrics(run_dir) if is_regular(run_dir / "metrics.jsonl") else []
     return bool(rows) and bool(rows[-1].get("stopped_early"))
 
 

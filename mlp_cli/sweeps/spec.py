@@ -19,8 +19,9 @@ A sweep file (``configs/sweeps/*.yaml``)::
 On the command line, ``--set key=a,b,c`` is a grid axis and ``--set key=a`` a fixed override.
 
 Random draw ``t`` comes from ``default_rng([seed, t])``, so the first draws do not change when
-``trials`` grows. Continuous draws are rounded to 4 significant digits: the trial's name and its
-config then say exactly the value it trained with. Every trial's config is built and validated
+``trials`` grows. Continuous draws are rounded to 4 significant digits (more where 4 would take
+the value out of the range written): the trial's name and its config then say exactly the value
+it trained with. Every trial's config is built and validated
 (:func:`plan_trials`) before anything runs; a bad key or value names the trial.
 """
 
@@ -67,8 +68,8 @@ class Distribution:
         if self.kind == "int":
             return int(rng.integers(lo, hi + 1))
         if self.kind == "uniform":
-            return _round4(lo + (hi - lo) * float(rng.random()))
-        return _round4(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rng.random())))
+            return _round_within(lo + (hi - lo) * float(rng.random()), lo, hi)
+        return _round_within(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rng.random())), lo, hi)
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,15 @@ class Trial:
     config: Config  # the full, validated config (run.dir not yet set)
 
 
-def _round4(value: float) -> float:
-    return float(f"{value:.4g}")
+def _round_within(value: float, lo: float, hi: float) -> float:
+    """``value`` to 4 significant digits, or as many more as keep it inside [lo, hi] (a range
+    narrower than 4 digits, or one next to a limit: momentum 0.9999 must not become 1.0)."""
+    value = min(max(value, lo), hi)  # exp(log(hi)) may land a rounding error above hi
+    for digits in range(4, 18):
+        rounded = float(f"{value:.{digits}g}")
+        if lo <= rounded <= hi:
+            return rounded
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +159,8 @@ def spec_from_sets(
     for item in sets:
         key, text = split_set(item, expects="section.key=value or section.key=a,b,c")
         values = [yaml11_number(parse_scalar(part.strip())) for part in text.split(",")]
+        if key in fixed or key in grid:  # a dict would silently keep the last one
+            raise ConfigError(f"--set {key} is given twice; give all its values in one --set key=a,b,c")
         if len(values) > 1:
             grid[key] = values
         else:
@@ -173,12 +183,27 @@ def parse_distribution(raw: Any, key: str, where: str) -> Distribution:
         raise ConfigError(f"{where}{key}: {kind} takes [lo, hi], got {show_value(values)}")
     lo, hi = (parse_scalar(v) if isinstance(v, str) else v for v in values)
     number = int if kind == "int" else (int, float)
-    if any(isinstance(v, bool) or not isinstance(v, number) for v in (lo, hi)) or not lo < hi:
+    if any(isinstance(v, bool) or not isinstance(v, number) or not _in_range(v, kind) for v in (lo, hi)) or not lo < hi:
         what = "integers" if kind == "int" else "numbers"
-        raise ConfigError(f"{where}{key}: {kind} takes two {what} lo < hi, got {show_value(values)}")
+        size = f"2^{INT_BITS}" if kind == "int" else "1e300"
+        raise ConfigError(f"{where}{key}: {kind} takes two {what} lo < hi, each below {size} in size, "
+                          f"got {show_value(values)}")
     if kind == "loguniform" and lo <= 0:
         raise ConfigError(f"{where}{key}: loguniform needs lo > 0, got {lo}")
     return Distribution(kind, (lo, hi))
+
+
+INT_BITS = 62  # numpy draws integers as int64: hi + 1 must fit
+
+
+def _in_range(value: int | float, kind: str) -> bool:
+    """A bound the draw can use: an int64 for ``int``, a float whose range (hi - lo) is finite else."""
+    if kind == "int":
+        return abs(value) < 2**INT_BITS
+    try:
+        return math.isfinite(value) and abs(float(value)) < 1e300
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _mapping(raw: Any, key: str, where: str) -> dict[str, Any]:
@@ -210,10 +235,10 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     combined with every random draw."""
     import numpy as np
 
-    points = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
-    total = len(points) * (spec.trials if spec.random else 1)
+    total = trial_count(spec)
     if total > MAX_TRIALS:
         raise ConfigError(f"sweep {spec.name} has {total:,} trials; at most {MAX_TRIALS:,} are allowed")
+    points = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
     if not spec.random:
         return points
     draws = []
@@ -223,6 +248,11 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     return [{**point, **draw} for point in points for draw in draws]
 
 
+def trial_count(spec: SweepSpec) -> int:
+    """How many trials ``spec`` expands to, computed from the axes (nothing is built)."""
+    return math.prod(len(values) for values in spec.grid.values()) * (spec.trials if spec.random else 1)
+
+
 def trial_name(index: int, overrides: dict[str, Any]) -> str:
     """``007-lr=0.1-hidden=300``: the index keeps names unique and ordered; the short key (the
     part after the dot) is used unless two swept keys share it."""
@@ -230,10 +260,15 @@ def trial_name(index: int, overrides: dict[str, Any]) -> str:
     parts = [f"{index:03d}"]
     for (key, value), short in zip(overrides.items(), shorts, strict=True):
         label = short if shorts.count(short) == 1 else key
-        text = f"{value:g}" if isinstance(value, float) else str(value)
+        text = _exact(value) if isinstance(value, float) else str(value)
         text = text.lower() if isinstance(value, bool) else text
         parts.append(re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{label}={text}"))
     return "-".join(parts)[:MAX_NAME]
+
+
+def _exact(value: float) -> str:
+    """``0.1`` -> ``0.1``, ``1e-05``; all the digits when the 6 of ``:g`` would round it."""
+    return f"{value:g}" if float(f"{value:g}") == value else repr(value)
 
 
 def short_key(key: str) -> str:
@@ -250,6 +285,7 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
         if key.startswith(UNSWEEPABLE):
             raise ConfigError(f"sweep {spec.name}: {key} cannot be set in a sweep; each trial's run "
                               "directory is chosen by the sweep (use --out for the sweep's own)")
+    _check_distinct(spec)
     base_config = load_config(base).to_dict()  # the file's own errors name the file
     trials = []
     for index, overrides in enumerate(expand(spec)):
@@ -260,6 +296,16 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
             raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
         trials.append(Trial(index=index, name=name, overrides=overrides, config=config))
     return trials
+
+
+def _check_distinct(spec: SweepSpec) -> None:
+    """A key is set, a grid axis or a random axis: in two places one would silently win."""
+    seen: dict[str, str] = {}
+    for part, keys in (("set", spec.fixed), ("grid", spec.grid), ("random", spec.random)):
+        for key in keys:
+            if key in seen:
+                raise ConfigError(f"sweep {spec.name}: {key} is in both {seen[key]} and {part}; give it once")
+            seen[key] = part
 
 
 def _merged(base: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:

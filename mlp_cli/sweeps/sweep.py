@@ -2,9 +2,12 @@
 
 ``plan_sweep`` validates every trial and picks the directory: ``--out``, else the newest
 ``sweeps/<name>-*`` holding the same sweep (same trials, same configs: the same command run
-again continues it), else a new ``sweeps/<name>-<time>``. ``SweepRun`` submits the trials that
-are not settled (ok or diverged) to an executor, writes each returned trial (atomically, when a
-Dask worker sends its files back) and appends its row to ``trials.jsonl`` as it arrives.
+again continues it), else a new ``sweeps/<name>-<time>``. ``SweepRun`` creates a new directory
+exclusively (``-2``, ``-3``... when another sweep took the name in the same second), holds the
+directory's lock for the whole sweep (a second sweep there is refused), submits the trials that
+are not settled (ok or diverged, with their own files still there) to an executor, writes each
+returned trial (atomically, when a Dask worker sends its files back) and appends its row to
+``trials.jsonl`` as it arrives.
 ``stop()`` (the CLI's Ctrl-C) asks every running trial to save and stop; trials not yet started
 are not recorded, so the next run starts them.
 """
@@ -18,12 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, make_parents
+from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, check_output, make_parents
+from mlp_cli.config import Config
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
-from mlp_cli.sweeps.executors import Executor
-from mlp_cli.sweeps.runner import SHIPPED, TrialOutcome, TrialTask, run_trial
+from mlp_cli.sweeps.executors import Executor, ExecutorLost
+from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, run_trial
 from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
+from mlp_cli.training.run_dir import BOOKKEEPING, RunLock
 
 SWEEPS_ROOT = Path("sweeps")
 WRITE_ORDER = ("config.yaml", "metrics.jsonl", "best.npz", "last.npz")  # last.npz last: never ahead of metrics
@@ -36,6 +41,7 @@ class SweepPlan:
     directory: Path
     continued: bool  # the directory already held this sweep
     fingerprint: str  # of the trials' names and configs (before their run.dir is set)
+    named: bool = False  # the directory is the user's --out (else chosen here, and created anew)
 
 
 @dataclass
@@ -44,14 +50,27 @@ class SweepResult:
     rows: list[dict[str, Any]]  # the latest row of each trial that has one, in trial order
     skipped: int  # trials already settled before this run
     interrupted: bool
+    lost: str | None = None  # why the executor went away mid-sweep (its unfinished trials are interrupted)
 
     def best(self) -> dict[str, Any] | None:
         ok = [r for r in self.rows if r["status"] == "ok" and r.get("best_dev_accuracy") is not None]
         return max(ok, key=lambda r: r["best_dev_accuracy"], default=None)
 
+    def disk_full(self) -> dict[str, Any] | None:
+        """A trial that failed because the disk was full (the sweep then exits non-zero)."""
+        return next((r for r in self.rows if r["status"] == "failed" and str(r.get("error")).startswith(DISK_FULL)),
+                    None)
+
 
 class SweepObserver:
-    """What the CLI shows; the defaults show nothing."""
+    """What the CLI shows; the defaults show nothing. A context manager: a live display starts
+    on entering and ends on leaving."""
+
+    def __enter__(self) -> SweepObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         pass
@@ -64,19 +83,25 @@ def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
     trials = plan_trials(spec)
     fingerprint = records.fingerprint(trials)
     directory, continued = _choose_directory(spec, fingerprint, out)
+    return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None)
+
+
+def _placed(trials: list[Trial], directory: Path) -> list[Trial]:
+    """``trials`` with their run.dir in ``directory`` and run.name their own."""
     placed = []
     for trial in trials:
         trial_dir = directory / records.TRIALS_DIR / trial.name
         run = dataclasses.replace(trial.config.run, dir=str(trial_dir), name=trial.name)
         placed.append(dataclasses.replace(trial, config=dataclasses.replace(trial.config, run=run)))
-    return SweepPlan(spec, placed, directory, continued, fingerprint)
+    return placed
 
 
 def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tuple[Path, bool]:
     if out is not None:
         if out.exists() and (not out.is_dir() or out.is_symlink()):
             raise RunDirError(f"--out {out} exists and is not a directory")
-        if out.is_dir() and any(out.iterdir()):
+        check_output(out, directory=True)  # no file where a folder above it must be
+        if out.is_dir() and any(p.name not in BOOKKEEPING for p in out.iterdir()):
             if records.read_fingerprint(out) != fingerprint:
                 raise RunDirError(f"{out} already holds something else than this sweep (other trials or "
                                   "configs, or no spec.yaml); choose another --out")
@@ -86,10 +111,26 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
         for candidate in sorted(SWEEPS_ROOT.glob(f"{spec.name}-*"), reverse=True):  # newest first
             if candidate.is_dir() and not candidate.is_symlink() and records.read_fingerprint(candidate) == fingerprint:
                 return candidate, True
-    return SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", False
+    directory = SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    check_output(directory, directory=True)  # sweeps/ itself may be a file
+    return directory, False
 
 
-def save_config(trial_config: Any, path: Path) -> None:
+def _create_new(directory: Path) -> Path:
+    """Create ``directory``, or ``<directory>-2``, ``-3``... when another sweep took it first:
+    two sweeps started in the same second never share one."""
+    make_parents(directory)
+    for number in range(1, 1000):
+        candidate = directory if number == 1 else directory.with_name(f"{directory.name}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunDirError(f"cannot create a new sweep directory next to {directory}: 999 of that name exist")
+
+
+def save_config(trial_config: Config, path: Path) -> None:
     """A trial's config as a config file: run.dir and run.name cleared for a fresh run."""
     run = dataclasses.replace(trial_config.run, dir=None, name=None)
     make_parents(path)
@@ -105,6 +146,7 @@ class SweepRun:
         self.data_dir, self.mirrors = (str(data_dir) if data_dir else None), tuple(mirrors)
         self.observer = observer or SweepObserver()
         self.interrupted = False
+        self.lost: str | None = None
         self._futures: dict[Any, Trial] = {}
 
     def stop(self) -> None:
@@ -113,50 +155,100 @@ class SweepRun:
         self.executor.request_stop(list(self._futures))
 
     def run(self) -> SweepResult:
+        with self._claim():
+            return self._run()
+
+    def _claim(self) -> RunLock:
+        """Create the directory (a new one exclusively), take its lock for the whole sweep, and
+        check under the lock that it holds this sweep (or nothing yet) and nothing foreign."""
+        plan = self.plan
+        if not plan.continued and not plan.named:
+            directory = _create_new(plan.directory)
+            if directory != plan.directory:
+                trials = _placed(plan.trials, directory)
+                self.plan = plan = dataclasses.replace(plan, directory=directory, trials=trials)
+        make_parents(plan.directory / records.SPEC_FILE)
+        lock = RunLock(plan.directory, what="sweep").acquire()
+        try:
+            recorded = records.read_fingerprint(plan.directory)
+            if recorded is not None and recorded != plan.fingerprint:
+                raise RunDirError(f"{plan.directory} now holds another sweep (other trials or configs); "
+                                  "choose another --out")
+            records.check_places(plan.directory, [t.name for t in plan.trials])
+            if recorded is None:
+                records.write_spec(plan.directory, plan.spec.to_dict(), plan.trials, plan.fingerprint)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _run(self) -> SweepResult:
         directory = self.plan.directory
-        if not self.plan.continued:
-            records.write_spec(directory, self.plan.spec.to_dict(), self.plan.trials, self.plan.fingerprint)
         previous = records.latest(records.read_trials(directory))
-        todo = [t for t in self.plan.trials if previous.get(t.name, {}).get("status") not in records.SETTLED]
+        todo = [t for t in self.plan.trials if not self._settled(t, previous.get(t.name))]
         self.observer.on_start(self.plan, len(todo), self.executor)
         for trial in todo:
             if self.interrupted:
                 break
             self._futures[self.executor.submit(run_trial, self._task(trial))] = trial
-        for future in self.executor.as_completed(self._futures):
-            outcome = self._outcome(future, self._futures[future])
-            if outcome.status is None:
-                continue
-            self._write_files(self._futures[future], outcome.files)
-            row = outcome.row
-            attempts = self.executor.attempts(outcome.name)
-            if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
-                row.update(attempts=len(attempts), tried_on=attempts)
-            records.append_trial(directory, row)
-            self.observer.on_trial(row)
+        waiting = dict(self._futures)
+        try:
+            for future in self.executor.as_completed(self._futures):
+                self._collect(future, waiting.pop(future))
+        except ExecutorLost as err:  # no trial can finish now: each unfinished one is recorded
+            self.lost = str(err)
+            for trial in waiting.values():
+                self._append(self._executor_row(trial, "interrupted", f"{err} before the trial finished"))
         latest = records.latest(records.read_trials(directory))
         rows = [latest[t.name] for t in self.plan.trials if t.name in latest]
-        return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted)
+        return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted, self.lost)
+
+    def _collect(self, future: Any, trial: Trial) -> None:
+        outcome = self._outcome(future, trial)
+        if outcome.status is None:
+            return
+        self._write_files(trial, outcome.files)
+        row = outcome.row
+        attempts = self.executor.attempts(outcome.name)
+        if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
+            row.update(attempts=len(attempts), tried_on=attempts)
+        self._append(row)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        records.append_trial(self.plan.directory, row)
+        self.observer.on_trial(row)
+
+    def _settled(self, trial: Trial, row: dict[str, Any] | None) -> bool:
+        """Ok or diverged, and its files are still there, its own (else it runs again)."""
+        if row is None or row["status"] not in records.SETTLED:
+            return False
+        needed = ("config.yaml", "metrics.jsonl", "last.npz") if row["status"] == "ok" else ("config.yaml",)
+        return records.holds_trial(Path(trial.config.run.dir or ""), trial.config.to_dict(), needed)
 
     def _task(self, trial: Trial) -> TrialTask:
         from mlp_cli.data.registry import get_spec
 
         trial_dir = Path(trial.config.run.dir or "")
         resume = {}
-        if self.executor.ship and (trial_dir / "last.npz").is_file():
-            resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if (trial_dir / name).is_file()}
+        if not self.executor.shares_files and records.is_regular(trial_dir / "last.npz"):
+            resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if records.is_regular(trial_dir / name)}
         dataset = get_spec(trial.config.data.dataset)
         env_mirrors = tuple(m for m in os.environ.get(dataset.mirror_env, "").replace(",", " ").split() if m)
         return TrialTask(
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
-            config=trial.config.to_dict(), ship=self.executor.ship, resume_files=resume,
-            data_dir=None if self.executor.ship else self.data_dir,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, **self.executor.task_options(),
+            config=trial.config.to_dict(),
+            data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume),
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:
         """The trial's outcome; an executor-level failure (cancelled, every worker tried lost) is
         a failed row, unless the sweep is stopping (then the trial simply did not run)."""
+        lost = None if self.interrupted else self.executor.lost(future)
+        if lost:  # the scheduler went away: the trial did not finish, a rerun continues it
+            self.lost = lost
+            return TrialOutcome(trial.name, "interrupted",
+                                self._executor_row(trial, "interrupted", f"{lost} before the trial finished"))
         if future.cancelled():
             return TrialOutcome(trial.name, None)
         try:
@@ -167,11 +259,15 @@ class SweepRun:
             if self.interrupted:
                 return TrialOutcome(trial.name, None)
             message = " ".join(f"{type(err).__name__}: {err}".split())
-            row = {"trial": trial.name, "index": trial.index, "overrides": trial.overrides, "status": "failed",
-                   "epochs": 0, "planned_epochs": trial.config.train.epochs, "attempts": 1,
-                   "error": f"the executor lost the trial ({message})",
-                   "finished_at": datetime.now().isoformat(timespec="seconds")}
-            return TrialOutcome(trial.name, "failed", row)
+            return TrialOutcome(trial.name, "failed",
+                                self._executor_row(trial, "failed", f"the executor lost the trial ({message})"))
+
+    @staticmethod
+    def _executor_row(trial: Trial, status: str, error: str) -> dict[str, Any]:
+        """The row of a trial that the executor, not the trial, ended."""
+        return {"trial": trial.name, "index": trial.index, "overrides": trial.overrides, "status": status,
+                "epochs": 0, "planned_epochs": trial.config.train.epochs, "attempts": 1, "error": error,
+                "finished_at": datetime.now().isoformat(timespec="seconds")}
 
     def _write_files(self, trial: Trial, files: dict[str, bytes]) -> None:
         if not files:

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from mlp_cli import __version__
 from mlp_cli.atomic import atomic_write_bytes
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 from mlp_cli.training import npz
+from mlp_cli.version import __version__
 
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
@@ -291,3 +291,15 @@ def _migrate(config: dict[str, Any]) -> None:
 def _is_count(value: Any) -> bool:
     """A JSON whole number >= 0 (``true`` is an int to Python, not to us)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """The SHA-256 of the checkpoint file's bytes (read in 1 MiB blocks): what a branch's
+    parent.json and an exported model's metadata record of where they came from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

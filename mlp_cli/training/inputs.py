@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from mlp_cli.config import Config, check_against_data
 from mlp_cli.data.augment import is_identity
 from mlp_cli.data.preprocess import Preprocessing, fit_preprocessing, split_train_dev
 from mlp_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
 
 
 @dataclass
@@ -37,7 +40,7 @@ def prepare_data(
     *,
     data_dir: str | Path | None = None,
     mirrors: tuple[str, ...] | list[str] = (),
-    reporter: Any = None,
+    reporter: Reporter | None = None,
     preprocessing: Preprocessing | None = None,
 ) -> TrainingData:
     """Load the training split, cut off the dev set, fit (or reuse) the normalisation."""

@@ -24,6 +24,7 @@ from typing import Any
 from mlp_cli.config import Config, selection_accuracy
 from mlp_cli.errors import MlpError
 from mlp_cli.nn.workspace import Workspace
+from mlp_cli.stop_signals import StopExit
 from mlp_cli.training.batches import Batches, steps_per_epoch
 from mlp_cli.training.checkpoint import Checkpoint
 from mlp_cli.training.inputs import TrainingData
@@ -37,9 +38,9 @@ from mlp_cli.training.step import DivergenceGuard, Dropout, evaluate_splits, tra
 class TrainingInterrupted(MlpError):
     """The user (or a signal) stopped training; a checkpoint was saved to resume from."""
 
-    exit_code = 130
+    exit_code: int = StopExit.SIGINT
 
-    def __init__(self, message: str, exit_code: int = 130) -> None:
+    def __init__(self, message: str, exit_code: int = StopExit.SIGINT) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 

@@ -10,16 +10,15 @@ NaN (a non-finite loss stops the run first).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import atomic_write_text, naming
+from mlp_cli.atomic import append_line, atomic_write_text
 from mlp_cli.errors import MissingFileError, MlpError
+from mlp_cli.record_files import parse_json_text, read_record_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -51,17 +50,7 @@ def append_metrics(path: str | Path, row: EpochMetrics) -> None:
     for key, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"refusing to record non-finite {key} = {value}")
-    path = Path(path)
-    size = path.stat().st_size if path.exists() else 0
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(values) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:  # disk full: take back a half-written row, which no reader could parse
-        with contextlib.suppress(OSError):
-            os.truncate(path, size)
-        raise naming(err, path) from err
+    append_line(path, json.dumps(values) + "\n")  # disk full: the half-written row is taken back
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -74,24 +63,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     elif path.suffix == ".npz":
         raise MlpError(f"{path} is a checkpoint, not a run's metrics: give its run directory "
                        f"{path.parent}, or draw its weights with --weights {path}")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_METRICS_BYTES + 1)
-        lines = data.decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise MlpError(f"metrics file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise MlpError(f"cannot read metrics file {path}: {err}") from None
-    if len(data) > MAX_METRICS_BYTES:
-        raise MlpError(f"metrics file {path} is larger than {MAX_METRICS_BYTES >> 20} MiB; not a run's metrics")
+    lines = read_record_text(path, MAX_METRICS_BYTES, "metrics file").splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):  # bad JSON, a 5000-digit number, deep nesting
-            raise MlpError(f"metrics file {path} line {number} is not valid JSON") from None
+        row = parse_json_text(line, f"metrics file {path} line {number}")
         problem = _row_problem(row)
         if problem:
             raise MlpError(f"metrics file {path} line {number} is not a metrics row: {problem}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from tokenize import TokenError
 from typing import IO, Literal
 
 import numpy as np
@@ -94,6 +95,6 @@ def _header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dty
             shape, fortran, dtype = fmt.read_array_header_2_0(stream, max_header_size=MAX_HEADER)
         else:
             raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, EOFError, SyntaxError, TypeError) as err:
+    except (ValueError, EOFError, SyntaxError, TypeError, TokenError) as err:  # TokenError: numpy tokenizes
         raise NpzError(f"member {name!r} has no valid .npy header ({err})") from None
     return tuple(shape), bool(fortran), np.dtype(dtype)

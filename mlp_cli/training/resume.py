@@ -12,7 +12,6 @@ descent may; what defines the network and its data may not.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import SECTIONS, Config
 from mlp_cli.errors import CheckpointError, RunDirError, UsageError
-from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
+from mlp_cli.training.checkpoint import Checkpoint, checkpoint_sha256, load_checkpoint
 from mlp_cli.training.metrics import METRICS_FILE, copy_metrics
 from mlp_cli.training.run_dir import clear_products, contents
 from mlp_cli.training.state import NO_BEST
@@ -129,7 +128,7 @@ def prepare_run_dir(plan: ResumePlan, checkpoint: Checkpoint) -> None:
     best = _best_as_of(home, plan.source, checkpoint)
     if plan.mode == "branch":
         parent = {"path": str(plan.source), "epoch": checkpoint.epoch, "step": checkpoint.step,
-                  "sha256": _sha256(plan.source)}
+                  "sha256": checkpoint_sha256(plan.source)}
         atomic_write_text(plan.run_dir / "parent.json", json.dumps(parent) + "\n")
     else:  # overwrite: the later epochs go
         for old in home.glob("epoch-*.npz"):
@@ -158,11 +157,3 @@ def _best_as_of(home: Path, source: Path, checkpoint: Checkpoint) -> Path | None
 def _epoch_of(path: Path) -> int:
     digits = path.stem.removeprefix("epoch-")
     return int(digits) if digits.isdigit() else 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -18,11 +18,12 @@ from typing import Any
 
 from mlp_cli.atomic import atomic_write_text, make_parents
 from mlp_cli.errors import MlpError, RunDirError
+from mlp_cli.record_files import read_json_record
 from mlp_cli.training.metrics import METRICS_FILE
 
 RUNS = Path("runs")
 LOCK_FILE, WRITER_FILE = ".lock", ".writer"
-BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE})  # files that do not make a directory a run
+BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE, ".eval.lock"})  # files that do not make a directory a run
 PRODUCTS = ("last.npz", "best.npz", METRICS_FILE, "summary.json", "eval.json", "parent.json")
 
 
@@ -81,10 +82,10 @@ def clear_products(run_dir: Path) -> None:
 class RunLock:
     """The one-writer lock of a run directory, held from ``acquire`` until ``release``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, what: str = "run") -> None:
         from filelock import FileLock
 
-        self.run_dir = run_dir
+        self.run_dir, self.what = run_dir, what  # what: "run", or "sweep" for a sweep directory
         self._lock = FileLock(str(run_dir / LOCK_FILE), timeout=0)
 
     def acquire(self) -> RunLock:
@@ -94,11 +95,11 @@ class RunLock:
             self._lock.acquire()
         except Timeout:
             raise RunDirError(
-                f"run directory {self.run_dir} is being written by {describe_writer(self.run_dir)}; "
-                "wait for it to finish, or use --out NEW for a separate run"
+                f"{self.what} directory {self.run_dir} is being written by {describe_writer(self.run_dir)}; "
+                f"wait for it to finish, or use --out NEW for a separate {self.what}"
             ) from None
         except OSError as err:
-            raise MlpError(f"cannot lock run directory {self.run_dir}: {err.strerror or err}") from None
+            raise MlpError(f"cannot lock {self.what} directory {self.run_dir}: {err.strerror or err}") from None
         writer = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now().isoformat(timespec="seconds")}
         atomic_write_text(self.run_dir / WRITER_FILE, json.dumps(writer) + "\n")
@@ -118,9 +119,9 @@ class RunLock:
 def describe_writer(run_dir: Path) -> str:
     """"process 1234 on host (since 2026-12-01T14:31:02)", from the live writer's note."""
     try:
-        note: Any = json.loads((run_dir / WRITER_FILE).read_text(encoding="utf-8"))
+        note: Any = read_json_record(run_dir / WRITER_FILE, 4096, "writer note")  # a FIFO here must not hang
         return f"process {int(note['pid'])} on {str(note['host'])[:64]} (since {str(note['started'])[:19]})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (MlpError, ValueError, KeyError, TypeError):
         return "another process"
 
 

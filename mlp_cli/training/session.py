@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import Config
@@ -28,6 +28,9 @@ from mlp_cli.training.run_dir import (
     make_run_dir,
     planned_run_dir,
 )
+
+if TYPE_CHECKING:
+    from mlp_cli.data.download import Reporter
 
 
 @dataclass
@@ -55,7 +58,7 @@ def new_session(config: Config, config_name: str | None, overwrite: bool = False
     """A fresh run: its directory must be free (or ``overwrite``) and not being written."""
     run_dir = planned_run_dir(config.run.dir, config.run.name, config_name)
     check_free(run_dir, overwrite)
-    session = Session(_settled(config, run_dir), run_dir, overwrite=overwrite)
+    session = Session(_with_run_dir(config, run_dir), run_dir, overwrite=overwrite)
     if run_dir.is_dir():
         session.lock = RunLock(run_dir).acquire()
         check_free(run_dir, overwrite)  # it may have become a run while we waited for nothing
@@ -68,14 +71,14 @@ def resumed_session(
     """Continue, branch or overwrite (see resume.py); refused here if the history would shrink."""
     check_resumable(config, checkpoint)
     plan = plan_resume(source, checkpoint, out, overwrite)
-    session = Session(_settled(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
+    session = Session(_with_run_dir(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
     if plan.run_dir.is_dir():
         session.lock = RunLock(plan.run_dir).acquire()
     return session
 
 
-def load_inputs(session: Session, *, data_dir: Any = None, mirrors: tuple[str, ...] = (),
-                reporter: Any = None) -> TrainingData:
+def load_inputs(session: Session, *, data_dir: str | Path | None = None, mirrors: tuple[str, ...] = (),
+                reporter: Reporter | None = None) -> TrainingData:
     """The run's data, normalised as the checkpoint was when resuming."""
     from mlp_cli.data.preprocess import Preprocessing
 
@@ -104,6 +107,6 @@ def run_session(
                  stop_requested=stop_requested)
 
 
-def _settled(config: Config, run_dir: Path) -> Config:
+def _with_run_dir(config: Config, run_dir: Path) -> Config:
     """The config as the run uses it: ``run.dir`` names the directory really written."""
     return dataclasses.replace(config, run=dataclasses.replace(config.run, dir=str(run_dir)))

@@ -53,14 +53,14 @@ class TrainState:
         """Initial weights from ``default_rng(train.seed)``; nothing trained yet."""
         model = config.model
         params = init_params(model.hidden, np.random.default_rng(config.train.seed), model.init, model.dtype)
-        return cls.around(config, params, steps_per_epoch)
+        return cls.for_params(config, params, steps_per_epoch)
 
     @classmethod
     def resume(cls, config: Config, checkpoint: Checkpoint, steps_per_epoch: int,
                changes: dict[str, list[Any]] | None = None) -> TrainState:
         """The state saved in ``checkpoint``, continued under ``config`` (whose changed settings,
         ``changes``, are recorded as taking effect from the checkpoint's position)."""
-        state = cls.around(config, checkpoint.params, steps_per_epoch)
+        state = cls.for_params(config, checkpoint.params, steps_per_epoch)
         state.optimizer.load_state_dict(checkpoint.optimizer_state)
         meta = checkpoint.meta
         if state.plateau is not None and "plateau" in meta:
@@ -83,7 +83,7 @@ class TrainState:
         return state
 
     @classmethod
-    def around(cls, config: Config, params: Params, steps_per_epoch: int) -> TrainState:
+    def for_params(cls, config: Config, params: Params, steps_per_epoch: int) -> TrainState:
         """A state for ``params`` with the optimiser, schedule and stopper ``config`` asks for."""
         schedule = make_schedule(config.schedule, config.optimizer.lr, steps_per_epoch=steps_per_epoch,
                                  total_steps=steps_per_epoch * config.train.epochs)

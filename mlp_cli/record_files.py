@@ -1,0 +1,74 @@
+"""Reading the records runs and sweeps leave: one rule for every one of them.
+
+``metrics.jsonl``, ``eval.json``, ``parent.json``, ``config.yaml`` and ``spec.yaml`` are read
+the same way: a regular file only (opened without blocking, so a FIFO put in its place is
+refused instead of hanging the reader; a link to ``/dev/zero`` is a device, refused too), at
+most ``max_bytes`` of it, as UTF-8, then parsed with nesting bounded (JSON and YAML parsers
+recurse once per level: 200 KB of ``[`` is a one-line error, not a RecursionError) and YAML
+without aliases. Each reader then checks its fields' types and ranges. Every failure is one
+``MlpError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from mlp_cli.errors import MlpError
+
+
+def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
+                     too_large: str = "not a record this tool wrote", not_found: str | None = None) -> str:
+    """The text of the file ``path`` (``what`` names it in errors: "eval record", "config"), every
+    failure one ``error``: the one bounded reader of the files the tool reads back, config files too."""
+    path = Path(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise error(not_found or f"{what} {path} not found") from None
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        with open(descriptor, "rb", closefd=True) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise error(f"{what} {path} is not a regular file")
+            data = handle.read(max_bytes + 1)
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} is larger than {_size(max_bytes)}; {too_large}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def parse_json_text(text: str, what: str) -> Any:
+    """``text`` as JSON; bad JSON, deep nesting and 5000-digit numbers are one line."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise MlpError(f"{what} is not valid JSON") from None
+
+
+def read_json_record(path: str | Path, max_bytes: int, what: str) -> Any:
+    return parse_json_text(read_record_text(path, max_bytes, what), f"{what} {path}")
+
+
+def read_yaml_record(path: str | Path, max_bytes: int, what: str) -> Any:
+    """YAML with the config files' rules (no aliases, nesting bounded, every error one line)."""
+    from mlp_cli.config_file import _load_yaml  # the one YAML rule
+    from mlp_cli.errors import ConfigError
+
+    text = read_record_text(path, max_bytes, what)
+    try:
+        return _load_yaml(text, f"{what} {path}")
+    except ConfigError as err:
+        raise MlpError(str(err)) from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
