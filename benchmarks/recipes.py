@@ -52,7 +52,7 @@ def tool_step(config: Config) -> Step:
     """One ``train_step`` of the recipe, with the masks of batch ``i`` drawn as the loop does."""
     X, y = batch(config)
     params = init_params(config.model.hidden, np.random.default_rng(1), config.model.init)
-    state = TrainState.around(config, params, steps_per_epoch=1000)
+    state = TrainState.for_params(config, params, steps_per_epoch=1000)
     workspace = Workspace()
     dropout = Dropout(config, workspace)
     lr_scale = 1e-3  # small steps on a fixed random batch: the weights stay near their start

@@ -186,7 +186,7 @@ def best_steps(threads: int, steps: int = 4) -> dict[str, np.ndarray]:
     X = rng.standard_normal((32, 784)).astype(np.float32)
     y = rng.integers(0, 10, 32)
     params = init_params(40, np.random.default_rng(1), dtype=np.float32)
-    state = TrainState.around(config, params, steps_per_epoch=steps)
+    state = TrainState.for_params(config, params, steps_per_epoch=steps)
     workspace = Workspace()
     dropout = Dropout(config, workspace)
     for step in range(steps):
