@@ -29,7 +29,7 @@ from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps.registry import EXECUTORS
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
-DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
+DATASETS["kmnist"] = DATASETS["mnist"]._replace(name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
                                          default_mirrors=())
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
