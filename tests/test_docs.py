@@ -131,7 +131,7 @@ def test_readme_tour_runs_in_order_as_written(tmp_path: Path, docs_env: dict[str
     assert (where / "sweeps" / "tiny" / "trials.jsonl").is_file()
 
 
-PAGES = sorted(p.name for p in DOCS.glob("*.md") if any(b.runnable for b in blocks(p)))
+PAGES = sorted(p.name for p in DOCS.glob("*.md") if any(b.runnable or ">>>" in b.code for b in blocks(p)))
 
 
 @pytest.mark.parametrize("page", PAGES)
