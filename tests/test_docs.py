@@ -13,8 +13,9 @@
 Substitutions (the only liberties taken with what is written, to keep the suite fast):
 - ``MLP_MNIST_MIRROR`` is the offline MNIST copy (the README's offline way) and ``MLP_DATA_DIR``
   a cache the session filled from it once; ``OPENBLAS_NUM_THREADS=1``, ``MPLBACKEND=Agg``.
-- ``mlp train`` without ``--resume`` gets `` --set data.limit=2000 --epochs 1`` appended (before
-  any ``#`` comment), and a ``--resume`` line's ``--epochs N`` becomes ``--epochs 2``.
+- ``mlp train`` (after any ``VAR=value`` prefix) without ``--resume`` gets
+  `` --set data.limit=2000 --epochs 1`` appended (before any ``#`` comment), and a ``--resume`` line's ``--epochs N``
+  becomes ``--epochs 2``.
 - ``mlp sweep`` with ``--config`` gets `` --set data.limit=2000 --set train.epochs=1`` appended;
   a sweep file (``mlp sweep tiny``) runs as written (four trials of a second or two).
 """
@@ -72,14 +73,14 @@ def tour() -> str:
 def shrink(line: str) -> str:
     """The documented substitutions: a small data limit and one or two epochs."""
     command, hash_, comment = line.partition(" #")
-    command = command.rstrip()
+    variables, command = re.match(r"((?:\w+=\S+ +)*)(.*)", command.rstrip(), flags=re.S).groups()  # VAR=value first
     if command.startswith("mlp train") and "--resume" in command:
         command = re.sub(r"--epochs \d+", "--epochs 2", command)
     elif command.startswith("mlp train"):
         command += " --set data.limit=2000 --epochs 1"
     elif command.startswith("mlp sweep") and "--config" in command:
         command += " --set data.limit=2000 --set train.epochs=1"
-    return command + (hash_ + comment if hash_ else "")
+    return variables + command + (hash_ + comment if hash_ else "")
 
 
 def fresh_clone(where: Path) -> Path:
