@@ -124,3 +124,10 @@ def synthetic_training_data() -> Any:
     X = rng.standard_normal((700, 784)).astype(np.float32)
     y = (X @ rng.standard_normal((784, 10))).argmax(axis=1)
     return TrainingData(X[:500], y[:500], X[500:], y[500:], Preprocessing("none", 0.0, 1.0), {"x": "y"})
+
+
+def no_proxies(monkeypatch: Any) -> None:
+    """Undo the dead proxy every test gets, so that a request looks its host name up itself
+    (only for hosts that never resolve, such as ``*.invalid``)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)

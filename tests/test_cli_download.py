@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from helpers import closed_port, mlp
+from helpers import closed_port, mlp, no_proxies
 
 from mlp_cli.cli.download import PlainReporter, RichReporter, human_size, make_reporter
 from mlp_cli.data.download import NullReporter
@@ -188,3 +188,15 @@ def test_human_size():
     assert [human_size(n) for n in (None, 999, 28_902, 47_040_016, 3 * 10**12)] == [
         "?", "999 B", "28.9 kB", "47.0 MB", "3000.0 GB",
     ]
+
+
+def test_no_network_is_one_fast_line_naming_the_offline_fix(tmp_path, monkeypatch):
+    no_proxies(monkeypatch)  # the tests' dead proxy would answer before any name lookup
+    monkeypatch.setenv("MLP_MNIST_MIRROR", "http://nonexistent.invalid/mnist/")
+
+    result = mlp("download-data", "--data-dir", str(tmp_path), "-m", "http://nonexistent.invalid/other/", "-q")
+
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: could not download train-images-idx3-ubyte.gz: no network reachable")
+    assert "--mirror file://" in line and "MLP_MNIST_MIRROR" in line

@@ -49,6 +49,8 @@ HELP = f"""Download a dataset, verify every file's SHA-256 and cache it ready to
 Mirrors are tried in order: --mirror, then the dataset's variable
 ({_MIRROR_VARIABLES}), then the built-in ones.
 The variables may hold several URLs separated by spaces or commas.
+A mirror whose host name does not resolve, or whose network is unreachable, is tried
+once, not retried: offline, the command fails at once, naming --mirror file://... .
 
 A second run finds the verified files in the cache and sends no request.
 """
