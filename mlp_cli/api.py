@@ -27,7 +27,7 @@ from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import ConfigError, UsageError
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.network import INPUTS, Params, forward
-from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
+from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint, model_checkpoint
 
 PathLike = str | Path
 
@@ -149,9 +149,7 @@ def _labels(labels: Any, count: int, classes: int) -> np.ndarray:
 
 def load_model(path: PathLike) -> Model:
     """A checkpoint (``.npz``), or a run directory (meaning its ``best.npz``, the run's model)."""
-    path = _path(path, "load_model's path")
-    if path.is_dir():
-        path = path / "best.npz"
+    path = model_checkpoint(_path(path, "load_model's path"))
     checkpoint = load_checkpoint(path)
     prep = Preprocessing.from_dict(checkpoint.meta["preprocessing"])
     return Model(params=checkpoint.params, preprocessing=prep, checkpoint=checkpoint, path=path)
