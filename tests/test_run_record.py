@@ -72,7 +72,16 @@ def test_an_earlier_checkpoint_is_never_resumed_over_the_later_history(v01: Path
         line = error_line(mlp("train", "--resume", v01 / earlier, "--data-dir", mnist_data_dir, "-q"), 2)
         assert f"{v01 / earlier} (epoch 2, step 60) is not the latest state" in line
         assert "--out NEW" in line and "--overwrite" in line
+        assert line.endswith(f"to continue the run itself, resume {v01 / 'last.npz'}")  # not only the branch
     assert snapshot(v01) == before
+
+
+def test_resume_of_a_run_directory_names_its_last_npz(v01: Path, tmp_path: Path) -> None:
+    line = error_line(mlp("train", "--resume", v01, "-q"), 2)
+    assert line.endswith(f"--resume {v01} is a run directory; resume its latest state: --resume {v01 / 'last.npz'}")
+    (tmp_path / "new").mkdir()
+    fresh = error_line(mlp("train", "--resume", tmp_path / "new", "-q"), 2)
+    assert "it has none yet" in fresh and "best.npz" not in fresh
 
 
 def test_a_branch_of_an_old_release_run_continues_it_bit_identically(

@@ -60,7 +60,7 @@ def train_command(
         typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
+        Path | None, typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     data_dir: DataDir = None,
@@ -143,6 +143,7 @@ def _open_session(request: TrainRequest) -> Session:
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.reports.info import check_memory
     from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.resume import resume_source
     from mlp_cli.training.session import new_session, resumed_session
 
     config_path = resolve_config_path(request.config)
@@ -150,7 +151,7 @@ def _open_session(request: TrainRequest) -> Session:
         resolved = load_config(config_path, request.overrides, request.sets)
         check_memory(resolved)  # the memory mlp info counts, against what is free: before any work
         return new_session(resolved, config_path.stem if config_path else "default", request.overwrite)
-    checkpoint = load_checkpoint(request.resume)
+    checkpoint = load_checkpoint(resume_source(request.resume))
     base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
     resolved = load_config(config_path, request.overrides, request.sets, base=base)
     check_memory(resolved)
