@@ -60,7 +60,8 @@ def train_command(
         typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state.")
+        Path | None,
+        typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     data_dir: DataDir = None,
