@@ -186,7 +186,7 @@ def test_one_writer_at_a_time_and_a_killed_writer_never_blocks(mnist_data_dir: P
     writer = start("train", "--out", out, "--data-dir", mnist_data_dir, *LONG)
     try:
         wait_for(out / "last.npz", writer)
-        for args in (["--resume", out / "last.npz"], ["--out", out, "--overwrite"]):
+        for args in (["--resume", out / "last.npz"], ["--out", out, "--overwrite"], ["--out", out]):
             began = time.monotonic()
             line = error_line(mlp("train", *args, "--data-dir", mnist_data_dir, "-q"), 2)
             assert time.monotonic() - began < 20  # at once: before any data is loaded
