@@ -143,10 +143,11 @@ def test_tables_into_a_pipe_are_not_cut_to_a_terminal_width(tmp_path) -> None:
 
 
 def small_sweep(data_dir: Path, out: Path) -> Path:
-    """The README's tiny sweep (optimizer x lr, four trials), one epoch on 1,000 images."""
-    result = runner.invoke(app, ["sweep", "--config", "default", "--set", "data.limit=1000", "--set", "model.hidden=16",
-                                 "--set", "train.batch_size=100", "--set", "train.epochs=1",
-                                 "--set", "optimizer.name=sgd,momentum", "--set", "optimizer.lr=0.1,0.5",
+    """The README's tiny sweep (optimizer x lr, four trials), one epoch on 1,000 images (mlp train's
+    shortcut flags: --hidden 16 is --set model.hidden=16, --lr 0.1,0.5 sweeps)."""
+    result = runner.invoke(app, ["sweep", "--config", "default", "--set", "data.limit=1000", "--hidden", "16",
+                                 "--batch", "100", "--epochs", "1",
+                                 "--set", "optimizer.name=sgd,momentum", "--lr", "0.1,0.5",
                                  "--data-dir", str(data_dir), "--out", str(out), "--jobs", "1"])
     assert result.exit_code == 0, result.output
     return out
@@ -197,6 +198,7 @@ def test_runs_into_a_pipe_are_tab_separated_and_columns_are_chosen_by_name(mnist
     assert rows[0] == ["run", "status", "epochs", "best dev", "test", "time", "lr", "optimizer"]
     assert [row[0] for row in rows[1:]] == sorted(str(p) for p in (sweep / "trials").iterdir())
     assert {row[6] for row in rows[1:]} == {"0.1", "0.5"} and {len(row) for row in rows} == {8}
+    assert {row[2] for row in rows[1:]} == {"1/1"}  # --epochs 1 reached every trial
     chosen = runner.invoke(app, ["runs", str(sweep), "--columns", "run,optimizer.lr,hidden,dev"])
     assert chosen.stdout.splitlines()[0].split("\t") == ["run", "lr", "hidden", "best dev"]
     assert {line.split("\t")[2] for line in chosen.stdout.splitlines()[1:]} == {"16"}  # same for all: asked for

@@ -25,6 +25,8 @@ Examples:
 
   mlp sweep --config best --set optimizer.lr=0.05,0.1,0.2 --set model.hidden=300,800
 
+  mlp sweep --config best --lr 0.05,0.1,0.2 --hidden 300,800 --epochs 5   (the same, mlp train's flags)
+
   mlp sweep tiny                       (configs/sweeps/tiny.yaml)
 
   mlp sweep best-300 --jobs 2 --save-best configs/mine.yaml
@@ -50,6 +52,12 @@ def sweep_command(
         typer.Option("--set", "-s", help="section.key=a,b,c sweeps the values (their product with the other "
                      "lists); section.key=a sets it in every trial. Repeatable."),
     ] = None,
+    hidden: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Hidden units: --set model.hidden=...")] = None,
+    batch: Annotated[
+        str | None, typer.Option(metavar="N[,N...]", help="Mini-batch size: --set train.batch_size=...")
+    ] = None,
+    lr: Annotated[str | None, typer.Option(metavar="X[,X...]", help="Learning rate: --set optimizer.lr=...")] = None,
+    epochs: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Epochs: --set train.epochs=...")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
     out: Annotated[
@@ -94,7 +102,8 @@ def sweep_command(
         from mlp_cli.atomic import check_output
 
         check_output(save_best)
-    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed), out)
+    shortcuts = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}
+    plan = plan_sweep(_spec(spec, config, (*_shortcut_sets(shortcuts), *(set_ or ())), trials, seed), out)
     if dry_run:
         _print_plan(plan, json_output)
         return
@@ -113,6 +122,13 @@ def sweep_command(
         _finish(result, run.plan, save_best, quiet, json_output, stop)  # run.plan: its directory as created
 
 
+def _shortcut_sets(shortcuts: dict[str, str | None]) -> list[str]:
+    """``--lr 0.1,0.5`` is ``--set optimizer.lr=0.1,0.5``: mlp train's flags, each one value or a list."""
+    from mlp_cli.config import FLAG_KEYS
+
+    return [f"{FLAG_KEYS[flag]}={value}" for flag, value in shortcuts.items() if value is not None]
+
+
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
           seed: int | None) -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
@@ -122,7 +138,8 @@ def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: i
     if config is not None:
         raise UsageError("a sweep file names its base config; give the file or --config, not both")
     if sets:
-        raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
+        raise UsageError("--set goes with --config (so do --hidden, --batch, --lr and --epochs); a sweep file "
+                         "holds its own set:, grid: and random:")
     return read_sweep_file(resolve_sweep_path(spec), trials, seed)
 
 
