@@ -143,7 +143,8 @@ def test_sweep_takes_train_shortcut_flags_as_their_set_keys(tmp_path) -> None:
     shortcut = mlp("sweep", "--config", "default", "--lr", "0.1,0.5", "--hidden", "16", "--epochs", "2",
                    "--batch", "50", "--dry-run", "--json", "--out", tmp_path / "s")
     spelt = mlp("sweep", "--config", "default", "--set", "optimizer.lr=0.1,0.5", "--set", "model.hidden=16",
-                "--set", "train.epochs=2", "--set", "train.batch_size=50", "--dry-run", "--json", "--out", tmp_path / "s")
+                "--set", "train.epochs=2", "--set", "train.batch_size=50", "--dry-run", "--json",
+                "--out", tmp_path / "s")
 
     assert shortcut.exit_code == 0, shortcut.output
     assert shortcut.stdout == spelt.stdout and '"trial": "001-lr=0.5"' in shortcut.stdout
