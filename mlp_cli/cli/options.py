@@ -34,7 +34,10 @@ def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
 
     def check(value: str) -> str:
         if value not in registry:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}.")
+            from mlp_cli.config import did_you_mean
+
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}"
+                                     f"{did_you_mean(value, registry)}.")
         return value
 
     return check
