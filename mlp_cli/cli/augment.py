@@ -10,7 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_set
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,11 +32,13 @@ GAP = 2  # pixels between the tiles: 2 columns, and one text line between the tw
 def augment_preview_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a name from configs/; its augment section is shown."),
+        typer.Option("--config", "-c", autocompletion=complete_config,
+                     help="YAML config file, or a name from configs/; its augment section is shown."),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override any key: section.key=value (e.g. augment.rotate=15). Repeatable."),
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="Override any key: section.key=value (e.g. augment.rotate=15). Repeatable."),
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=256, help="How many training images to show.")] = 16,
     seed: Annotated[int, typer.Option(min=0, help="Seed that picks the images and draws their distortions.")] = 0,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from mlp_cli.reports.info import NetworkInfo
 
 from mlp_cli.cli.app import app, strict_json
+from mlp_cli.cli.options import complete_config
 
 EXAMPLES_INFO = """
 Examples:
@@ -34,7 +35,8 @@ def info_command(
         typer.Argument(metavar="[CHECKPOINT]", help="Describe this checkpoint's network and run, not a config."),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229).")
+        str | None, typer.Option("--config", "-c", autocompletion=complete_config,
+                                 help="YAML config file, or a name from configs/ (e.g. cs229).")
     ] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (model.hidden).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Mini-batch size (train.batch_size).")] = None,

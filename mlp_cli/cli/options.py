@@ -29,6 +29,37 @@ def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:
     return complete
 
 
+def complete_config(incomplete: str) -> list[str]:
+    """Config names (configs/*.yaml here and in the checkout) for ``--config``."""
+    from mlp_cli.config_file import config_names
+
+    return [name for name in config_names() if name.startswith(incomplete)]
+
+
+def complete_sweep(incomplete: str) -> list[str]:
+    """Sweep names (configs/sweeps/*.yaml) for ``mlp sweep``'s argument."""
+    from mlp_cli.config_file import config_names
+
+    return [name for name in config_names("sweeps") if name.startswith(incomplete)]
+
+
+def complete_set(incomplete: str) -> list[str]:
+    """``--set``: the config's keys as ``section.key=`` (from the schema); once a key with
+    choices is typed, its values (``optimizer.name=adam``)."""
+    import dataclasses
+
+    from mlp_cli.config import SECTIONS
+
+    fields = {f"{section}.{field.name}": field for section, cls in SECTIONS.items()
+              for field in dataclasses.fields(cls)}
+    key, equals, _ = incomplete.partition("=")
+    if equals and key in fields:
+        values = [f"{key}={choice}" for choice in fields[key].metadata.get("choices", ())]
+    else:
+        values = [f"{key}=" for key in fields]
+    return [value for value in values if value.startswith(incomplete)]
+
+
 def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
     """An option's check that its value is one of a registry's names (click's usage error if not)."""
 

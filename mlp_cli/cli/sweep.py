@@ -9,7 +9,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_from, complete_set, complete_sweep
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS
@@ -42,14 +42,17 @@ Running the same command again skips finished trials and resumes interrupted one
 @app.command("sweep", epilog=EXAMPLES_SWEEP)
 def sweep_command(
     spec: Annotated[
-        str | None, typer.Argument(metavar="[SWEEP]", help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
+        str | None, typer.Argument(metavar="[SWEEP]", autocompletion=complete_sweep,
+                                   help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Base config (a path or a name from configs/).")
+        str | None, typer.Option("--config", "-c", autocompletion=complete_config,
+                                 help="Base config (a path or a name from configs/).")
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="section.key=a,b,c sweeps the values (their product with the other "
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="section.key=a,b,c sweeps the values (their product with the other "
                      "lists); section.key=a sets it in every trial. Repeatable."),
     ] = None,
     hidden: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Hidden units: --set model.hidden=...")] = None,

@@ -10,7 +10,7 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_from
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_from, complete_set
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -37,7 +37,8 @@ Examples:
 def train_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229)."),
+        typer.Option("--config", "-c", autocompletion=complete_config,
+                     help="YAML config file, or a name from configs/ (e.g. cs229)."),
     ] = None,
     hidden: Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")] = None,
     batch: Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")] = None,
@@ -57,7 +58,8 @@ def train_command(
                                                 autocompletion=complete_from(DATASETS))] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="Override any key: section.key=value. Repeatable."),
     ] = None,
     resume: Annotated[
         Path | None,
