@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -46,8 +47,6 @@ def complete_sweep(incomplete: str) -> list[str]:
 def complete_set(incomplete: str) -> list[str]:
     """``--set``: the config's keys as ``section.key=`` (from the schema); once a key with
     choices is typed, its values (``optimizer.name=adam``)."""
-    import dataclasses
-
     from mlp_cli.config import SECTIONS
 
     fields = {f"{section}.{field.name}": field for section, cls in SECTIONS.items()
