@@ -11,6 +11,7 @@ import typer
 from mlp_cli.cli.app import app
 from mlp_cli.cli.download import make_reporter
 from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_set
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,7 +74,7 @@ def augment_preview_command(
     if out is not None:
         width, height = save_png(grid_image([originals, distorted], gap=GAP, fill=96), out, scale=scale)
         if not quiet:
-            typer.echo(f"wrote {out} ({n} originals above their distorted versions; {width}x{height} pixels)")
+            typer.echo(f"wrote {out} ({plural(n, 'original')} above their distorted versions; {width}x{height} pixels)")
     else:
         _print_grid(originals, distorted)
     if quiet:

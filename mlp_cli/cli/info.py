@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from mlp_cli.cli.app import app, strict_json
 from mlp_cli.cli.options import complete_config
+from mlp_cli.words import plural
 
 EXAMPLES_INFO = """
 Examples:
@@ -130,7 +131,8 @@ def _print_info(source: str, info: NetworkInfo, facts: dict[str, str] | None) ->
         flops.add_row(f"[bold]{section}[/]", "", f"[bold]{_count(total)}[/]", end_section=True)
     for cost in info.per_step:
         flops.add_row(f"{escape(cost.what)} (per step)", escape(cost.formula), f"{cost.value:,}")
-    flops.add_row("[bold]one epoch[/]", f"{info.steps_per_epoch} steps, eval", f"[bold]{_count(info.epoch_flops)}[/]")
+    flops.add_row("[bold]one epoch[/]", f"{plural(info.steps_per_epoch, 'step')}, eval",
+                  f"[bold]{_count(info.epoch_flops)}[/]")
     console.print(flops)
 
     memory = Table(title="Memory of a training run", title_justify="left")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mlp_cli.errors import UsageError
 from mlp_cli.sweeps.spec import short_key
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -150,7 +151,7 @@ def rich_table(runs: list[RunInfo], columns: list[Column]) -> Table:
     from rich.table import Table
 
     folder = common_folder(runs)
-    title = f"{len(runs)} runs" + (f" in {folder}/" if folder else "")
+    title = plural(len(runs), "run") + (f" in {folder}/" if folder else "")
     table = Table(title=escape(title), title_justify="left")
     for column in columns:
         wraps = column.name in ("run", "status")  # a long name or note wraps; numbers never

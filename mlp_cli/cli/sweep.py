@@ -13,6 +13,7 @@ from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complet
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     from mlp_cli.cli.signals import StopOnSignals
@@ -221,7 +222,7 @@ def _print_plan(plan: SweepPlan, json_output: bool) -> None:
         typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
         return
-    typer.echo(f"{len(plan.trials)} trials, all valid; sweep directory {plan.directory}"
+    typer.echo(f"{plural(len(plan.trials), 'trial')}, all valid; sweep directory {plan.directory}"
                + (" (continued)" if plan.continued else ""))
     for trial in plan.trials:
         typer.echo(f"  {trial.name}")
