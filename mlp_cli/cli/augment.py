@@ -54,6 +54,7 @@ def augment_preview_command(
     """Show training images (top row) above their randomly distorted versions (bottom row).
 
     The distortions are the config's augment section, drawn as training draws them (as if it were enabled).
+    In the terminal each row is labelled (original, distorted), in bands as wide as the terminal.
     """
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.data.augment import is_identity
@@ -86,7 +87,8 @@ def augment_preview_command(
 
 
 def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
-    """Bands as wide as the terminal: originals above, their distorted versions below."""
+    """Bands as wide as the terminal: a row of originals, then their distorted versions, each
+    under a label saying which it is."""
     from rich.console import Console
 
     from mlp_cli.cli.render import halfblock_text, uses_colour
@@ -96,7 +98,8 @@ def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
     per_band = max(1, (console.width + GAP) // (originals.shape[2] + GAP))
     colour = uses_colour(console)
     for lo in range(0, len(originals), per_band):
-        band = grid_image([originals[lo : lo + per_band], distorted[lo : lo + per_band]], gap=GAP)
         if lo:
             console.print()
-        console.print(halfblock_text(band, colour), soft_wrap=True)
+        for label, row in (("original", originals), ("distorted", distorted)):
+            console.print(f"[bold]{label}[/]")
+            console.print(halfblock_text(grid_image([row[lo : lo + per_band]], gap=GAP), colour), soft_wrap=True)
