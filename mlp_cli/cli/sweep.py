@@ -95,7 +95,8 @@ def sweep_command(
     Every trial's config is validated before anything runs. Each trial is an ordinary run directory
     inside the sweep directory; trials.jsonl records each one's status and scores. A diverging or
     failing trial is a result: the others go on. Ctrl-C, SIGTERM or SIGHUP stops every trial cleanly
-    (each saves its checkpoint); a second one stops at once.
+    (each saves its checkpoint) and one line, not an error, says how to continue (exit 130, 143 or
+    129); a second one stops at once.
     """
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
     from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs

@@ -76,6 +76,9 @@ def train_command(
     Settings: the config file (or the defaults that configs/default.yaml spells out), then flags, then --set.
 
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
+
+    Ctrl-C, SIGTERM or SIGHUP stops after the current step: last.npz is saved and one line (not an
+    error) says how to continue; the exit code is 130, 143 or 129. A second one stops at once.
     """
     from mlp_cli.config import FLAG_KEYS
 
