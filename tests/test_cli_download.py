@@ -200,3 +200,18 @@ def test_no_network_is_one_fast_line_naming_the_offline_fix(tmp_path, monkeypatc
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: could not download train-images-idx3-ubyte.gz: no network reachable")
     assert "--mirror file://" in line and "MLP_MNIST_MIRROR" in line
+
+
+def test_each_stream_says_its_part_once_progress_on_stderr_the_result_on_stdout(tiny_mnist, mirror_server,
+                                                                                 tmp_path):
+    url = mirror_server.add("m", tiny_mnist.gz)
+
+    first = mlp("download-data", "--data-dir", str(tmp_path), "--mirror", url)
+    again = mlp("download-data", "--data-dir", str(tmp_path), "--mirror", url)
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output
+    assert first.stderr.count("downloading ") == 4 and "verified" not in first.stderr  # the progress only
+    assert first.stdout.count("downloaded, verified") == 4  # the result once, in the table
+    assert again.stderr == "" and again.stdout.count("cached, verified") == 4
+    log = first.stdout + first.stderr  # as `mlp download-data > log 2>&1` keeps them
+    assert all(log.count(name) == 2 for name in tiny_mnist.gz)  # its download line and its table row
