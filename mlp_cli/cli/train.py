@@ -65,7 +65,8 @@ def train_command(
         Path | None,
         typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (not one another process "
+                                                 "is writing: that is named, with the process).")] = False,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
