@@ -22,6 +22,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.errors import ConfigError
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
+from mlp_cli.training.loggers.registry import LOGGERS
 
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
@@ -124,6 +125,8 @@ class RunConfig:
     name: str | None = None  # default: <config name>-<timestamp>
     dir: str | None = None  # default: runs/<name>
     checkpoint_every: int = field(default=0, metadata=_range(0))  # 0: only last.npz and best.npz
+    log: tuple[str, ...] = field(default=(), metadata=_choices(*LOGGERS))  # loggers besides metrics.jsonl
+    log_every: int = field(default=10, metadata=_range(1))  # a logger records the batch loss every N steps
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self, dict_factory=_plain)
 
     def to_yaml(self) -> str:
         import yaml
@@ -147,6 +150,11 @@ class Config:
 
 
 SECTIONS: dict[str, type] = dict(get_type_hints(Config))
+
+
+def _plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A section as YAML and JSON write it: a tuple of names (run.log) becomes a list."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in items}
 
 # Keys of older releases, and why they are gone (a checkpoint's stored config drops them).
 REMOVED_KEYS = {
@@ -170,6 +178,7 @@ FLAG_KEYS = {
     "out": "run.dir",
     "name": "run.name",
     "dataset": "data.dataset",
+    "log": "run.log",
 }
 
 
@@ -271,6 +280,13 @@ def best_epoch(rows: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | N
 
 def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None) -> Any:
     at = where_prefix(where)
+    if get_origin(hint) is tuple:  # a list of names (run.log), each one of the choices
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{at}{key} = {show_value(value)}; expected a list of {', '.join(meta['choices'])}")
+        names = tuple(_check(key, item, str, meta, where) for item in value)
+        if len(set(names)) < len(names):
+            raise ConfigError(f"{at}{key} names {show_value(list(names))}; expected each at most once")
+        return names
     allowed = [a for a in get_args(hint)] if _is_union(hint) else [hint]
     optional = type(None) in allowed
     base = next(a for a in allowed if a is not type(None))

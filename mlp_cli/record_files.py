@@ -24,6 +24,16 @@ def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type
                      too_large: str = "not a record this tool wrote", not_found: str | None = None) -> str:
     """The text of the file ``path`` (``what`` names it in errors: "eval record", "config"), every
     failure one ``error``: the one bounded reader of the files the tool reads back, config files too."""
+    data = read_record_bytes(path, max_bytes, what, error=error, too_large=too_large, not_found=not_found)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def read_record_bytes(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
+                      too_large: str = "not a record this tool wrote", not_found: str | None = None) -> bytes:
+    """The bytes of the file ``path``, read as ``read_record_text`` reads (TensorBoard's event files)."""
     path = Path(path)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -40,10 +50,7 @@ def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
     if len(data) > max_bytes:
         raise error(f"{what} {path} is larger than {_size(max_bytes)}; {too_large}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise error(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return data
 
 
 def parse_json_text(text: str, what: str) -> Any:

@@ -14,7 +14,11 @@ import numpy as np
 from typer.testing import CliRunner
 
 from mlp_cli.cli import app
+from mlp_cli.config_file import load_config
 from mlp_cli.data import registry as datasets
+from mlp_cli.training.checkpoint import load_checkpoint
+from mlp_cli.training.loop import Observer, TrainingInterrupted
+from mlp_cli.training.session import new_session, resumed_session, run_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist"
@@ -124,6 +128,54 @@ def synthetic_training_data() -> Any:
     X = rng.standard_normal((700, 784)).astype(np.float32)
     y = (X @ rng.standard_normal((784, 10))).argmax(axis=1)
     return TrainingData(X[:500], y[:500], X[500:], y[500:], Preprocessing("none", 0.0, 1.0), {"x": "y"})
+
+
+# -- training through a session, as mlp train does (the loggers' tests) ----------------------
+
+
+def logged_config(run_dir: Any, **overrides: Any) -> Any:
+    """A small run on synthetic_training_data (8 steps an epoch), logged to TensorBoard."""
+    settings = {"model.hidden": 16, "train.epochs": 5, "train.batch_size": 64, "optimizer.lr": 1.0,
+                "run.dir": str(run_dir) if run_dir else None, "run.log": ["tensorboard"], "run.log_every": 3}
+    return load_config(None, {**settings, **overrides})
+
+
+class Losses(Observer):
+    """Records every batch loss by global step, and asks to stop after ``stop_after`` steps."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.losses: dict[int, float] = {}
+        self.stop_after = stop_after
+
+    def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
+        self.losses[(epoch - 1) * steps_per_epoch + batch] = loss
+
+    def requested(self) -> bool:
+        return self.stop_after is not None and max(self.losses, default=0) >= self.stop_after
+
+
+def train_new(run_dir: Path, data: Any, observer: Losses | None = None, **overrides: Any) -> None:
+    """A new run (``--overwrite``) through a session, stopped where ``observer`` asks."""
+    observer = observer or Losses()
+    with new_session(logged_config(run_dir, **overrides), None, overwrite=True) as session:
+        try:
+            run_session(session, data, observer=observer, stop_requested=observer.requested)
+        except TrainingInterrupted:
+            pass
+
+
+def train_resumed(checkpoint: Path, data: Any, observer: Losses | None = None, out: Path | None = None,
+                  overwrite: bool = False, **overrides: Any) -> None:
+    """``mlp train --resume CHECKPOINT`` (``--out``, ``--overwrite``, ``--set`` as ``overrides``)."""
+    observer = observer or Losses()
+    saved = load_checkpoint(checkpoint)
+    base = {**saved.config, "run": {**saved.config["run"], "dir": None}}
+    resolved = load_config(None, overrides, base=base)
+    with resumed_session(resolved, saved, checkpoint, out, overwrite) as session:
+        try:
+            run_session(session, data, observer=observer, stop_requested=observer.requested)
+        except TrainingInterrupted:
+            pass
 
 
 def no_proxies(monkeypatch: Any) -> None:

@@ -7,7 +7,6 @@ nothing: no run directory, no cached file that was not verified.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import json
@@ -319,7 +318,7 @@ def serve_registered(tiny: TinyDataset, monkeypatch, mirror_server, filename: st
     files = dict(tiny.gz)
     files[filename] = gzip.compress(payload, mtime=0)
     checksums = {**tiny.spec.checksums, filename: sha256(payload)}
-    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(tiny.spec, checksums=checksums))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", tiny.spec._replace(checksums=checksums))
     return mirror_server.add("m", files)
 
 

@@ -42,7 +42,7 @@ def fashion_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ):
             (mirror / filename).write_bytes(gzip.compress(payload, mtime=0))
             checksums[filename] = sha256(payload)
-    spec = dataclasses.replace(real, checksums=checksums, splits=splits, default_mirrors=())
+    spec = real._replace(checksums=checksums, splits=splits, default_mirrors=())
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", spec)
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "fashion-mnist", "--mirror", mirror.as_uri() + "/", "--out", out,

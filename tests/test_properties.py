@@ -17,7 +17,7 @@ import math
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import numpy as np
 import pytest
@@ -174,7 +174,9 @@ NAME_CHARS = st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blackl
 
 def valid_values(key: str) -> st.SearchStrategy:
     base, optional, meta = KEYS[key]
-    if base is bool:
+    if get_origin(base) is tuple:  # a list of names (run.log)
+        values = st.lists(st.sampled_from(meta["choices"]), unique=True)
+    elif base is bool:
         values = st.booleans()
     elif base is str:
         values = st.sampled_from(meta["choices"]) if meta.get("choices") else st.text(NAME_CHARS, max_size=12)
@@ -271,7 +273,8 @@ def test_valid_configs_are_accepted_and_round_trip_through_yaml(tmp_path, raw):
     for section, values in raw.items():
         for name, value in values.items():
             got, base = getattr(getattr(config, section), name), KEYS[f"{section}.{name}"][0]
-            assert got == value and (value is None or type(got) is base)  # 3.0 for an int key -> 3
+            base = get_origin(base) or base  # a list of names is held as a tuple
+            assert got == (tuple(value) if base is tuple else value) and (value is None or type(got) is base)
     assert_round_trips(config, tmp_path)
 
 

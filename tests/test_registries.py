@@ -19,6 +19,7 @@ from mlp_cli.nn import optimizers, schedules
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps import executors
 from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.training.loggers.registry import LOGGERS
 
 # `mlp` with one more member in every registry, added before the CLI is imported.
 WITH_NEW_MEMBERS = """
@@ -28,11 +29,13 @@ from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps.registry import EXECUTORS
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
-DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
+DATASETS["kmnist"] = DATASETS["mnist"]._replace(name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
                                          default_mirrors=())
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
 EXECUTORS["slurm"] = EXECUTORS["dask"]
+from mlp_cli.training.loggers.registry import LOGGERS
+LOGGERS["wandb"] = LOGGERS["tensorboard"]
 from mlp_cli.cli import main
 sys.argv[0] = "mlp"
 main()
@@ -53,9 +56,10 @@ def completions(tmp_path: Path, words: str) -> list[str]:
 
 @pytest.mark.parametrize(("args", "shown"), [
     (["download-data", "--help"], ["<mnist|fashion-mnist|kmnist>", "$MLP_KMNIST_MIRROR"]),
-    (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist"]),
-    (["sweep", "--help"], ["slurm (a Dask cluster)"]),
+    (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist", "tensorboard, mlflow or wandb"]),
+    (["sweep", "--help"], ["slurm (a Dask cluster)", "tensorboard, mlflow or wandb"]),
     (["export", "--help"], ["onnx, safetensors or tflite"]),
+    (["log", "--help"], ["tensorboard, mlflow or wandb"]),
 ])
 def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str], shown: list[str]) -> None:
     done = mlp_with_new_members(tmp_path, *args)
@@ -71,6 +75,7 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp train --optimizer ", [*OPTIMIZERS, "lion"]),
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
     ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
+    ("mlp train --log ", [*LOGGERS, "wandb"]),
 ])
 def test_a_new_registry_member_is_offered_by_shell_completion(tmp_path: Path, words: str, offered: list[str]) -> None:
     assert completions(tmp_path, words) == offered

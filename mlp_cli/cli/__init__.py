@@ -17,6 +17,7 @@ from mlp_cli.cli import evaluate as _evaluate  # noqa: F401
 from mlp_cli.cli import export as _export  # noqa: F401
 from mlp_cli.cli import gradcheck as _gradcheck  # noqa: F401
 from mlp_cli.cli import info as _info  # noqa: F401
+from mlp_cli.cli import log as _log  # noqa: F401
 from mlp_cli.cli import plot as _plot  # noqa: F401
 from mlp_cli.cli import predict as _predict  # noqa: F401
 from mlp_cli.cli import runs as _runs  # noqa: F401

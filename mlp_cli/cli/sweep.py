@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,7 +10,17 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_from, complete_set, complete_sweep
+from mlp_cli.cli.options import (
+    DataDir,
+    Log,
+    Mirror,
+    Quiet,
+    complete_config,
+    complete_from,
+    complete_set,
+    complete_sweep,
+    report_log_problems,
+)
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS
@@ -85,6 +96,7 @@ def sweep_command(
         Path | None, typer.Option("--save-best", metavar="FILE", help="Write the best trial's config here.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the trials; run nothing.")] = False,
+    log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
@@ -101,6 +113,7 @@ def sweep_command(
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
     from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
+    from mlp_cli.training.loggers.sweep_logs import SweepLogs
 
     check_executor(executor, scheduler)
     if save_best is not None:  # before the sweep runs, not after
@@ -109,9 +122,11 @@ def sweep_command(
         check_output(save_best)
     shortcuts = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}
     plan = plan_sweep(_spec(spec, config, (*_shortcut_sets(shortcuts), *(set_ or ())), trials, seed), out)
+    plan = _logged(plan, tuple(log or ()))
     if dry_run:
         _print_plan(plan, json_output)
         return
+    logs = SweepLogs(tuple(log or ()), plan.directory)  # refused here (no MLflow store named): before any pool
     jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
@@ -119,12 +134,27 @@ def sweep_command(
     if pool.shares_files:  # fetch once here, not once per process
         _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
     run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
-                   observer=_make_observer(quiet or json_output))
+                   observer=_make_observer(quiet or json_output), tags=logs.trial_tags())
     stop = StopOnSignals(on_first_signal=run.stop)
     stop.remains = lambda: sweep_remains(run.plan.directory)  # run.plan: its directory once created
     with stop:
         result = _run(run, pool, stop)
+        problems = logs.close(not result.interrupted, run.plan.directory,
+                              [Path(t.config.run.dir or "") for t in run.plan.trials])
         _finish(result, run.plan, save_best, quiet, json_output, stop)  # run.plan: its directory as created
+    report_log_problems(problems)
+
+
+def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
+    """Every trial with run.log = ``names`` (validated); the sweep's fingerprint is unchanged, so
+    the same sweep run again with or without --log continues it."""
+    from mlp_cli.config import build_config
+
+    if not names:
+        return plan
+    trials = [dataclasses.replace(t, config=build_config({**t.config.to_dict(), "run": {
+        **t.config.to_dict()["run"], "log": list(names)}})) for t in plan.trials]
+    return dataclasses.replace(plan, trials=trials)
 
 
 def _shortcut_sets(shortcuts: dict[str, str | None]) -> list[str]:

@@ -10,7 +10,17 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_from, complete_set
+from mlp_cli.cli.options import (
+    DataDir,
+    Log,
+    Mirror,
+    Quiet,
+    complete_config,
+    complete_from,
+    complete_set,
+    draw_curves,
+    report_log_problems,
+)
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -31,6 +41,8 @@ Examples:
   mlp train -c best-30 --set train.dropout=0.1 --set train.input_dropout=0.2 --epochs 60 --out runs/drop
 
   mlp train --resume runs/drop/last.npz
+
+  mlp train -c cs229 --log tensorboard
 """
 
 @app.command("train", epilog=EXAMPLES_TRAIN)
@@ -67,6 +79,7 @@ def train_command(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (not one another process "
                                                  "is writing: that is named, with the process).")] = False,
+    log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
@@ -84,7 +97,8 @@ def train_command(
     from mlp_cli.config import FLAG_KEYS
 
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
-             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset}
+             "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset,
+             "log": list(log) if log else None}
     request = TrainRequest(config=config, overrides={FLAG_KEYS[k]: v for k, v in flags.items() if v is not None},
                            sets=tuple(set_ or ()), resume=resume, out=out, overwrite=overwrite, data_dir=data_dir,
                            mirrors=tuple(mirror or ()), quiet=quiet or json_output)
@@ -98,6 +112,7 @@ def train_command(
         from mlp_cli.training.metrics import read_metrics
 
         typer.echo(training_sparklines(read_metrics(result.run_dir)))
+    report_log_problems(session.log_problems)
 
 
 class TrainRequest(NamedTuple):
@@ -137,6 +152,7 @@ def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Ses
     from mlp_cli.training.session import load_inputs, run_session
 
     session = _open_session(request)
+    session.draw_curves = draw_curves
     stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:
         data = load_inputs(session, data_dir=request.data_dir, mirrors=request.mirrors,

@@ -69,6 +69,7 @@ class TrialTask:
     data_dir: str | None = None
     mirrors: tuple[str, ...] = ()
     dask: DaskPlacement | None = None  # None: a local worker, training in place
+    tags: dict[str, str] = field(default_factory=dict)  # for the loggers (run.log): a sweep's MLflow parent
 
 
 @dataclass
@@ -209,6 +210,7 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
             return "ok", None  # trained to the end before its row was recorded
         session = (resumed_session(config, checkpoint, last, None) if checkpoint is not None
                    else new_session(config, None, overwrite=True))  # no last.npz: nothing trained to keep
+        session.tags = {"sweep": task.sweep, "trial": task.name, **task.tags}
         with session:
             data = load_inputs(session, data_dir=task.data_dir, mirrors=task.mirrors)
             run_session(session, data, stop_requested=stop_requested)

@@ -141,8 +141,9 @@ class SweepRun:
     """One pass over a sweep's unsettled trials through ``executor``."""
 
     def __init__(self, plan: SweepPlan, executor: Executor, *, data_dir: str | Path | None = None,
-                 mirrors: tuple[str, ...] = (), observer: SweepObserver | None = None) -> None:
-        self.plan, self.executor = plan, executor
+                 mirrors: tuple[str, ...] = (), observer: SweepObserver | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        self.plan, self.executor, self.tags = plan, executor, dict(tags or {})  # tags: for the trials' loggers
         self.data_dir, self.mirrors = (str(data_dir) if data_dir else None), tuple(mirrors)
         self.observer = observer or SweepObserver()
         self.interrupted = False
@@ -238,7 +239,7 @@ class SweepRun:
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
             config=trial.config.to_dict(),
             data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume),
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume), tags=self.tags,
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:

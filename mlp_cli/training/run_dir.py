@@ -24,7 +24,8 @@ from mlp_cli.training.metrics import METRICS_FILE
 RUNS = Path("runs")
 LOCK_FILE, WRITER_FILE = ".lock", ".writer"
 BOOKKEEPING = frozenset({LOCK_FILE, WRITER_FILE, ".eval.lock"})  # files that do not make a directory a run
-PRODUCTS = ("last.npz", "best.npz", METRICS_FILE, "summary.json", "eval.json", "parent.json")
+PRODUCTS = ("last.npz", "best.npz", METRICS_FILE, "summary.json", "eval.json", "parent.json",
+            "mlflow.json")  # the MLflow run it logged to (training/loggers/mlflow_logger.py)
 
 
 def default_run_name(config_name: str | None) -> str:
@@ -79,6 +80,8 @@ def clear_products(run_dir: Path) -> None:
     for name in PRODUCTS:
         (run_dir / name).unlink(missing_ok=True)
     for old in run_dir.glob("epoch-*.npz"):
+        old.unlink()
+    for old in run_dir.glob("events.out.tfevents.*"):  # TensorBoard's (training/loggers/tensorboard.py)
         old.unlink()
 
 

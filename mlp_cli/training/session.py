@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +19,9 @@ from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import Config
 from mlp_cli.training.checkpoint import Checkpoint
 from mlp_cli.training.inputs import TrainingData, prepare_data
+from mlp_cli.training.loggers.base import Fanout, RunStart, check_loggers, close_loggers, open_loggers
 from mlp_cli.training.loop import Observer, TrainResult, train
-from mlp_cli.training.resume import ResumePlan, check_resumable, plan_resume, prepare_run_dir
+from mlp_cli.training.resume import ResumePlan, changed_settings, check_resumable, plan_resume, prepare_run_dir
 from mlp_cli.training.run_dir import (
     RunLock,
     check_free,
@@ -41,6 +42,9 @@ class Session:
     checkpoint: Checkpoint | None = None
     plan: ResumePlan | None = None
     lock: RunLock | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # for the loggers: sweep, trial
+    draw_curves: Callable[[Path, Path], None] | None = None  # for the loggers (the CLI gives reports/')
+    log_problems: list[str] = field(default_factory=list)  # what the loggers could not do (one line each)
 
     def close(self) -> None:
         if self.lock is not None:
@@ -58,6 +62,7 @@ def new_session(config: Config, config_name: str | None, overwrite: bool = False
     """A fresh run: its directory must be free (or ``overwrite``) and not being written."""
     run_dir = planned_run_dir(config.run.dir, config.run.name, config_name)
     check_free(run_dir, overwrite)
+    check_loggers(config)
     session = Session(_with_run_dir(config, run_dir), run_dir, overwrite=overwrite)
     if run_dir.is_dir():
         session.lock = RunLock(run_dir).acquire()
@@ -71,6 +76,7 @@ def resumed_session(
     """Continue, branch or overwrite (see resume.py); refused here if the history would shrink."""
     check_resumable(config, checkpoint)
     plan = plan_resume(source, checkpoint, out, overwrite)
+    check_loggers(config)
     session = Session(_with_run_dir(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
     if plan.run_dir.is_dir():
         session.lock = RunLock(plan.run_dir).acquire()
@@ -103,8 +109,26 @@ def run_session(
         if session.overwrite:
             clear_products(run_dir)
         atomic_write_text(run_dir / "config.yaml", session.config.to_yaml())
-    return train(session.config, data, run_dir, resume=session.checkpoint, observer=observer,
-                 stop_requested=stop_requested)
+    loggers, completed = open_loggers(_start(session)), False
+    try:
+        result = train(session.config, data, run_dir, resume=session.checkpoint,
+                       observer=Fanout([observer or Observer(), *loggers]) if loggers else observer,
+                       stop_requested=stop_requested)
+        completed = True
+        return result
+    finally:
+        session.log_problems = close_loggers(loggers, completed)
+
+
+def _start(session: Session) -> RunStart:
+    """Where the run starts, as the loggers need to know it."""
+    saved, tags = session.checkpoint, dict(session.tags)
+    if saved is None or session.plan is None:
+        return RunStart(session.config, session.run_dir, tags=tags, draw_curves=session.draw_curves)
+    if session.plan.mode == "branch":
+        tags["parent"] = str(session.plan.source)
+    return RunStart(session.config, session.run_dir, session.plan.source, session.plan.mode, saved.step,
+                    changed_settings(saved.config, session.config), tags, session.draw_curves)
 
 
 def _with_run_dir(config: Config, run_dir: Path) -> Config:
