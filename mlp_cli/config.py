@@ -319,7 +319,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         choices = meta.get("choices")
         if choices and value not in choices:
-            hint_text = _suggest(value, choices)
+            hint_text = did_you_mean(value, choices)
             raise ConfigError(
                 f"{at}{key} = {value!r} is not one of {', '.join(choices)}{hint_text}"
             )
@@ -387,13 +387,15 @@ def check_run_paths(name: str | None, directory: str | None, where: str | Path |
             )
 
 
-def _suggest(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def did_you_mean(word: str, options: Any) -> str:
+    """`` (did you mean 'sgd'?)`` for the closest of ``options``, case ignored (SGD -> sgd); '' if none is close."""
+    lowered = {str(option).lower(): str(option) for option in options}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 def unknown_name(kind: str, name: str, options: list[str], where: str | Path | None) -> str:
-    hint = _suggest(name, options)
+    hint = did_you_mean(name, options)
     if not hint:
         hint = f"; known {kind}s: {', '.join(options)}" if len(options) <= 8 else ""
     return f"{where_prefix(where)}unknown {kind} {name!r}{hint}"  # repr: names come from the user

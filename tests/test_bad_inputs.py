@@ -456,6 +456,15 @@ TOOL_USAGE_ERRORS = [  # bad combinations the tool itself finds: one red line, e
     (["sweep", "tiny", "--set", "model.hidden=3,4"], "--set goes with --config"),
     (["sweep", "--executor", "spark"], "--executor 'spark' is not one of local, dask"),
     (["runs", "--sort", "colour"], "--sort 'colour'"),
+    # did you mean: names, and choices whatever their case
+    (["train", "--optimizer", "SGD"], "optimizer.name = 'SGD' is not one of sgd, momentum, nesterov, adam, adamw "
+                                      "(did you mean 'sgd'?)"),
+    (["train", "--dataset", "Fashion-MNIST"], "(did you mean 'fashion-mnist'?)"),
+    (["train", "-c", "CS229"], "config 'CS229' not found (did you mean 'cs229'?)"),
+    (["sweep", "tinyy"], "sweep 'tinyy' not found (did you mean 'tiny'?)"),
+    (["sweep", "--executor", "LOCAL"], "--executor 'LOCAL' is not one of local, dask (did you mean 'local'?)"),
+    (["download-data", "--dataset", "MNIST"], "(did you mean 'mnist'?)"),
+    (["eval", "last.np"], "checkpoint last.np not found"),
 ]
 
 

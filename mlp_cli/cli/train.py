@@ -10,7 +10,17 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, draw_curves, report_log_problems
+from mlp_cli.cli.options import (
+    DataDir,
+    Log,
+    Mirror,
+    Quiet,
+    complete_config,
+    complete_from,
+    complete_set,
+    draw_curves,
+    report_log_problems,
+)
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -39,7 +49,8 @@ Examples:
 def train_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229)."),
+        typer.Option("--config", "-c", autocompletion=complete_config,
+                     help="YAML config file, or a name from configs/ (e.g. cs229)."),
     ] = None,
     hidden: Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")] = None,
     batch: Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")] = None,
@@ -59,12 +70,15 @@ def train_command(
                                                 autocompletion=complete_from(DATASETS))] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="Override any key: section.key=value. Repeatable."),
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
+        Path | None,
+        typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (not one another process "
+                                                 "is writing: that is named, with the process).")] = False,
     log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
@@ -76,6 +90,9 @@ def train_command(
     Settings: the config file (or the defaults that configs/default.yaml spells out), then flags, then --set.
 
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
+
+    Ctrl-C, SIGTERM or SIGHUP stops after the current step: last.npz is saved and one line (not an
+    error) says how to continue; the exit code is 130, 143 or 129. A second one stops at once.
     """
     from mlp_cli.config import FLAG_KEYS
 
@@ -149,6 +166,7 @@ def _open_session(request: TrainRequest) -> Session:
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.reports.info import check_memory
     from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.resume import resume_source
     from mlp_cli.training.session import new_session, resumed_session
 
     config_path = resolve_config_path(request.config)
@@ -156,7 +174,7 @@ def _open_session(request: TrainRequest) -> Session:
         resolved = load_config(config_path, request.overrides, request.sets)
         check_memory(resolved)  # the memory mlp info counts, against what is free: before any work
         return new_session(resolved, config_path.stem if config_path else "default", request.overwrite)
-    checkpoint = load_checkpoint(request.resume)
+    checkpoint = load_checkpoint(resume_source(request.resume))
     base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
     resolved = load_config(config_path, request.overrides, request.sets, base=base)
     check_memory(resolved)

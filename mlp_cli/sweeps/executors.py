@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
+from mlp_cli.config import did_you_mean
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.sweeps.registry import EXECUTORS
 from mlp_cli.sweeps.runner import BLAS_VARIABLES, DaskPlacement, TrialTask, init_local_worker
@@ -251,7 +252,7 @@ def check_executor(kind: str, scheduler: str | None) -> None:
     """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address."""
     spec = EXECUTORS.get(kind)
     if spec is None:
-        raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+        raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}{did_you_mean(kind, EXECUTORS)}")
     if scheduler is not None and not spec.takes_scheduler:
         with_scheduler = [name for name, other in EXECUTORS.items() if other.takes_scheduler]
         raise UsageError(f"--scheduler goes with --executor {' or '.join(with_scheduler)}")

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import Config, build_config, show_value, yaml11_number
+from mlp_cli.config import Config, build_config, did_you_mean, show_value, yaml11_number
 from mlp_cli.config_file import (
     CHECKOUT_CONFIGS,
+    config_names,
     load_config,
     parse_scalar,
     put_setting,
@@ -122,7 +123,8 @@ def resolve_sweep_path(spec: str) -> Path:
         if (folder / f"{spec}.yaml").is_file():
             return folder / f"{spec}.yaml"
     names = sorted(p.stem for p in (CHECKOUT_CONFIGS / "sweeps").glob("*.yaml"))
-    raise ConfigError(f"sweep {spec!r} not found: no such file, and no {spec}.yaml in configs/sweeps "
+    hint = did_you_mean(spec, config_names("sweeps"))
+    raise ConfigError(f"sweep {spec!r} not found{hint}: no such file, and no {spec}.yaml in configs/sweeps "
                       f"(the shipped ones: {', '.join(names) or 'none'})")
 
 
