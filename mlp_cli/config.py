@@ -10,7 +10,6 @@ was expected. The resolved config is recorded with every run and every checkpoin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -23,6 +22,7 @@ from mlp_cli.data.registry import DATASETS
 from mlp_cli.errors import ConfigError
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.training.loggers.registry import LOGGERS
+from mlp_cli.words import did_you_mean
 
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
@@ -385,13 +385,6 @@ def check_run_paths(name: str | None, directory: str | None, where: str | Path |
                 f"{at}run.dir = {show_value(directory)} is not a usable path (a NUL byte or a part "
                 "longer than 255 bytes)"
             )
-
-
-def did_you_mean(word: str, options: Any) -> str:
-    """`` (did you mean 'sgd'?)`` for the closest of ``options``, case ignored (SGD -> sgd); '' if none is close."""
-    lowered = {str(option).lower(): str(option) for option in options}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 def unknown_name(kind: str, name: str, options: list[str], where: str | Path | None) -> str:

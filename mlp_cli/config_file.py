@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import SECTIONS, Config, build_config, did_you_mean, show_value, unknown_name, where_prefix
+from mlp_cli.config import SECTIONS, Config, build_config, show_value, unknown_name, where_prefix
 from mlp_cli.errors import ConfigError
+from mlp_cli.words import did_you_mean
 
 # The configs/ folder of the checkout this package runs from (the set-up installs it editable),
 # so that ``--config cs229`` works from any directory, not only the repository's root.

@@ -11,6 +11,7 @@ import typer
 
 from mlp_cli.nn.registry import listed
 from mlp_cli.training.loggers.registry import LOGGERS
+from mlp_cli.words import did_you_mean
 
 DataDir = Annotated[
     Path | None,
@@ -76,8 +77,6 @@ def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
 
     def check(value: str) -> str:
         if value not in registry:
-            from mlp_cli.config import did_you_mean
-
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}"
                                      f"{did_you_mean(value, registry)}.")
         return value

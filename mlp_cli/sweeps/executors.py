@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from mlp_cli.config import did_you_mean
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.sweeps.registry import EXECUTORS
 from mlp_cli.sweeps.runner import BLAS_VARIABLES, DaskPlacement, TrialTask, init_local_worker
+from mlp_cli.words import did_you_mean
 
 DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
 NO_WORKERS_TIMEOUT = 300.0  # seconds a Dask cluster may have no worker at all before the sweep ends

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.config import Config, build_config, did_you_mean, show_value, yaml11_number
+from mlp_cli.config import Config, build_config, show_value, yaml11_number
 from mlp_cli.config_file import (
     CHECKOUT_CONFIGS,
     config_names,
@@ -46,6 +46,7 @@ from mlp_cli.config_file import (
     split_set,
 )
 from mlp_cli.errors import ConfigError
+from mlp_cli.words import did_you_mean
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SPEC_KEYS = ("name", "config", "set", "grid", "random", "trials", "seed")
