@@ -45,45 +45,52 @@ Examples:
   mlp train -c cs229 --log tensorboard
 """
 
+# The options of `mlp train`, one alias each, so that the command reads as a list of them.
+ConfigName = Annotated[str | None, typer.Option(
+    "--config", "-c", autocompletion=complete_config, help="YAML config file, or a name from configs/ (e.g. cs229).")]
+Hidden = Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")]
+Batch = Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate (optimizer.lr).")]
+Epochs = Annotated[int | None, typer.Option(help="Number of epochs (train.epochs).")]
+Seed = Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")]
+L2 = Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")]
+Optimizer = Annotated[str | None, typer.Option(
+    help=f"{listed(OPTIMIZERS)} (optimizer.name).", autocompletion=complete_from(OPTIMIZERS))]
+Out = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")]
+Name = Annotated[str | None, typer.Option(help="Run name (run.name).")]
+Dataset = Annotated[str | None, typer.Option(
+    help=f"{listed(DATASETS)} (data.dataset).", autocompletion=complete_from(DATASETS))]
+Sets = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", autocompletion=complete_set, help="Override any key: section.key=value. Repeatable.")]
+Resume = Annotated[Path | None, typer.Option(
+    help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state.")]
+Overwrite = Annotated[bool, typer.Option(
+    help="Replace an existing run directory (not one another process is writing: that is named, with the process).")]
+JsonSummary = Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")]
+
+
 @app.command("train", epilog=EXAMPLES_TRAIN)
 def train_command(
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", autocompletion=complete_config,
-                     help="YAML config file, or a name from configs/ (e.g. cs229)."),
-    ] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (optimizer.lr).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (train.epochs).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
-    l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).",
-                                 autocompletion=complete_from(OPTIMIZERS))
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
-    dataset: Annotated[str | None, typer.Option(help=f"{listed(DATASETS)} (data.dataset).",
-                                                autocompletion=complete_from(DATASETS))] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", autocompletion=complete_set,
-                     help="Override any key: section.key=value. Repeatable."),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (not one another process "
-                                                 "is writing: that is named, with the process).")] = False,
+    config: ConfigName = None,
+    hidden: Hidden = None,
+    batch: Batch = None,
+    lr: Lr = None,
+    epochs: Epochs = None,
+    seed: Seed = None,
+    l2: L2 = None,
+    optimizer: Optimizer = None,
+    out: Out = None,
+    name: Name = None,
+    dataset: Dataset = None,
+    set_: Sets = None,
+    resume: Resume = None,
+    overwrite: Overwrite = False,
     log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    json_output: JsonSummary = False,
 ) -> None:
     """Train the two-layer network; write metrics.jsonl, last.npz and best.npz to a run directory.
 
