@@ -12,7 +12,7 @@ ifneq ($(wildcard $(LOCAL_MNIST)/train-images-idx3-ubyte.gz),)
 export MLP_MNIST_MIRROR ?= file://$(LOCAL_MNIST)/
 endif
 
-.PHONY: setup train test lint bench bench-smoke clean
+.PHONY: setup train test lint docs bench bench-smoke clean
 
 # setuptools announces every editable install with a warning banner ("Editable installation.
 # Please be careful with folders ... named like your package"): information, not a problem, so
@@ -35,8 +35,12 @@ test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlp_cli tests benchmarks
+	$(BIN)/ruff check mlp_cli tests benchmarks tools
 	$(BIN)/mypy mlp_cli
+
+# docs/cli.md, the command reference, from the commands (tests/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python tools/cli_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

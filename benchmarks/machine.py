@@ -187,6 +187,7 @@ def describe() -> dict[str, Any]:
         "blas": blas_info(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "GOTO"))},
         "loadavg_at_start": uptime_load(),
+        "kernels": _kernels(),
     }
     try:
         import torch
@@ -197,6 +198,15 @@ def describe() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     return info
+
+
+def _kernels() -> dict[str, Any]:
+    """The step's kernels picked in this process (nn.fused, the sigmoid's form) and its elementwise threads."""
+    from mlp_cli.nn import fused, parallel
+    from mlp_cli.nn.backprop import sigmoid_form
+
+    return {"optimizer_updates": fused.kernel_name(), "sigmoid": sigmoid_form(),
+            "elementwise_threads": parallel.threads(), "blas_threads": numpy_blas_threads()}
 
 
 def _torch_blas(torch: Any) -> str:

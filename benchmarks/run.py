@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import machine
+from benchmarks import machine, recipes
 from benchmarks.epoch import Case, measure_group, save_epoch_data, standardized
 from benchmarks.process import REPO_ROOT, checked, mlp_command, repeat_process, run_process
 
@@ -331,6 +331,8 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{_num(tfloor, 7, 3)} {_num(c.get('tool_vs_torch'), 10, 2)} {c['tool_vs_floor']:10.2f} "
                 f"{_num(c.get('tool_vs_xavier'), 9, 2)}"
             )
+    if "recipes" in results:
+        lines += recipes.format_lines(results["recipes"])
     e2e = results.get("end_to_end")
     if e2e:
         torch_part = (f", torch (ftz) {e2e['torch_ftz']:.2f} s, ratio {e2e['tool_vs_torch']:.2f}"
@@ -381,8 +383,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="dataset cache to use/build (default: a temporary one)")
     parser.add_argument("--repeats", type=int, default=7, help="timed epochs per contender and case")
     parser.add_argument("--e2e-repeats", type=int, default=5, help="end-to-end runs per contender")
-    parser.add_argument("--parts", default="epochs,startup,dataset,e2e,eval,memory,accuracy",
-                        help="comma-separated subset of: epochs, startup, dataset, e2e, eval, memory, accuracy")
+    parser.add_argument("--parts", default="epochs,recipes,startup,dataset,e2e,eval,memory,accuracy",
+                        help="comma-separated subset of: epochs, recipes, startup, dataset, e2e, eval, memory, "
+                        "accuracy")
     parser.add_argument("--only", nargs="*", help="epoch cases whose name contains one of these words")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch references")
     parser.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for a quiet machine")
@@ -407,6 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["note"] = "MNIST not available (no offline copy): only synthetic epoch timings and --help"
         steps: list[tuple[str, str, Callable[[], Any], bool]] = [
             ("epochs", "epochs", lambda: bench_epochs(args, have_mnist, data_dir, work), True),
+            ("recipes", "recipes", lambda: recipes.measure(args.smoke, _have_torch() and not args.no_torch), True),
             ("startup", "startup", lambda: bench_startup(args), True),
             ("dataset", "dataset_load", lambda: bench_dataset_load(args, data_dir), have_mnist),
             ("e2e", "end_to_end", lambda: bench_end_to_end(args, data_dir, work), have_mnist),

@@ -5,7 +5,8 @@ The Python API (see mlp_cli.api and the README's "From Python")::
     import mlp_cli
     model = mlp_cli.load_model("runs/best")            # a checkpoint, or a run directory
     model.predict(images)                             # uint8 (n, 28, 28) -> classes (n,)
-    run = mlp_cli.train("cs229", overrides={"train.epochs": 5})
+    run = mlp_cli.train("cs229", overrides={"train.epochs": 5}, on_epoch=print)
+    mlp_cli.resume(run.last_checkpoint, epochs=10)     # continue it
     images, labels = mlp_cli.load_dataset("mnist", "test")
 
 Names are imported on first use, so that ``import mlp_cli`` (and ``mlp --help``) stays instant.
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from mlp_cli.version import __version__ as __version__  # re-exported: mlp_cli.__version__
 
-__all__ = ["Evaluation", "MlpError", "Model", "Run", "load_dataset", "load_model", "train"]
+__all__ = ["Evaluation", "MlpError", "Model", "Run", "load_dataset", "load_model", "resume", "train"]
 
 if TYPE_CHECKING:
-    from mlp_cli.api import Evaluation, Model, Run, load_dataset, load_model, train
+    from mlp_cli.api import Evaluation, Model, Run, load_dataset, load_model, resume, train
     from mlp_cli.errors import MlpError
 
 

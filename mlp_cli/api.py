@@ -7,6 +7,8 @@
     >>> model.evaluate(images, labels).accuracy                     # 0.98...
     >>> run = mlp_cli.train("cs229", overrides={"train.epochs": 5}, out="runs/short")
     >>> run.best_accuracy, run.best_checkpoint
+    >>> run = mlp_cli.train("cs229", on_epoch=lambda row: print(row["epoch"], row["dev_accuracy"]))
+    >>> more = mlp_cli.resume(run.last_checkpoint, epochs=20)            # continue the same run
 
 Everything here calls the same code as the command line; errors are ``mlp_cli.MlpError``s with
 the same one-line messages.
@@ -15,10 +17,10 @@ the same one-line messages.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +29,12 @@ from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import ConfigError, UsageError
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.network import INPUTS, Params, forward
-from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint
+from mlp_cli.training.checkpoint import Checkpoint, load_checkpoint, model_checkpoint
+from mlp_cli.training.loop import Observer
+
+if TYPE_CHECKING:
+    from mlp_cli.training.metrics import EpochMetrics
+    from mlp_cli.training.session import Session
 
 PathLike = str | Path
 
@@ -51,6 +58,14 @@ class Model:
     @property
     def dataset(self) -> str:
         return str(self.checkpoint.config["data"]["dataset"])
+
+    def __repr__(self) -> str:
+        """``Model(hidden=300, dataset='mnist', dtype=float32, accuracy=97.95% at epoch 12, path=...)``:
+        what the model is, never its weight arrays."""
+        accuracy = self.checkpoint.meta.get("accuracy")
+        scored = f", accuracy={100 * accuracy:.2f}% at epoch {self.checkpoint.epoch}" if accuracy is not None else ""
+        return (f"Model(hidden={self.params.W1.shape[1]}, dataset={self.dataset!r}, dtype={self.params.dtype}"
+                f"{scored}, path={str(self.path)!r})")
 
     def inputs(self, images: Any) -> np.ndarray:
         """Raw pixels (0-255) as uint8 or numbers: one image (28, 28) or (784,), or a stack
@@ -149,9 +164,7 @@ def _labels(labels: Any, count: int, classes: int) -> np.ndarray:
 
 def load_model(path: PathLike) -> Model:
     """A checkpoint (``.npz``), or a run directory (meaning its ``best.npz``, the run's model)."""
-    path = _path(path, "load_model's path")
-    if path.is_dir():
-        path = path / "best.npz"
+    path = model_checkpoint(_path(path, "load_model's path"))
     checkpoint = load_checkpoint(path)
     prep = Preprocessing.from_dict(checkpoint.meta["preprocessing"])
     return Model(params=checkpoint.params, preprocessing=prep, checkpoint=checkpoint, path=path)
@@ -197,23 +210,87 @@ def train(
     overwrite: bool = False,
     data_dir: PathLike | None = None,
     mirrors: tuple[str, ...] = (),
+    on_epoch: EpochCallback | None = None,
 ) -> Run:
     """Train a run and return it. ``config``: a YAML path, a name from configs/ ("cs229"), a
     mapping of sections ({"model": {"hidden": 64}}), a Config, or None for the defaults;
     ``overrides``: {"section.key": value}; ``out``: the run directory (default runs/<name>-<time>),
-    created here and refused if it holds a run (unless ``overwrite``)."""
-    from mlp_cli.training.metrics import read_metrics
-    from mlp_cli.training.session import load_inputs, new_session, run_session
+    created here and refused if it holds a run (unless ``overwrite``); ``on_epoch``: called after
+    each epoch with its metrics row (the dict metrics.jsonl records: epoch, train_loss,
+    dev_accuracy, ...), for progress."""
+    from mlp_cli.training.session import new_session
 
     out, data_dir = _optional_path(out, "out"), _optional_path(data_dir, "data_dir")
-    if not isinstance(overwrite, bool):
-        raise UsageError(f"train's overwrite must be True or False, got {show_value(overwrite)}")
+    _check_flag(overwrite, "train's overwrite")
+    _check_callback(on_epoch)
     resolved, name = _resolve(config, {**_overrides(overrides), **({"run.dir": str(out)} if out else {})})
-    with new_session(resolved, name, overwrite) as session:
+    return _run(new_session(resolved, name, overwrite), data_dir, mirrors, on_epoch)
+
+
+def resume(
+    checkpoint: PathLike,
+    *,
+    epochs: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    out: PathLike | None = None,
+    overwrite: bool = False,
+    data_dir: PathLike | None = None,
+    mirrors: tuple[str, ...] = (),
+    on_epoch: EpochCallback | None = None,
+) -> Run:
+    """Continue a run from ``checkpoint`` (its last.npz: the latest state), as ``mlp train
+    --resume`` does: up to ``epochs`` in all; ``overrides`` may change what a resumed run may
+    (resume.RESUME_RULES); ``out`` branches into a new directory; ``on_epoch`` as for train."""
+    from mlp_cli.config_file import load_config
+    from mlp_cli.training.resume import resume_source
+    from mlp_cli.training.session import resumed_session
+
+    source = resume_source(_path(checkpoint, "resume's checkpoint"))
+    out, data_dir = _optional_path(out, "out"), _optional_path(data_dir, "data_dir")
+    _check_flag(overwrite, "resume's overwrite")
+    _check_callback(on_epoch)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+        raise UsageError(f"resume's epochs must be a whole number, got {show_value(epochs)}")
+    saved = load_checkpoint(source)
+    base = {**saved.config, "run": {**saved.config.get("run", {}), "dir": None}}
+    settings = {**_overrides(overrides), **({"train.epochs": epochs} if epochs is not None else {})}
+    resolved = load_config(None, settings, base=base)
+    return _run(resumed_session(resolved, saved, source, out, overwrite), data_dir, mirrors, on_epoch)
+
+
+EpochCallback = Callable[[dict[str, Any]], object]
+
+
+class _Progress(Observer):
+    """Hands each epoch's metrics row to the caller's ``on_epoch``."""
+
+    def __init__(self, on_epoch: EpochCallback) -> None:
+        self.callback = on_epoch
+
+    def on_epoch(self, row: EpochMetrics, is_best: bool) -> None:
+        self.callback(row.to_dict())
+
+
+def _run(session: Session, data_dir: Path | None, mirrors: Any, on_epoch: EpochCallback | None) -> Run:
+    """Load the session's data, train, and read the run back."""
+    from mlp_cli.training.metrics import read_metrics
+    from mlp_cli.training.session import load_inputs, run_session
+
+    with session:
         data = load_inputs(session, data_dir=data_dir, mirrors=_mirrors(mirrors))
-        result = run_session(session, data)
+        result = run_session(session, data, observer=_Progress(on_epoch) if on_epoch else None)
     return Run(run_dir=result.run_dir, rows=read_metrics(result.run_dir), best_epoch=result.best_epoch,
                best_accuracy=result.best_accuracy, seconds=result.seconds)
+
+
+def _check_callback(on_epoch: Any) -> None:
+    if on_epoch is not None and not callable(on_epoch):
+        raise UsageError(f"on_epoch must be a function taking a metrics row, got {show_value(on_epoch)}")
+
+
+def _check_flag(value: Any, what: str) -> None:
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be True or False, got {show_value(value)}")
 
 
 def _resolve(config: Any, overrides: dict[str, Any]) -> tuple[Config, str]:

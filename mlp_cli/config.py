@@ -10,7 +10,6 @@ was expected. The resolved config is recorded with every run and every checkpoin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -23,6 +22,7 @@ from mlp_cli.data.registry import DATASETS
 from mlp_cli.errors import ConfigError
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.training.loggers.registry import LOGGERS
+from mlp_cli.words import did_you_mean
 
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
@@ -319,7 +319,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any, where: str | Path | None)
             raise ConfigError(f"{at}{key} = {show_value(value)}; expected {_describe(base, meta)}")
         choices = meta.get("choices")
         if choices and value not in choices:
-            hint_text = _suggest(value, choices)
+            hint_text = did_you_mean(value, choices)
             raise ConfigError(
                 f"{at}{key} = {value!r} is not one of {', '.join(choices)}{hint_text}"
             )
@@ -387,13 +387,8 @@ def check_run_paths(name: str | None, directory: str | None, where: str | Path |
             )
 
 
-def _suggest(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def unknown_name(kind: str, name: str, options: list[str], where: str | Path | None) -> str:
-    hint = _suggest(name, options)
+    hint = did_you_mean(name, options)
     if not hint:
         hint = f"; known {kind}s: {', '.join(options)}" if len(options) <= 8 else ""
     return f"{where_prefix(where)}unknown {kind} {name!r}{hint}"  # repr: names come from the user

@@ -11,10 +11,18 @@ from typing import Any
 
 from mlp_cli.config import SECTIONS, Config, build_config, show_value, unknown_name, where_prefix
 from mlp_cli.errors import ConfigError
+from mlp_cli.words import did_you_mean
 
 # The configs/ folder of the checkout this package runs from (the set-up installs it editable),
 # so that ``--config cs229`` works from any directory, not only the repository's root.
 CHECKOUT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_names(subfolder: str = "") -> list[str]:
+    """The names a config (or, with ``subfolder="sweeps"``, a sweep) may be given by: the .yaml
+    files in ./configs and the checkout's configs/ (for the messages and shell completion)."""
+    folders = [Path("configs") / subfolder, CHECKOUT_CONFIGS / subfolder]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def resolve_config_path(config: str | None) -> Path | None:
@@ -29,13 +37,10 @@ def resolve_config_path(config: str | None) -> Path | None:
     for folder in folders:
         if (folder / f"{config}.yaml").is_file():
             return folder / f"{config}.yaml"
-    import difflib
-
     from mlp_cli.errors import ConfigError
 
-    names = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(config, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    names = config_names()
+    hint = did_you_mean(config, names)
     known = f"; the configs there: {', '.join(names)}" if names else ""
     raise ConfigError(
         f"config {config!r} not found{hint}: no such file, and no {config}.yaml in ./configs "

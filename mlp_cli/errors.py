@@ -13,6 +13,11 @@ class MlpError(Exception):
     exit_code = 1
 
 
+class Interrupted(MlpError):
+    """Work stopped on request (Ctrl-C, SIGTERM, SIGHUP), its checkpoints saved: the CLI reports
+    it as what happened, without an "error:" prefix, and exits 128 + the signal's number."""
+
+
 class UsageError(MlpError):
     """Bad command-line usage (exit code 2)."""
 

@@ -124,7 +124,7 @@ def tiny_mnist(monkeypatch: pytest.MonkeyPatch) -> TinyDataset:
         ):
             gz[filename] = gzip.compress(payload, mtime=0)
             checksums[filename] = sha256(payload)
-    spec = dataclasses.replace(real, checksums=checksums, splits=splits, default_mirrors=())
+    spec = real._replace(checksums=checksums, splits=splits, default_mirrors=())
     monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
     return TinyDataset(gz, images, labels, spec)
 

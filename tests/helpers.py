@@ -176,3 +176,10 @@ def train_resumed(checkpoint: Path, data: Any, observer: Losses | None = None, o
             run_session(session, data, observer=observer, stop_requested=observer.requested)
         except TrainingInterrupted:
             pass
+
+
+def no_proxies(monkeypatch: Any) -> None:
+    """Undo the dead proxy every test gets, so that a request looks its host name up itself
+    (only for hosts that never resolve, such as ``*.invalid``)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)

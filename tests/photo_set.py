@@ -5,7 +5,7 @@ condition a phone camera meets (a lighting gradient, a vignette, a shadow, senso
 blur, an off-centre or slightly rotated digit) or several at once. Everything is computed from a
 seed, so the set is the same on every run; no image is committed.
 
-Run it as a script to measure a checkpoint per condition (the README's table):
+Run it as a script to measure a checkpoint per condition (the table of docs/results.md):
 
     python tests/photo_set.py runs/best/best.npz [--per 60] [--data-dir DIR]
 """

@@ -66,3 +66,32 @@ def test_train_takes_a_config_name(mnist_data_dir: Path, tmp_path: Path) -> None
     run = mlp_cli.train("cs229", overrides={**SMALL, "train.epochs": 1}, out=tmp_path / "r", data_dir=mnist_data_dir)
     saved = run.model().checkpoint.config
     assert (saved["model"]["init"], saved["optimizer"]["lr"], saved["model"]["hidden"]) == ("normal", 5.0, 16)
+
+
+def test_on_epoch_reports_each_row_and_resume_continues_the_same_run(mnist_data_dir: Path, tmp_path: Path) -> None:
+    seen: list[dict] = []
+    first = mlp_cli.train(None, overrides=SMALL, out=tmp_path / "r", data_dir=mnist_data_dir, on_epoch=seen.append)
+    assert seen == first.rows  # each epoch's row, as metrics.jsonl records it, as it happens
+
+    more: list[dict] = []
+    resumed = mlp_cli.resume(first.last_checkpoint, epochs=3, data_dir=mnist_data_dir, on_epoch=more.append)
+
+    assert resumed.run_dir == first.run_dir and [row["epoch"] for row in resumed.rows] == [1, 2, 3]
+    assert [row["epoch"] for row in more] == [3] and resumed.rows[:2] == first.rows
+    with pytest.raises(mlp_cli.MlpError, match="already trained 3 of 3 epochs"):
+        mlp_cli.resume(first.last_checkpoint, epochs=3, data_dir=mnist_data_dir)
+    with pytest.raises(mlp_cli.MlpError, match="is a run directory; resume its latest state"):
+        mlp_cli.resume(first.run_dir, epochs=4)
+    with pytest.raises(mlp_cli.MlpError, match="resume's epochs must be a whole number, got '4'"):
+        mlp_cli.resume(first.last_checkpoint, epochs="4")  # type: ignore[arg-type]
+    with pytest.raises(mlp_cli.MlpError, match="on_epoch must be a function"):
+        mlp_cli.train(None, overrides=SMALL, out=tmp_path / "s", on_epoch="print")  # type: ignore[arg-type]
+
+
+def test_a_model_repr_says_what_it_is_never_its_weights(run: mlp_cli.Run) -> None:
+    model = run.model()
+    shown = repr(model)
+    best = run.rows[run.best_epoch - 1]["dev_accuracy"]
+    assert shown == (f"Model(hidden=16, dataset='mnist', dtype=float32, accuracy={100 * best:.2f}% at epoch "
+                     f"{run.best_epoch}, path={str(run.best_checkpoint)!r})")
+    assert "array" not in shown and len(shown) < 300

@@ -7,7 +7,6 @@ nothing: no run directory, no cached file that was not verified.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import json
@@ -319,7 +318,7 @@ def serve_registered(tiny: TinyDataset, monkeypatch, mirror_server, filename: st
     files = dict(tiny.gz)
     files[filename] = gzip.compress(payload, mtime=0)
     checksums = {**tiny.spec.checksums, filename: sha256(payload)}
-    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(tiny.spec, checksums=checksums))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", tiny.spec._replace(checksums=checksums))
     return mirror_server.add("m", files)
 
 
@@ -457,6 +456,15 @@ TOOL_USAGE_ERRORS = [  # bad combinations the tool itself finds: one red line, e
     (["sweep", "tiny", "--set", "model.hidden=3,4"], "--set goes with --config"),
     (["sweep", "--executor", "spark"], "--executor 'spark' is not one of local, dask"),
     (["runs", "--sort", "colour"], "--sort 'colour'"),
+    # did you mean: names, and choices whatever their case
+    (["train", "--optimizer", "SGD"], "optimizer.name = 'SGD' is not one of sgd, momentum, nesterov, adam, adamw "
+                                      "(did you mean 'sgd'?)"),
+    (["train", "--dataset", "Fashion-MNIST"], "(did you mean 'fashion-mnist'?)"),
+    (["train", "-c", "CS229"], "config 'CS229' not found (did you mean 'cs229'?)"),
+    (["sweep", "tinyy"], "sweep 'tinyy' not found (did you mean 'tiny'?)"),
+    (["sweep", "--executor", "LOCAL"], "--executor 'LOCAL' is not one of local, dask (did you mean 'local'?)"),
+    (["download-data", "--dataset", "MNIST"], "(did you mean 'mnist'?)"),
+    (["eval", "last.np"], "checkpoint last.np not found"),
 ]
 
 

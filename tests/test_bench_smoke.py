@@ -39,6 +39,19 @@ def test_smoke_records_the_machine(smoke_results: dict) -> None:
     info = smoke_results["machine"]
     assert info["cores"] >= 1 and info["cpu"] and info["numpy"]
     assert isinstance(info["blas"], list) and info["blas"]
+    assert info["kernels"]["optimizer_updates"] in ("numpy", "numba")
+    assert info["kernels"]["sigmoid"] in ("tanh", "exp") and info["kernels"]["elementwise_threads"] >= 1
+
+
+def test_smoke_times_the_recipes_steps(smoke_results: dict) -> None:
+    part = smoke_results["recipes"]
+    assert part["threads"]["blas"] >= 1 and part["threads"]["elementwise"] >= 1
+    assert part["kernels"]["optimizer_updates"] in ("numpy", "numba")
+    assert [r["recipe"] for r in part["recipes"]] == ["best", "best-30"]
+    for r in part["recipes"]:
+        assert r["batch"] == 50 and r["optimizer"] == "nesterov" and r["tool_vs_floor"] > 0
+        for name in ("tool", "floor") + (("torch",) if part["torch"] else ()):
+            assert r["ms"][name]["median_ms"] > 0, name
 
 
 def test_smoke_times_every_epoch_contender(smoke_results: dict) -> None:

@@ -31,12 +31,13 @@ def test_terminal_shows_two_rows_of_n_images(mnist_data_dir: Path) -> None:
     result = preview(mnist_data_dir, "--n", "5", "--seed", "4", *ROTATE)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 14 + 1 + 14  # originals, a gap line, distorted: 28 pixel rows each in half blocks
+    assert len(lines) == 1 + 14 + 1 + 14  # a label over each row of 28 pixel rows in half blocks
     assert max(len(line) for line in lines) <= 5 * 28 + 4 * 2
     images, _ = load_dataset("mnist", "train", data_dir=mnist_data_dir)
     originals, distorted = preview_pairs(images, SETTINGS, 5, seed=4)
-    expected = halfblock_lines(grid_image([originals, distorted], gap=2))
-    assert [line.rstrip() for line in lines] == [line.rstrip() for line in expected]
+    expected = ["original", *halfblock_lines(grid_image([originals], gap=2)),
+                "distorted", *halfblock_lines(grid_image([distorted], gap=2))]
+    assert [line.rstrip() for line in lines] == [line.rstrip() for line in expected]  # which row is which
     assert "augment.enabled is false" in result.stderr  # a preview of settings training would not use
 
 
@@ -44,7 +45,8 @@ def test_terminal_wraps_into_bands_as_wide_as_the_terminal(mnist_data_dir: Path)
     result = preview(mnist_data_dir, "--n", "5", *ROTATE, columns=100)  # 3 images of 28 + 2 gaps fit
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 2 * 29 + 1  # two bands (3 + 2 images) with a blank line between
+    assert len(lines) == 2 * 30 + 1  # two bands (3 + 2 images, each row labelled) with a blank line between
+    assert [line for line in lines if line.isalpha()] == ["original", "distorted"] * 2
     assert max(len(line.rstrip()) for line in lines) <= 3 * 28 + 2 * 2
 
 
@@ -71,7 +73,8 @@ def test_config_file_is_used_and_identity_settings_get_a_note(mnist_data_dir: Pa
     plain = preview(mnist_data_dir, "--n", "2")
     assert plain.exit_code == 0 and "every distortion is 0" in plain.stderr
     lines = block_lines(plain.stdout)
-    assert [line.rstrip() for line in lines[:14]] == [line.rstrip() for line in lines[15:]]  # unchanged
+    # unchanged (the labels are not block lines)
+    assert [line.rstrip() for line in lines[:14]] == [line.rstrip() for line in lines[14:]]
     assert block_lines(shifted.stdout)[:14] == lines[:14]  # same seed, same images
 
 

@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from helpers import closed_port, mlp
+from helpers import closed_port, mlp, no_proxies
 
 from mlp_cli.cli.download import PlainReporter, RichReporter, human_size, make_reporter
 from mlp_cli.data.download import NullReporter
@@ -188,3 +188,30 @@ def test_human_size():
     assert [human_size(n) for n in (None, 999, 28_902, 47_040_016, 3 * 10**12)] == [
         "?", "999 B", "28.9 kB", "47.0 MB", "3000.0 GB",
     ]
+
+
+def test_no_network_is_one_fast_line_naming_the_offline_fix(tmp_path, monkeypatch):
+    no_proxies(monkeypatch)  # the tests' dead proxy would answer before any name lookup
+    monkeypatch.setenv("MLP_MNIST_MIRROR", "http://nonexistent.invalid/mnist/")
+
+    result = mlp("download-data", "--data-dir", str(tmp_path), "-m", "http://nonexistent.invalid/other/", "-q")
+
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: could not download train-images-idx3-ubyte.gz: no network reachable")
+    assert "--mirror file://" in line and "MLP_MNIST_MIRROR" in line
+
+
+def test_each_stream_says_its_part_once_progress_on_stderr_the_result_on_stdout(tiny_mnist, mirror_server,
+                                                                                 tmp_path):
+    url = mirror_server.add("m", tiny_mnist.gz)
+
+    first = mlp("download-data", "--data-dir", str(tmp_path), "--mirror", url)
+    again = mlp("download-data", "--data-dir", str(tmp_path), "--mirror", url)
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output
+    assert first.stderr.count("downloading ") == 4 and "verified" not in first.stderr  # the progress only
+    assert first.stdout.count("downloaded, verified") == 4  # the result once, in the table
+    assert again.stderr == "" and again.stdout.count("cached, verified") == 4
+    log = first.stdout + first.stderr  # as `mlp download-data > log 2>&1` keeps them
+    assert all(log.count(name) == 2 for name in tiny_mnist.gz)  # its download line and its table row

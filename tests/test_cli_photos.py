@@ -42,7 +42,7 @@ def fashion_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ):
             (mirror / filename).write_bytes(gzip.compress(payload, mtime=0))
             checksums[filename] = sha256(payload)
-    spec = dataclasses.replace(real, checksums=checksums, splits=splits, default_mirrors=())
+    spec = real._replace(checksums=checksums, splits=splits, default_mirrors=())
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", spec)
     out = tmp_path / "run"
     result = invoke("train", "--dataset", "fashion-mnist", "--mirror", mirror.as_uri() + "/", "--out", out,
@@ -98,3 +98,19 @@ def test_swapped_arguments_get_the_right_order(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"the checkpoint comes first: mlp predict {tmp_path / 'run' / 'best.npz'} {tmp_path / 'digit.png'}" in (
         " ".join(result.stderr.split()))
+
+
+def test_predict_takes_a_run_directory_and_a_misspelt_checkpoint_gets_a_suggestion(fashion_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    photo = garment_photo(tmp_path / "coat.png")
+    by_file = json.loads(invoke("predict", fashion_run, photo, "--json").stdout)["predictions"]
+
+    by_run = invoke("predict", fashion_run.parent, photo, "--json")  # the run directory: its best.npz
+
+    assert by_run.exit_code == 0, by_run.output
+    assert json.loads(by_run.stdout)["predictions"] == by_file
+    typo = invoke("predict", fashion_run.parent / "last.np", photo)
+    assert typo.exit_code == 2 and f"(did you mean {fashion_run.parent / 'last.npz'}?)" in " ".join(typo.stderr.split())
+    (tmp_path / "empty").mkdir()
+    empty = invoke("predict", tmp_path / "empty", photo)
+    assert empty.exit_code == 2 and "is a directory without best.npz" in empty.stderr

@@ -134,21 +134,26 @@ def test_ctrl_c_on_a_local_dask_cluster_brings_every_trial_back_to_resume(
             "--set", "data.dev_size=1000", "--set", "train.batch_size=50", "--set", "train.epochs=40",
             "--set", "optimizer.lr=0.05,0.1", "--executor", "dask", "--jobs", "2", "--mirror", offline_mnist_url,
             "--out", str(out)]
-    env = {**os.environ, "MLP_DATA_DIR": str(mnist_data_dir)}  # the workers' cache: MNIST is there
+    # The workers train each trial in a temporary directory (mlp-trial-*) under their TMPDIR: the
+    # signal goes once both trials have finished an epoch there, whatever the machine's speed.
+    scratch = tmp_path / "workers-tmp"
+    scratch.mkdir()
+    env = {**os.environ, "MLP_DATA_DIR": str(mnist_data_dir), "TMPDIR": str(scratch)}  # MNIST is in that cache
     process = subprocess.Popen([sys.executable, "-m", "mlp_cli", *args], stderr=subprocess.PIPE, text=True,
                                stdout=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
-        assert process.stderr is not None
-        lines = iter(process.stderr.readline, "")
-        assert any("running 2 on a local Dask cluster" in line for line, _ in zip(lines, range(50), strict=False))
-        time.sleep(2.0)  # a few epochs of 40 (several seconds of training each)
+        deadline = time.monotonic() + 300  # a bound on a broken sweep, not a step of the test
+        while len([m for m in scratch.glob("mlp-trial-*/metrics.jsonl") if _epochs_in(m) >= 1]) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
         os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "run the same command again" in stderr
+    assert "running 2 on a local Dask cluster" in stderr
     rows = read_trials(out)
     assert len(rows) == 2 and {r["status"] for r in rows} <= {"interrupted", "ok"}, rows
     stopped = [r["trial"] for r in rows if r["status"] == "interrupted"]
@@ -165,3 +170,11 @@ def test_ctrl_c_on_a_local_dask_cluster_brings_every_trial_back_to_resume(
         after = read_metrics(out / "trials" / trial)
         assert [r["epoch"] for r in after] == list(range(1, 41))
         assert after[: len(rows_before)] == rows_before  # continued from the shipped checkpoint
+
+
+def _epochs_in(metrics: Path) -> int:
+    """Complete rows in a trial's metrics.jsonl (0 while it is being created or written)."""
+    try:
+        return metrics.read_bytes().count(b"\n")
+    except OSError:
+        return 0

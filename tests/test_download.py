@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import RecordingReporter, TinyDataset, closed_port, sha256
+from helpers import RecordingReporter, TinyDataset, closed_port, no_proxies, sha256
 
 from mlp_cli.data.cache import ensure_dataset, load_dataset
 from mlp_cli.data.download import Downloader, RetryPolicy
@@ -348,3 +348,20 @@ def test_data_layer_imports_no_requests_until_it_downloads():
     code = "import sys, mlp_cli.data.cache; print('requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_no_network_fails_each_mirror_at_once_and_names_the_local_copy(reporter, tmp_path, monkeypatch):
+    """A host that does not resolve (.invalid never does) is not asked again: one request per mirror,
+    and the file's error says there is no network and how to use a local copy."""
+    no_proxies(monkeypatch)  # the tests' dead proxy would answer before any name lookup
+    unresolvable = ("http://nonexistent.invalid/mnist/", "http://other.nonexistent.invalid/mnist/")
+    downloader = Downloader(reporter, RetryPolicy(tries=4, backoff=0.0))
+
+    with pytest.raises(DownloadError) as caught, downloader:
+        downloader.fetch("x.gz", "0" * 64, tmp_path, unresolvable, hint="pass --mirror or set MLP_MNIST_MIRROR")
+
+    assert downloader.requests_made == 2  # one attempt per mirror, no retries
+    message = str(caught.value)
+    assert message.startswith("could not download x.gz: no network reachable (")
+    assert all(mirror in message for mirror in unresolvable) and "MLP_MNIST_MIRROR" in message
+    assert "retrying" not in reporter.notes and reporter.notes.count("(no network)") == 2

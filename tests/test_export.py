@@ -5,7 +5,7 @@ and must give ``Model.predict_proba``'s probabilities to 1e-5 and exactly its cl
 normalisations (and none), float32 and float64 networks, a dropout-trained one and a
 Fashion-MNIST one. safetensors files load with the safetensors library into the layout of
 PyTorch's ``nn.Sequential`` (and into torch itself where it is installed: CI installs it). The
-README's snippets are taken from the README and run as written.
+snippets of docs/elsewhere.md are taken from the page and run as written.
 """
 
 from __future__ import annotations
@@ -303,14 +303,14 @@ def test_the_command_line_imports_no_export_package() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
-# -- the README's section, run as written ------------------------------------------------------
+# -- docs/elsewhere.md's section, run as written ------------------------------------------------------
 
 
 def readme_blocks(language: str) -> list[str]:
-    """The fenced ``language`` blocks of the README's "Use your model elsewhere" section."""
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text.split("\n## Use your model elsewhere\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+    """The fenced ``language`` blocks of docs/elsewhere.md's "Export" section (``sh runnable`` too)."""
+    text = (REPO_ROOT / "docs" / "elsewhere.md").read_text()
+    section = text.split("\n## Export: ONNX and safetensors\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}(?: runnable)?\n(.*?)```", section, flags=re.S)
 
 
 @pytest.fixture(scope="module")

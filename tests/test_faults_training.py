@@ -38,6 +38,13 @@ def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data-dir", str(data_dir), "--out", str(out), *SMALL, *extra]
 
 
+def stop_line(stderr: str) -> str:
+    """The one line a stop on a signal is reported in: no "error:" prefix, no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and not lines[0].startswith("error") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
 def error_line(stderr: str) -> str:
     """The one line an error is reported in (and no traceback)."""
     lines = stderr.strip().splitlines()
@@ -169,7 +176,7 @@ def test_ctrl_c_in_the_first_epoch_saves_a_checkpoint_to_resume_from(mnist_data_
     _, rest = proc.communicate(timeout=60)
 
     assert proc.returncode == 130, rest
-    line = error_line(rest)
+    line = stop_line(rest)
     assert "interrupted during epoch 1" in line and f"--resume {out / 'last.npz'}" in line
     ckpt = load_checkpoint(out / "last.npz")
     assert ckpt.epoch == 0 and 1 <= ckpt.step < 200  # saved mid-epoch
@@ -296,8 +303,8 @@ def test_a_second_signal_while_saving_stops_at_once_and_keeps_the_previous_check
 
     assert done.returncode == 128 + signum, done.stderr
     last = out / "last.npz"
-    assert error_line(done.stderr) == (
-        f"error: stopped at once by a second signal; the last checkpoint is {last} (epoch 1, step 20); "
+    assert stop_line(done.stderr) == (  # what happened, not an "error:" line
+        f"stopped at once by a second signal; the last checkpoint is {last} (epoch 1, step 20); "
         f"continue with: mlp train --resume {last}"
     )
     assert load_checkpoint(last).epoch == 1

@@ -96,7 +96,11 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
     rng = np.random.default_rng(0)
     params = init_params(h, rng, "xavier", dtype)
     X, y = rng.standard_normal((n_train, 784)).astype(dtype), rng.integers(0, 10, n_train)
-    loss_and_gradients(params, X[:5], y[:5], l2)  # numpy's first-call caches, not the run's memory
+    # numpy's first-call caches (and numba's compiled kernels, where installed), not the run's memory
+    warm_masks = draw_masks(np.random.default_rng(1), 5, 784, h, dropout, dropout, np.dtype(dtype), Workspace())
+    _, warm_grads = loss_and_gradients(params, X[:5], y[:5], l2, Workspace(), warm_masks if dropout else None)
+    warm_params = {name: array.copy() for name, array in params.as_dict().items()}
+    make_optimizer(OptimizerConfig(name=optimizer), warm_params).step(warm_params, warm_grads.as_dict(), 0.1)
     loss_and_accuracy(params, X[:5], y[:5])
     tracemalloc.start()
     try:

@@ -155,3 +155,25 @@ def test_remove_initial_recovers_what_training_added() -> None:
     np.testing.assert_allclose(residual, added, atol=1e-6)
     with pytest.raises(PlotError, match="initial weights"):
         initial_weights(Checkpoint(params=trained, optimizer_state={}, meta={**meta, "rng": {}}))
+
+
+def test_the_legend_sits_beside_the_curves_and_accuracy_reads_in_percent(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    runs = [RunCurves.from_rows(f"trial-{i}", rows(5, shift=0.1 * i)) for i in range(4)]
+    fig = curves_figure(runs)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+        assert len(legends) == 1 and len(legends[0].get_texts()) == 8  # one legend, every curve in it
+        box = legends[0].get_window_extent(renderer)
+        for ax in fig.axes:  # over no curve: outside every plotting area, and inside the figure
+            assert not box.overlaps(ax.get_window_extent(renderer))
+        assert box.x1 <= fig.bbox.x1 + 1
+        _, acc_ax = fig.axes
+        labels = [label.get_text() for label in acc_ax.get_yticklabels() if label.get_text()]
+        assert labels and all(label.endswith("%") for label in labels) and acc_ax.get_ylabel() == "accuracy (%)"
+        assert max(float(label.rstrip("%")) for label in labels) > 50  # 0.9 reads as 90%, not 0.9%
+    finally:
+        plt.close(fig)

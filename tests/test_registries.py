@@ -29,7 +29,7 @@ from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
-DATASETS["kmnist"] = dataclasses.replace(DATASETS["mnist"], name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
+DATASETS["kmnist"] = DATASETS["mnist"]._replace(name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
                                          default_mirrors=())
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
@@ -102,3 +102,25 @@ def test_each_registry_entry_names_an_implementation_its_module_maps() -> None:
     assert {spec.implementation for spec in EXECUTORS.values()} == set(executors.IMPLEMENTATIONS)
     for name, spec in EXECUTORS.items():
         assert executors.IMPLEMENTATIONS[spec.implementation].shares_files == spec.shares_files, name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("words", "offered"), [
+    ("mlp train --config cs", ["cs229", "cs229-l2"]),
+    ("mlp sweep -c best-", ["best-30", "best-60"]),
+    ("mlp info --config def", ["default"]),
+    ("mlp sweep ti", ["tiny"]),
+    ("mlp train --set optimizer.l", ["optimizer.lr="]),
+    ("mlp sweep --set model.", ["model.hidden=", "model.init=", "model.dtype="]),
+    ("mlp train --set optimizer.name=", [f"optimizer.name={name}" for name in [*OPTIMIZERS, "lion"]]),
+])
+def test_completion_offers_config_and_sweep_names_and_set_keys(tmp_path: Path, words: str, offered: list[str]) -> None:
+    """Names from configs/ and configs/sweeps/, keys from the config's schema (its choices from the registries)."""
+    assert completions(tmp_path, words) == offered
+
+
+def test_a_config_file_added_to_configs_is_offered(tmp_path: Path) -> None:
+    (tmp_path / "configs" / "sweeps").mkdir(parents=True)
+    (tmp_path / "configs" / "csmine.yaml").write_text("model: {hidden: 8}\n")
+    (tmp_path / "configs" / "sweeps" / "tinier.yaml").write_text("config: default\n")
+    assert completions(tmp_path, "mlp train -c cs") == ["cs229", "cs229-l2", "csmine"]
+    assert completions(tmp_path, "mlp sweep tin") == ["tinier", "tiny"]

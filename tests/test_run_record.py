@@ -72,7 +72,16 @@ def test_an_earlier_checkpoint_is_never_resumed_over_the_later_history(v01: Path
         line = error_line(mlp("train", "--resume", v01 / earlier, "--data-dir", mnist_data_dir, "-q"), 2)
         assert f"{v01 / earlier} (epoch 2, step 60) is not the latest state" in line
         assert "--out NEW" in line and "--overwrite" in line
+        assert line.endswith(f"to continue the run itself, resume {v01 / 'last.npz'}")  # not only the branch
     assert snapshot(v01) == before
+
+
+def test_resume_of_a_run_directory_names_its_last_npz(v01: Path, tmp_path: Path) -> None:
+    line = error_line(mlp("train", "--resume", v01, "-q"), 2)
+    assert line.endswith(f"--resume {v01} is a run directory; resume its latest state: --resume {v01 / 'last.npz'}")
+    (tmp_path / "new").mkdir()
+    fresh = error_line(mlp("train", "--resume", tmp_path / "new", "-q"), 2)
+    assert "it has none yet" in fresh and "best.npz" not in fresh
 
 
 def test_a_branch_of_an_old_release_run_continues_it_bit_identically(
@@ -177,7 +186,7 @@ def test_one_writer_at_a_time_and_a_killed_writer_never_blocks(mnist_data_dir: P
     writer = start("train", "--out", out, "--data-dir", mnist_data_dir, *LONG)
     try:
         wait_for(out / "last.npz", writer)
-        for args in (["--resume", out / "last.npz"], ["--out", out, "--overwrite"]):
+        for args in (["--resume", out / "last.npz"], ["--out", out, "--overwrite"], ["--out", out]):
             began = time.monotonic()
             line = error_line(mlp("train", *args, "--data-dir", mnist_data_dir, "-q"), 2)
             assert time.monotonic() - began < 20  # at once: before any data is loaded
@@ -202,7 +211,7 @@ def test_sigterm_and_sighup_save_and_exit_like_ctrl_c(mnist_data_dir: Path, tmp_
 
     assert proc.returncode == 128 + signum, stderr
     line = stderr.strip().splitlines()
-    assert len(line) == 1 and line[0].startswith("error: interrupted ") and "--resume" in line[0]
+    assert len(line) == 1 and line[0].startswith("interrupted ") and "--resume" in line[0]  # not an error line
     saved = load_checkpoint(out / "last.npz")
     assert 1 <= saved.epoch < 40 and not (out / ".writer").exists()
     if signum != signal.SIGTERM:
@@ -232,6 +241,6 @@ def test_two_quick_signals_always_end_with_a_line_naming_the_checkpoint(
 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip(), stderr
-    assert all(line.startswith("error: ") for line in stderr.strip().splitlines())
+    assert not any(line.startswith("error: ") for line in stderr.strip().splitlines())  # stopped, not failed
     assert f"--resume {out / 'last.npz'}" in stderr
     load_checkpoint(out / "last.npz")  # whole, whichever save the second signal met

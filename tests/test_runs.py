@@ -140,3 +140,69 @@ def test_tables_into_a_pipe_are_not_cut_to_a_terminal_width(tmp_path) -> None:
     result = runner.invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert run.name in result.stdout and "…" not in result.stdout  # nothing shortened with an ellipsis
+
+
+def small_sweep(data_dir: Path, out: Path) -> Path:
+    """The README's tiny sweep (optimizer x lr, four trials), one epoch on 1,000 images (mlp train's
+    shortcut flags: --hidden 16 is --set model.hidden=16, --lr 0.1,0.5 sweeps)."""
+    result = runner.invoke(app, ["sweep", "--config", "default", "--set", "data.limit=1000", "--hidden", "16",
+                                 "--batch", "100", "--epochs", "1",
+                                 "--set", "optimizer.name=sgd,momentum", "--lr", "0.1,0.5",
+                                 "--data-dir", str(data_dir), "--out", str(out), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def name_cells(table: str) -> list[str]:
+    """The run column of a boxed table, each name's wrapped lines joined back together."""
+    names: list[str] = []
+    for line in table.splitlines():
+        if not line.startswith("│"):
+            continue
+        first, status = line.split("│")[1].strip(), line.split("│")[2].strip()
+        names.append(first) if status else names.__setitem__(-1, names[-1] + first)
+    return names
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_runs_of_a_real_sweep_fit_80_and_100_columns_with_whole_headers_and_names(mnist_data_dir: Path,
+                                                                                  tmp_path: Path,
+                                                                                  width: int) -> None:
+    sweep = small_sweep(mnist_data_dir, tmp_path / "tiny")
+    trials = sorted(p.name for p in (sweep / "trials").iterdir())
+
+    shown = runner.invoke(app, ["runs", str(sweep)], env={"COLUMNS": str(width)})
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert all(len(line.rstrip()) <= width for line in lines) and "…" not in shown.stdout
+    top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
+    title = "".join(line.strip() for line in lines[:top])  # a long folder wraps
+    assert title.replace(" ", "") == f"4runsin{sweep}/trials/"  # the folder every run shares moves into the title
+    headers = [cell.strip() for cell in lines[top + 1].split("┃")[1:-1]]
+    assert headers[:6] == ["run", "status", "epochs", "best dev", "test", "time"]
+    assert name_cells(shown.stdout) == trials  # whole, never cut
+    assert ("optimizer" in headers) == (width == 100) and "lr" in headers  # settings as many as fit
+    wide = runner.invoke(app, ["runs", str(sweep), "--wide"], env={"COLUMNS": str(width)})
+    header_line = next(line for line in wide.stdout.splitlines() if line.startswith("┃"))
+    assert [h.strip() for h in header_line.split("┃")[1:-1]][-2:] == ["lr", "optimizer"]
+
+
+def test_runs_into_a_pipe_are_tab_separated_and_columns_are_chosen_by_name(mnist_data_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    sweep = small_sweep(mnist_data_dir, tmp_path / "tiny")
+
+    piped = runner.invoke(app, ["runs", str(sweep)])  # no terminal, no COLUMNS: a pipe
+
+    rows = [line.split("\t") for line in piped.stdout.splitlines()]
+    assert rows[0] == ["run", "status", "epochs", "best dev", "test", "time", "lr", "optimizer"]
+    assert [row[0] for row in rows[1:]] == sorted(str(p) for p in (sweep / "trials").iterdir())
+    assert {row[6] for row in rows[1:]} == {"0.1", "0.5"} and {len(row) for row in rows} == {8}
+    assert {row[2] for row in rows[1:]} == {"1/1"}  # --epochs 1 reached every trial
+    chosen = runner.invoke(app, ["runs", str(sweep), "--columns", "run,optimizer.lr,hidden,dev"])
+    assert chosen.stdout.splitlines()[0].split("\t") == ["run", "lr", "hidden", "best dev"]
+    assert {line.split("\t")[2] for line in chosen.stdout.splitlines()[1:]} == {"16"}  # same for all: asked for
+    typo = runner.invoke(app, ["runs", str(sweep), "--columns", "run,optimzer"])
+    assert typo.exit_code == 2 and "'optimzer' is not a column (did you mean optimizer?)" in typo.stderr
+    assert json.loads(runner.invoke(app, ["runs", str(sweep), "--json"]).stdout)[0]["differing"].keys() == {
+        "lr", "optimizer"}

@@ -53,7 +53,7 @@ def interrupted_sweep(data_dir: Path, out: Path, ready: Callable[[], bool], sign
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if "run the same command again" in line] == [
-        f"error: sweep interrupted; running trials saved their checkpoints in {out}; run the same command again to "
+        f"sweep interrupted; running trials saved their checkpoints in {out}; run the same command again to "
         "continue"], stderr
     return stderr
 

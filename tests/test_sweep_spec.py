@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import runner
+from helpers import mlp, runner
 
 from mlp_cli.cli import app
 from mlp_cli.errors import ConfigError
@@ -137,3 +137,18 @@ def test_usage_errors_of_the_command(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "tiny" in missing.stderr  # lists the shipped ones
     scheduler = runner.invoke(app, ["sweep", "tiny", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "x")])
     assert scheduler.exit_code == 2 and "--executor dask" in scheduler.stderr
+
+
+def test_sweep_takes_train_shortcut_flags_as_their_set_keys(tmp_path) -> None:
+    shortcut = mlp("sweep", "--config", "default", "--lr", "0.1,0.5", "--hidden", "16", "--epochs", "2",
+                   "--batch", "50", "--dry-run", "--json", "--out", tmp_path / "s")
+    spelt = mlp("sweep", "--config", "default", "--set", "optimizer.lr=0.1,0.5", "--set", "model.hidden=16",
+                "--set", "train.epochs=2", "--set", "train.batch_size=50", "--dry-run", "--json",
+                "--out", tmp_path / "s")
+
+    assert shortcut.exit_code == 0, shortcut.output
+    assert shortcut.stdout == spelt.stdout and '"trial": "001-lr=0.5"' in shortcut.stdout
+    twice = mlp("sweep", "--config", "default", "--lr", "0.1", "--set", "optimizer.lr=0.2", "--dry-run")
+    assert twice.exit_code == 2 and "optimizer.lr" in twice.stderr
+    with_file = mlp("sweep", "tiny", "--epochs", "1")
+    assert with_file.exit_code == 2 and "--set goes with --config (so do --hidden" in with_file.stderr

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import typer
 from typer.core import TyperGroup
 
-from mlp_cli.errors import MlpError, UsageError
+from mlp_cli.errors import Interrupted, MlpError, UsageError
 from mlp_cli.version import __version__
 
 if TYPE_CHECKING:
@@ -36,9 +36,13 @@ def error_message(err: MlpError) -> str:
 
 
 def print_error(err: MlpError) -> None:
-    """One red line naming what is wrong, on stderr."""
+    """One red line naming what is wrong, on stderr; work stopped on request (Interrupted) is
+    no error: one yellow line saying where it stopped and how to continue."""
     from rich.markup import escape
 
+    if isinstance(err, Interrupted):
+        _stderr_console().print(f"[yellow]{escape(error_message(err))}[/]")
+        return
     _stderr_console().print(f"[bold red]error:[/] {escape(error_message(err))}")
 
 

@@ -10,7 +10,8 @@ import typer
 
 from mlp_cli.cli.app import app
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Mirror, Quiet
+from mlp_cli.cli.options import DataDir, Mirror, Quiet, complete_config, complete_set
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,11 +33,13 @@ GAP = 2  # pixels between the tiles: 2 columns, and one text line between the tw
 def augment_preview_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a name from configs/; its augment section is shown."),
+        typer.Option("--config", "-c", autocompletion=complete_config,
+                     help="YAML config file, or a name from configs/; its augment section is shown."),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override any key: section.key=value (e.g. augment.rotate=15). Repeatable."),
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="Override any key: section.key=value (e.g. augment.rotate=15). Repeatable."),
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=256, help="How many training images to show.")] = 16,
     seed: Annotated[int, typer.Option(min=0, help="Seed that picks the images and draws their distortions.")] = 0,
@@ -51,6 +54,7 @@ def augment_preview_command(
     """Show training images (top row) above their randomly distorted versions (bottom row).
 
     The distortions are the config's augment section, drawn as training draws them (as if it were enabled).
+    In the terminal each row is labelled (original, distorted), in bands as wide as the terminal.
     """
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.data.augment import is_identity
@@ -71,7 +75,7 @@ def augment_preview_command(
     if out is not None:
         width, height = save_png(grid_image([originals, distorted], gap=GAP, fill=96), out, scale=scale)
         if not quiet:
-            typer.echo(f"wrote {out} ({n} originals above their distorted versions; {width}x{height} pixels)")
+            typer.echo(f"wrote {out} ({plural(n, 'original')} above their distorted versions; {width}x{height} pixels)")
     else:
         _print_grid(originals, distorted)
     if quiet:
@@ -83,7 +87,8 @@ def augment_preview_command(
 
 
 def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
-    """Bands as wide as the terminal: originals above, their distorted versions below."""
+    """Bands as wide as the terminal: a row of originals, then their distorted versions, each
+    under a label saying which it is."""
     from rich.console import Console
 
     from mlp_cli.cli.render import halfblock_text, uses_colour
@@ -93,7 +98,8 @@ def _print_grid(originals: np.ndarray, distorted: np.ndarray) -> None:
     per_band = max(1, (console.width + GAP) // (originals.shape[2] + GAP))
     colour = uses_colour(console)
     for lo in range(0, len(originals), per_band):
-        band = grid_image([originals[lo : lo + per_band], distorted[lo : lo + per_band]], gap=GAP)
         if lo:
             console.print()
-        console.print(halfblock_text(band, colour), soft_wrap=True)
+        for label, row in (("original", originals), ("distorted", distorted)):
+            console.print(f"[bold]{label}[/]")
+            console.print(halfblock_text(grid_image([row[lo : lo + per_band]], gap=GAP), colour), soft_wrap=True)

@@ -49,8 +49,13 @@ HELP = f"""Download a dataset, verify every file's SHA-256 and cache it ready to
 Mirrors are tried in order: --mirror, then the dataset's variable
 ({_MIRROR_VARIABLES}), then the built-in ones.
 The variables may hold several URLs separated by spaces or commas.
+A mirror whose host name does not resolve, or whose network is unreachable, is tried
+once, not retried: offline, the command fails at once, naming --mirror file://... .
 
 A second run finds the verified files in the cache and sends no request.
+
+Each stream says its part once: stderr the progress (each download, retries, failures),
+stdout the result (a table of the files, or --json), so a log of both holds no line twice.
 """
 
 
@@ -86,8 +91,8 @@ def download_data(
     from mlp_cli.data.cache import ensure_dataset
 
     reporter = make_reporter(quiet or json_output)
-    if isinstance(reporter, RichReporter) and is_interactive(sys.stdout):
-        reporter.summary_follows = True  # the table below gives each file's status on the same screen
+    if isinstance(reporter, RichReporter | PlainReporter):
+        reporter.summary_follows = True  # stdout's table gives each file's status: stderr only the progress
     report = ensure_dataset(
         dataset, data_dir=data_dir, mirrors=tuple(mirror or ()), force=force,
         reporter=reporter,
@@ -160,6 +165,7 @@ class PlainReporter:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
+        self.summary_follows = False  # a summary on stdout gives each file's status: only failures here
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream or sys.stderr, flush=True)
@@ -172,6 +178,8 @@ class PlainReporter:
         pass
 
     def done(self, filename: str, status: str) -> None:
+        if status != "failed" and self.summary_follows:
+            return
         self._print(f"{filename}: {STATUS_TEXT.get(status, status)}")
 
     def note(self, text: str) -> None:
@@ -191,8 +199,8 @@ class RichReporter:
         self.console = Console(file=stream or sys.stderr, highlight=False)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        # set when a summary table of the same facts follows on the same terminal: files found
-        # in the cache are then not announced one by one
+        # set when a summary of the same facts follows on stdout: files are then not announced
+        # one by one as they are found or finished (the progress bars stay)
         self.summary_follows = False
 
     def start(self, filename: str, total: int | None, mirror: str) -> None:
@@ -227,7 +235,7 @@ class RichReporter:
         text = STATUS_TEXT.get(status, status)
         colour = "red" if status == "failed" else "green"
         if self._progress is None:
-            if status == "cached" and self.summary_follows:
+            if status != "failed" and self.summary_follows:
                 return
             self.console.print(f"{escape(filename)}: [{colour}]{escape(text)}[/]")
             return

@@ -11,7 +11,7 @@ import typer
 
 from mlp_cli.cli.app import print_error, strict_json, table_console
 from mlp_cli.data.registry import class_names
-from mlp_cli.errors import MissingFileError, MlpError
+from mlp_cli.errors import MlpError
 
 if TYPE_CHECKING:
     from mlp_cli.data.download import Reporter
@@ -20,15 +20,10 @@ if TYPE_CHECKING:
 
 def resolve_models(paths: list[Path]) -> list[Path]:
     """Checkpoint files as given; a run directory means its best.npz."""
-    models = []
-    for path in paths:
-        if path.is_dir():
-            if not (path / "best.npz").is_file():
-                raise MissingFileError(f"{path} is a directory without best.npz; give a checkpoint file "
-                                       "or a run directory that has trained at least one epoch")
-            path = path / "best.npz"
-        models.append(path)
     from mlp_cli.atomic import check_output
+    from mlp_cli.training.checkpoint import model_checkpoint
+
+    models = [model_checkpoint(path) for path in paths]
 
     for path in models:  # where the result will be recorded can take it: refused before any work
         if (path.parent / "config.yaml").is_file() or (path.parent / "metrics.jsonl").is_file():

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from mlp_cli.nn.gradcheck import GradcheckResult
 
 from mlp_cli.cli.app import app, strict_json
+from mlp_cli.cli.options import complete_config, complete_set
 
 EXAMPLES_GRADCHECK = """
 Examples:
@@ -30,7 +31,7 @@ Exit status: 0 when every parameter passes, 1 when one fails.
 def gradcheck_command(
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c",
+        typer.Option("--config", "-c", autocompletion=complete_config,
                      help="Take hidden size, init, L2 and dropout from this config (or a name in configs/)."),
     ] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (default: the config's).")] = None,
@@ -41,7 +42,8 @@ def gradcheck_command(
         int, typer.Option(min=1, help="Entries compared per parameter (all of them if it has fewer).")
     ] = 30,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable.")
+        list[str] | None, typer.Option("--set", "-s", autocompletion=complete_set,
+                                       help="Override any key: section.key=value. Repeatable.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from mlp_cli.reports.info import NetworkInfo
 
 from mlp_cli.cli.app import app, strict_json
+from mlp_cli.cli.options import complete_config
+from mlp_cli.words import plural
 
 EXAMPLES_INFO = """
 Examples:
@@ -34,7 +36,8 @@ def info_command(
         typer.Argument(metavar="[CHECKPOINT]", help="Describe this checkpoint's network and run, not a config."),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229).")
+        str | None, typer.Option("--config", "-c", autocompletion=complete_config,
+                                 help="YAML config file, or a name from configs/ (e.g. cs229).")
     ] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (model.hidden).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Mini-batch size (train.batch_size).")] = None,
@@ -128,7 +131,8 @@ def _print_info(source: str, info: NetworkInfo, facts: dict[str, str] | None) ->
         flops.add_row(f"[bold]{section}[/]", "", f"[bold]{_count(total)}[/]", end_section=True)
     for cost in info.per_step:
         flops.add_row(f"{escape(cost.what)} (per step)", escape(cost.formula), f"{cost.value:,}")
-    flops.add_row("[bold]one epoch[/]", f"{info.steps_per_epoch} steps, eval", f"[bold]{_count(info.epoch_flops)}[/]")
+    flops.add_row("[bold]one epoch[/]", f"{plural(info.steps_per_epoch, 'step')}, eval",
+                  f"[bold]{_count(info.epoch_flops)}[/]")
     console.print(flops)
 
     memory = Table(title="Memory of a training run", title_justify="left")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from mlp_cli.nn.registry import listed
 from mlp_cli.training.loggers.registry import LOGGERS
+from mlp_cli.words import did_you_mean
 
 DataDir = Annotated[
     Path | None,
@@ -41,12 +43,42 @@ def complete_from(registry: Mapping[str, object]) -> Callable[[str], list[str]]:
     return complete
 
 
+def complete_config(incomplete: str) -> list[str]:
+    """Config names (configs/*.yaml here and in the checkout) for ``--config``."""
+    from mlp_cli.config_file import config_names
+
+    return [name for name in config_names() if name.startswith(incomplete)]
+
+
+def complete_sweep(incomplete: str) -> list[str]:
+    """Sweep names (configs/sweeps/*.yaml) for ``mlp sweep``'s argument."""
+    from mlp_cli.config_file import config_names
+
+    return [name for name in config_names("sweeps") if name.startswith(incomplete)]
+
+
+def complete_set(incomplete: str) -> list[str]:
+    """``--set``: the config's keys as ``section.key=`` (from the schema); once a key with
+    choices is typed, its values (``optimizer.name=adam``)."""
+    from mlp_cli.config import SECTIONS
+
+    fields = {f"{section}.{field.name}": field for section, cls in SECTIONS.items()
+              for field in dataclasses.fields(cls)}
+    key, equals, _ = incomplete.partition("=")
+    if equals and key in fields:
+        values = [f"{key}={choice}" for choice in fields[key].metadata.get("choices", ())]
+    else:
+        values = [f"{key}=" for key in fields]
+    return [value for value in values if value.startswith(incomplete)]
+
+
 def one_of(registry: Mapping[str, object]) -> Callable[[str], str]:
     """An option's check that its value is one of a registry's names (click's usage error if not)."""
 
     def check(value: str) -> str:
         if value not in registry:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}.")
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, registry))}"
+                                     f"{did_you_mean(value, registry)}.")
         return value
 
     return check

@@ -26,7 +26,7 @@ Examples:
 
   mlp predict runs/cs229/best.npz my-seven.png
 
-  mlp predict runs/cs229/best.npz photos/*.jpg --top 3
+  mlp predict runs/cs229 photos/*.jpg --top 3          (a run directory: its best.npz)
 
   mlp predict runs/cs229/best.npz digit.png --show      (see the 28x28 image the network gets)
 
@@ -37,7 +37,8 @@ Examples:
 @app.command("predict", epilog=EXAMPLES_PREDICT)
 def predict_command(
     checkpoint: Annotated[
-        Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file (.npz) written by mlp train.")
+        Path, typer.Argument(metavar="CHECKPOINT",
+                             help="Checkpoint file (.npz) written by mlp train, or a run directory (its best.npz).")
     ],
     images: Annotated[
         list[Path],
@@ -65,10 +66,10 @@ def predict_command(
     An image that is missing, unreadable or blank gets an error line; the others are still classified.
     """
     from mlp_cli.data.images import load_digit
-    from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.checkpoint import load_checkpoint, model_checkpoint
 
     _check_order(checkpoint, images)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(model_checkpoint(checkpoint))
     spec = get_spec(ckpt.config.get("data", {}).get("dataset", "mnist"))
     # one unreadable or blank image does not cost the others their predictions: each failure is
     # reported on its own line after them, and the exit code is the worst failure's

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mlp_cli.training.loop import Observer
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -39,7 +40,7 @@ class PlainObserver(SilentObserver):
         print(
             f"{what} {run_dir}: 784-{config.model.hidden}-10 sigmoid/softmax, "
             f"{config.optimizer.name} lr {config.optimizer.lr:g}, batch {config.train.batch_size}, "
-            f"epochs {start_epoch}..{config.train.epochs}, {steps_per_epoch} steps/epoch",
+            f"epochs {start_epoch}..{config.train.epochs}, {plural(steps_per_epoch, 'step')}/epoch",
             file=self.stream, flush=True,
         )
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from mlp_cli.cli.app import table_console
+from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.errors import MissingFileError
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from mlp_cli.reports.runs import RunInfo
-
-from mlp_cli.cli.app import app, strict_json
 
 EXAMPLES_RUNS = """
 Examples:
@@ -25,6 +20,10 @@ Examples:
   mlp runs sweeps/tiny-20261201-142000 --sort dev
 
   mlp runs runs/cs229 runs/cs229-l2 --sort optimizer.lr
+
+  mlp runs --columns run,status,dev,lr,hidden
+
+  mlp runs --wide | less -S
 
   mlp runs --json | jq '.[0]'
 """
@@ -42,13 +41,25 @@ def runs_command(
     sort: Annotated[
         str, typer.Option(help="name, status, epochs, dev, test, time, or a setting such as optimizer.lr.")
     ] = "name",
+    columns: Annotated[
+        str | None, typer.Option(
+            "--columns", metavar="A,B,...", show_default=False,
+            help="The columns to show, in order: run, status, epochs, dev, test, time, or settings "
+                 "(lr or optimizer.lr). Default: those six, then the settings that differ, as many as fit."),
+    ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, even past the terminal's width.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the runs as a JSON list.")] = False,
 ) -> None:
-    """Compare runs: the settings that differ, epochs done/planned, best dev accuracy, test accuracy, time, status.
+    """Compare runs: status, epochs, best dev accuracy (its epoch), test accuracy, time, differing settings.
 
-    Test accuracy appears once `mlp eval` has evaluated the run. Status is finished, running, interrupted,
-    diverged or failed; a directory without metrics is a failed run.
+    On a terminal the table fits its width: a run's name is never cut (it wraps, and a folder all
+    the runs share moves into the title), and settings are left out from the right until the rest
+    fits (--wide keeps them all). Into a pipe or a file the same columns come as tab-separated
+    lines, a header first, nothing shortened (every differing setting unless --columns chooses).
+    Test accuracy appears once `mlp eval` has evaluated the run. Status is finished, running,
+    interrupted, diverged or failed; a directory without metrics is a failed run.
     """
+    from mlp_cli.cli import runs_table
     from mlp_cli.reports.runs import collect
 
     for directory in dirs or ():
@@ -62,37 +73,16 @@ def runs_command(
         where = ", ".join(str(d) for d in (dirs or DEFAULT_ROOTS))
         typer.echo(f"no runs found in {where}")
         return
+    chosen = runs_table.choose_columns(runs, columns)
+    if not (is_interactive(sys.stdout) or os.environ.get("COLUMNS")):
+        typer.echo("\n".join(runs_table.plain_lines(runs, chosen)))
+        return
+    from rich.console import Console
 
-    table = _table(runs)
-    table_console(table).print(table)
-
-
-def _table(runs: list[RunInfo]) -> Table:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from mlp_cli.cli.sweep_view import duration, pct
-
-    keys = list(runs[0].differing)
-    table = Table(title=f"{len(runs)} runs", title_justify="left")
-    table.add_column("run")
-    for key in keys:
-        table.add_column(key, justify="right")
-    done = "done" if "epochs" in keys else "epochs"  # epochs done of planned (beside a train.epochs column)
-    for name in (done, "best dev (epoch)", "test", "time", "status"):
-        table.add_column(name, justify="left" if name == "status" else "right")
-    colours = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red",
-               "pruned": "magenta"}
-    for run in runs:
-        best = f"{pct(run.best_dev_accuracy)} ({run.best_epoch})" if run.best_epoch else "-"
-        status = f"[{colours[run.status]}]{run.status}[/]" + (f" [dim]{escape(run.note)}[/]" if run.note else "")
-        table.add_row(escape(run.name), *[escape(_show(run.differing.get(k))) for k in keys],
-                      f"{run.epochs}/{run.planned_epochs or '?'}", best, pct(run.test_accuracy),
-                      duration(run.seconds), status)
-    return table
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "-"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    console = Console(highlight=False)
+    if not (wide or columns):
+        chosen = runs_table.fit(runs, chosen, console.width)
+    table = runs_table.rich_table(runs, chosen)
+    if wide:  # as wide as the table needs, past the terminal's edge
+        console = Console(highlight=False, width=max(console.width, console.measure(table).maximum))
+    console.print(table)

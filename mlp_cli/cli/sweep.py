@@ -10,10 +10,21 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json, table_console
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, report_log_problems
+from mlp_cli.cli.options import (
+    DataDir,
+    Log,
+    Mirror,
+    Quiet,
+    complete_config,
+    complete_from,
+    complete_set,
+    complete_sweep,
+    report_log_problems,
+)
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
 from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS, SEARCHES
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     from mlp_cli.cli.signals import StopOnSignals
@@ -25,6 +36,8 @@ EXAMPLES_SWEEP = """
 Examples:
 
   mlp sweep --config best --set optimizer.lr=0.05,0.1,0.2 --set model.hidden=300,800
+
+  mlp sweep --config best --lr 0.05,0.1,0.2 --hidden 300,800 --epochs 5   (the same, mlp train's flags)
 
   mlp sweep tiny                       (configs/sweeps/tiny.yaml)
 
@@ -41,16 +54,25 @@ Running the same command again skips finished trials and resumes interrupted one
 @app.command("sweep", epilog=EXAMPLES_SWEEP)
 def sweep_command(
     spec: Annotated[
-        str | None, typer.Argument(metavar="[SWEEP]", help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
+        str | None, typer.Argument(metavar="[SWEEP]", autocompletion=complete_sweep,
+                                   help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Base config (a path or a name from configs/).")
+        str | None, typer.Option("--config", "-c", autocompletion=complete_config,
+                                 help="Base config (a path or a name from configs/).")
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="section.key=a,b,c sweeps the values (their product with the other "
+        typer.Option("--set", "-s", autocompletion=complete_set,
+                     help="section.key=a,b,c sweeps the values (their product with the other "
                      "lists); section.key=a sets it in every trial. Repeatable."),
     ] = None,
+    hidden: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Hidden units: --set model.hidden=...")] = None,
+    batch: Annotated[
+        str | None, typer.Option(metavar="N[,N...]", help="Mini-batch size: --set train.batch_size=...")
+    ] = None,
+    lr: Annotated[str | None, typer.Option(metavar="X[,X...]", help="Learning rate: --set optimizer.lr=...")] = None,
+    epochs: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Epochs: --set train.epochs=...")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
     prune: Annotated[str | None, typer.Option(
@@ -91,7 +113,8 @@ def sweep_command(
     Every trial's config is validated before anything runs. Each trial is an ordinary run directory
     inside the sweep directory; trials.jsonl records each one's status and scores. A diverging or
     failing trial is a result: the others go on. Ctrl-C, SIGTERM or SIGHUP stops every trial cleanly
-    (each saves its checkpoint); a second one stops at once.
+    (each saves its checkpoint) and one line, not an error, says how to continue (exit 130, 143 or
+    129); a second one stops at once.
     """
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
     from mlp_cli.cli.sweep_view import planned
@@ -106,7 +129,9 @@ def sweep_command(
         check_output(save_best)
     if search not in SEARCHES:
         raise UsageError(f"--search {search!r} is not one of {', '.join(SEARCHES)}")
-    plan = plan_sweep(_spec(spec, config, tuple(set_ or ()), trials, seed, prune, search), out)
+    shortcuts = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}
+    sets = (*_shortcut_sets(shortcuts), *(set_ or ()))
+    plan = plan_sweep(_spec(spec, config, sets, trials, seed, prune, search), out)
     plan = _logged(plan, tuple(log or ()))
     if dry_run:
         _print_plan(plan, json_output)
@@ -142,6 +167,13 @@ def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
     return dataclasses.replace(plan, trials=trials, log=names)
 
 
+def _shortcut_sets(shortcuts: dict[str, str | None]) -> list[str]:
+    """``--lr 0.1,0.5`` is ``--set optimizer.lr=0.1,0.5``: mlp train's flags, each one value or a list."""
+    from mlp_cli.config import FLAG_KEYS
+
+    return [f"{FLAG_KEYS[flag]}={value}" for flag, value in shortcuts.items() if value is not None]
+
+
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
           seed: int | None, prune: str | None = None, search: str = "random") -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
@@ -151,7 +183,8 @@ def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: i
     if config is not None:
         raise UsageError("a sweep file names its base config; give the file or --config, not both")
     if sets:
-        raise UsageError("--set goes with --config; a sweep file holds its own set:, grid: and random:")
+        raise UsageError("--set goes with --config (so do --hidden, --batch, --lr and --epochs); a sweep file "
+                         "holds its own set:, grid: and random:")
     return read_sweep_file(resolve_sweep_path(spec), trials, seed, prune, search)
 
 
@@ -232,7 +265,7 @@ def _print_plan(plan: SweepPlan, json_output: bool) -> None:
         typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
         return
-    typer.echo(f"{planned(plan)} trials, all valid; sweep directory {plan.directory}"
+    typer.echo(f"{plural(planned(plan), 'trial')}, all valid; sweep directory {plan.directory}"
                + (" (continued)" if plan.continued else ""))
     for trial in plan.trials:
         typer.echo(f"  {trial.name}")

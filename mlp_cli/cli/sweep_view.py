@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mlp_cli.sweeps.spec import short_key
 from mlp_cli.sweeps.sweep import SweepObserver
+from mlp_cli.words import plural
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -56,7 +57,8 @@ class PlainSweepObserver(SweepObserver):
         self.todo, self.workers = todo, executor.workers
         settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        print(f"sweep {plan.directory}: {planned(plan)} trials{again}; running {todo} on {executor.description}",
+        print(f"sweep {plan.directory}: {plural(planned(plan), 'trial')}{again}; "
+              f"running {todo} on {executor.description}",
               file=self.stream, flush=True)
 
     def on_trial(self, row: dict[str, Any]) -> None:
@@ -99,7 +101,7 @@ class RichSweepObserver(PlainSweepObserver):
         self.todo, self.workers = todo, executor.workers
         settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {planned(plan)} trials{again}; "
+        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {plural(planned(plan), 'trial')}{again}; "
                            f"running {todo} on {escape(executor.description)}")
         self.task = self.progress.add_task("trials", total=todo, info=self._info())
 

@@ -10,7 +10,17 @@ import typer
 
 from mlp_cli.cli.app import app, is_interactive, strict_json
 from mlp_cli.cli.download import make_reporter
-from mlp_cli.cli.options import DataDir, Log, Mirror, Quiet, complete_from, draw_curves, report_log_problems
+from mlp_cli.cli.options import (
+    DataDir,
+    Log,
+    Mirror,
+    Quiet,
+    complete_config,
+    complete_from,
+    complete_set,
+    draw_curves,
+    report_log_problems,
+)
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
@@ -35,47 +45,61 @@ Examples:
   mlp train -c cs229 --log tensorboard
 """
 
+# The options of `mlp train`, one alias each, so that the command reads as a list of them.
+ConfigName = Annotated[str | None, typer.Option(
+    "--config", "-c", autocompletion=complete_config, help="YAML config file, or a name from configs/ (e.g. cs229).")]
+Hidden = Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")]
+Batch = Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate (optimizer.lr).")]
+Epochs = Annotated[int | None, typer.Option(help="Number of epochs (train.epochs).")]
+Seed = Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")]
+L2 = Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")]
+Optimizer = Annotated[str | None, typer.Option(
+    help=f"{listed(OPTIMIZERS)} (optimizer.name).", autocompletion=complete_from(OPTIMIZERS))]
+Out = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")]
+Name = Annotated[str | None, typer.Option(help="Run name (run.name).")]
+Dataset = Annotated[str | None, typer.Option(
+    help=f"{listed(DATASETS)} (data.dataset).", autocompletion=complete_from(DATASETS))]
+Sets = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", autocompletion=complete_set, help="Override any key: section.key=value. Repeatable.")]
+Resume = Annotated[Path | None, typer.Option(
+    help="Continue the run of this checkpoint: its last.npz (runs/x/last.npz) is the latest state.")]
+Overwrite = Annotated[bool, typer.Option(
+    help="Replace an existing run directory (not one another process is writing: that is named, with the process).")]
+JsonSummary = Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")]
+
+
 @app.command("train", epilog=EXAMPLES_TRAIN)
 def train_command(
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="YAML config file, or a name from configs/ (e.g. cs229)."),
-    ] = None,
-    hidden: Annotated[int | None, typer.Option(help="Hidden units (model.hidden).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Mini-batch size (train.batch_size).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (optimizer.lr).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (train.epochs).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the weights and shuffling (train.seed).")] = None,
-    l2: Annotated[float | None, typer.Option(help="L2 penalty lambda on W1 and W2 (train.l2).")] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help=f"{listed(OPTIMIZERS)} (optimizer.name).",
-                                 autocompletion=complete_from(OPTIMIZERS))
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<config>-<timestamp>).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (run.name).")] = None,
-    dataset: Annotated[str | None, typer.Option(help=f"{listed(DATASETS)} (data.dataset).",
-                                                autocompletion=complete_from(DATASETS))] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override any key: section.key=value. Repeatable."),
-    ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the run of this checkpoint (e.g. runs/x/last.npz).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    config: ConfigName = None,
+    hidden: Hidden = None,
+    batch: Batch = None,
+    lr: Lr = None,
+    epochs: Epochs = None,
+    seed: Seed = None,
+    l2: L2 = None,
+    optimizer: Optimizer = None,
+    out: Out = None,
+    name: Name = None,
+    dataset: Dataset = None,
+    set_: Sets = None,
+    resume: Resume = None,
+    overwrite: Overwrite = False,
     log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    json_output: JsonSummary = False,
 ) -> None:
     """Train the two-layer network; write metrics.jsonl, last.npz and best.npz to a run directory.
 
     Settings: the config file (or the defaults that configs/default.yaml spells out), then flags, then --set.
 
     Everything is validated before any work starts; MNIST is downloaded first if it is not cached.
+
+    Ctrl-C, SIGTERM or SIGHUP stops after the current step: last.npz is saved and one line (not an
+    error) says how to continue; the exit code is 130, 143 or 129. A second one stops at once.
     """
     from mlp_cli.config import FLAG_KEYS
 
@@ -149,6 +173,7 @@ def _open_session(request: TrainRequest) -> Session:
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.reports.info import check_memory
     from mlp_cli.training.checkpoint import load_checkpoint
+    from mlp_cli.training.resume import resume_source
     from mlp_cli.training.session import new_session, resumed_session
 
     config_path = resolve_config_path(request.config)
@@ -156,7 +181,7 @@ def _open_session(request: TrainRequest) -> Session:
         resolved = load_config(config_path, request.overrides, request.sets)
         check_memory(resolved)  # the memory mlp info counts, against what is free: before any work
         return new_session(resolved, config_path.stem if config_path else "default", request.overwrite)
-    checkpoint = load_checkpoint(request.resume)
+    checkpoint = load_checkpoint(resume_source(request.resume))
     base = {**checkpoint.config, "run": {**checkpoint.config.get("run", {}), "dir": None}}
     resolved = load_config(config_path, request.overrides, request.sets, base=base)
     check_memory(resolved)

@@ -114,6 +114,7 @@ class Downloader:
         self.policy = policy or DEFAULT_POLICY
         self._http = HttpFetcher(self.policy, self.reporter)
         self._down: dict[str, str] = {}  # mirror -> why it is skipped for the rest of the run
+        self._offline: set[str] = set()  # mirrors whose host did not resolve or could not be reached
 
     @property
     def requests_made(self) -> int:
@@ -160,6 +161,11 @@ class Downloader:
             return result
         self.reporter.done(filename, "failed")
         tried = "; ".join(f"{mirror} -> {reason}" for mirror, reason in failures) or "none given"
+        if mirrors and all(mirror in self._offline for mirror in mirrors):  # each failed at once, untried again
+            reasons = "; ".join(dict.fromkeys(reason for _, reason in failures if not reason.startswith("skipped")))
+            shown = ", ".join(redact(mirror) for mirror in mirrors)
+            raise DownloadError(redact(f"could not download {filename}: no network reachable ({reasons or 'as before'};"
+                                       f" not retried; mirrors: {shown}). {hint}"))
         raise DownloadError(redact(f"could not download {filename} from any mirror: {tried}. {hint}"))
 
     def _from_mirrors(
@@ -178,9 +184,11 @@ class Downloader:
                 self._from_mirror(mirror, filename, sha256, size, part)
             except MirrorFailed as failed:
                 failures.append((shown, failed.reason))
-                self.reporter.note(f"{shown}{filename}: {failed.reason}")
+                self.reporter.note(f"{shown}{filename}: {failed.reason}" + (" (no network)" if failed.offline else ""))
                 if failed.down:
                     self._down[mirror] = failed.reason
+                if failed.offline:
+                    self._offline.add(mirror)
                 continue
             partfile.write_guard(directory, os.replace, part, final)  # atomic: verified or absent
             partfile.write_guard(directory, partfile.remove, partfile.meta_path(part))

@@ -1,7 +1,9 @@
 """One file from one HTTP mirror into a ``.part``: resumable, retried, and bounded.
 
 * 401/403/404/410 and other client errors, a redirect loop: :class:`MirrorFailed` at once;
-* 429, 5xx, connection errors, timeouts, a body cut short: retried on the same mirror with
+* a host name that does not resolve, an unreachable network: :class:`MirrorFailed` at once,
+  marked ``offline`` (retrying does not bring a network back);
+* 429, 5xx, other connection errors, timeouts, a body cut short: retried on the same mirror with
   exponential backoff, resuming the ``.part`` with ``Range: bytes=N-`` (and ``If-Range``);
   a server that ignores the range and answers 200 is read again from byte zero;
 * ``Accept-Encoding: identity`` is asked for; a server that compresses anyway is stored as it
@@ -16,8 +18,10 @@ Content-Length is refused before the body); a mirror that sends fewer than
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +70,11 @@ class MirrorFailed(Exception):
     connection, server errors after every retry): the same run skips it for later files.
     """
 
-    def __init__(self, reason: str, down: bool = False) -> None:
+    def __init__(self, reason: str, down: bool = False, offline: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.down = down
+        self.offline = offline  # the host name does not resolve or the network is unreachable
 
 
 class HttpFetcher:
@@ -135,6 +140,8 @@ class HttpFetcher:
             limit = self._http().max_redirects
             raise MirrorFailed(f"redirect loop (more than {limit} redirects)") from err
         except requests.RequestException as err:
+            if no_network(err):  # asking again does not bring a network back: fail fast
+                raise MirrorFailed(describe(err), down=True, offline=True) from err
             raise Retry(describe(err)) from err
         with response:
             total, append = self._check_response(response, shown + filename, offset, part, cap)
@@ -264,6 +271,25 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         ConnectionError,
         TimeoutError,
     )
+
+
+NO_NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
+
+
+def no_network(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it wraps) says there is no network to ask at all: the host
+    name does not resolve (socket.gaierror), or the network or host is unreachable."""
+    seen: set[int] = set()
+    stack: list[object] = [err]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, socket.gaierror) or getattr(item, "errno", None) in NO_NETWORK_ERRNOS:
+            return True
+        stack += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+    return False
 
 
 def describe(err: BaseException) -> str:

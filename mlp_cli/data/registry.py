@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from mlp_cli.errors import UsageError
@@ -40,8 +41,7 @@ class Split:
     count: int
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(NamedTuple):  # a NamedTuple: read at every start-up (--dataset's help), cheaper than a dataclass
     """Everything needed to fetch and check one dataset."""
 
     name: str
@@ -49,7 +49,7 @@ class DatasetSpec:
     splits: Mapping[str, Split]  # "train" / "test"
     mirror_env: str  # environment variable holding extra mirrors
     default_mirrors: tuple[str, ...]
-    gz_sizes: Mapping[str, int] = field(default_factory=dict)  # official .gz sizes, bytes
+    gz_sizes: Mapping[str, int] = {}  # official .gz sizes, bytes (read, never changed)
     classes: tuple[str, ...] = tuple("0123456789")  # the name of each label, in label order
     extraction: str = "digit"  # how mlp predict finds the subject of a photo (data/extract.py)
 

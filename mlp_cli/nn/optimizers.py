@@ -51,14 +51,67 @@ moments, step count) as a flat dict of arrays, so that a resumed run continues b
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from mlp_cli.errors import CheckpointError, ConfigError
+from mlp_cli.nn import fused
+from mlp_cli.nn.parallel import for_row_blocks
 from mlp_cli.nn.registry import OPTIMIZERS
 
 NamedArrays = dict[str, np.ndarray]  # parameter (or gradient) name -> array
+
+
+# --------------------------------------------------------------------------------------------
+# The updates in numpy, over a block of rows: the reference forms. ``step`` runs them on row
+# blocks of each array (``nn.parallel``: elementwise, so the split changes no bit), or runs the
+# compiled one-pass kernels of ``nn.fused``, which a test holds bit-identical to these.
+
+
+def sgd_rows(p: np.ndarray, g: np.ndarray, s: np.ndarray, lr: float, rows: slice) -> None:
+    """p <- p - eta g over ``rows``; s is scratch."""
+    p, g, s = p[rows], g[rows], s[rows]
+    np.multiply(g, lr, out=s)  # s = eta g
+    p -= s  # p <- p - eta g
+
+
+def momentum_rows(
+    p: np.ndarray, g: np.ndarray, v: np.ndarray, s: np.ndarray, mu: float, lr: float, nesterov: bool, rows: slice
+) -> None:
+    """v <- mu v + g, then p <- p - eta v (or p - eta (g + mu v), Nesterov) over ``rows``."""
+    p, g, v, s = p[rows], g[rows], v[rows], s[rows]
+    v *= mu  # v <- mu v ...
+    v += g  # ... + g
+    if nesterov:
+        np.multiply(v, mu, out=s)  # s = mu v
+        s += g  # s = g + mu v
+        s *= lr  # s = eta (g + mu v)
+    else:
+        np.multiply(v, lr, out=s)  # s = eta v
+    p -= s  # p <- p - s
+
+
+def adam_rows(
+    p: np.ndarray, g: np.ndarray, s: np.ndarray, m: np.ndarray, v: np.ndarray,
+    scalars: tuple[float, float, float, float], rows: slice,
+) -> None:
+    """Adam's moments and step over ``rows``; scalars = (beta1, beta2, eps c, alpha_t) (see ``Adam``)."""
+    beta1, beta2, eps_hat, alpha_t = scalars
+    p, g, s, m, v = p[rows], g[rows], s[rows], m[rows], v[rows]
+    m *= beta1  # m <- beta1 m ...
+    np.multiply(g, 1.0 - beta1, out=s)
+    m += s  # ... + (1 - beta1) g
+    v *= beta2  # v <- beta2 v ...
+    np.multiply(g, g, out=s)
+    s *= 1.0 - beta2
+    v += s  # ... + (1 - beta2) g^2
+    np.sqrt(v, out=s)
+    s += eps_hat  # s = sqrt(v) + eps c
+    np.divide(m, s, out=s)  # s = m / (sqrt(v) + eps c)
+    s *= alpha_t  # s = alpha_t m / (sqrt(v) + eps c) = eta m_hat / (sqrt(v_hat) + eps)
+    p -= s  # p <- p - s
 
 
 class Optimizer:
@@ -135,11 +188,13 @@ class SGD(Optimizer):
     name = "sgd"
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
-        lr = float(lr)
+        lr, fast = float(lr), fused.kernels()
         for key in self._keys:
             p, g, s = params[key], grads[key], self._scratch[key]
-            np.multiply(g, lr, out=s)  # s = eta g
-            p -= s  # p <- p - eta g
+            if fast is not None and fused.fits(p, g):
+                for_row_blocks(partial(fused.over_rows, fast.sgd, (p, g), (lr,)), *fused.rows_cols(p))
+            else:
+                for_row_blocks(partial(sgd_rows, p, g, s, lr), *fused.rows_cols(p))
 
 
 class Momentum(Optimizer):
@@ -155,18 +210,14 @@ class Momentum(Optimizer):
         self._state = {f"velocity.{key}": v for key, v in self._velocity.items()}
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
-        lr, mu = float(lr), self.momentum
+        lr, mu, fast = float(lr), self.momentum, fused.kernels()
         for key in self._keys:
             p, g, v, s = params[key], grads[key], self._velocity[key], self._scratch[key]
-            v *= mu  # v <- mu v ...
-            v += g  # ... + g
-            if self.nesterov:
-                np.multiply(v, mu, out=s)  # s = mu v
-                s += g  # s = g + mu v
-                s *= lr  # s = eta (g + mu v)
+            if fast is not None and fused.fits(p, g, v):
+                kernel = fast.nesterov if self.nesterov else fast.momentum
+                for_row_blocks(partial(fused.over_rows, kernel, (p, g, v), (mu, lr)), *fused.rows_cols(p))
             else:
-                np.multiply(v, lr, out=s)  # s = eta v
-            p -= s  # p <- p - s
+                for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *fused.rows_cols(p))
 
 
 class Nesterov(Momentum):
@@ -208,21 +259,15 @@ class Adam(Optimizer):
             for key in self._decayed:
                 p = params[key]
                 p *= shrink  # p <- p - eta lambda p   (weights only, never biases)
+        fast = fused.kernels()
         for key in self._keys:
-            p, g, s = params[key], grads[key], self._scratch[key]
-            m, v = self._m[key], self._v[key]
-            m *= beta1  # m <- beta1 m ...
-            np.multiply(g, 1.0 - beta1, out=s)
-            m += s  # ... + (1 - beta1) g
-            v *= beta2  # v <- beta2 v ...
-            np.multiply(g, g, out=s)
-            s *= 1.0 - beta2
-            v += s  # ... + (1 - beta2) g^2
-            np.sqrt(v, out=s)
-            s += eps_hat  # s = sqrt(v) + eps c
-            np.divide(m, s, out=s)  # s = m / (sqrt(v) + eps c)
-            s *= alpha_t  # s = alpha_t m / (sqrt(v) + eps c) = eta m_hat / (sqrt(v_hat) + eps)
-            p -= s  # p <- p - s
+            p, g, s, m, v = params[key], grads[key], self._scratch[key], self._m[key], self._v[key]
+            if fast is not None and fused.fits(p, g, m, v):
+                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
+                for_row_blocks(partial(fused.over_rows, fast.adam, (p, g, m, v), scalars), *fused.rows_cols(p))
+            else:
+                rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
+                for_row_blocks(rows, *fused.rows_cols(p))
 
     def _check_loaded(self, name: str, array: np.ndarray) -> None:
         super()._check_loaded(name, array)

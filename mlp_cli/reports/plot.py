@@ -132,12 +132,13 @@ def plot_curves(
 
 
 def curves_figure(runs: Sequence[RunCurves], *, title: str | None = None, dpi: int = 100) -> Any:
-    """A matplotlib Figure (11 x 4.2 inches): loss (left) and accuracy (right) per epoch; train
-    dashed, dev solid; one colour per run. The caller closes it."""
+    """A matplotlib Figure (11 x 4.2 inches): loss (left) and accuracy in percent (right, as the
+    CLI prints it) per epoch; train dashed, dev solid; one colour per run; one legend, to the
+    right of the curves, never over them. The caller closes it."""
     if not runs:
         raise PlotError("no runs to plot")
     plt = import_pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=dpi)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -153,12 +154,13 @@ def curves_figure(runs: Sequence[RunCurves], *, title: str | None = None, dpi: i
                 ax.axvline(epoch - 0.5, color=colour, linestyle=":", linewidth=1)
                 ax.annotate(what, (epoch - 0.5, 1), xycoords=("data", "axes fraction"), rotation=90,
                             va="top", ha="right", fontsize="x-small", color=colour)
-    for ax, name in ((loss_ax, "loss (cross-entropy)"), (acc_ax, "accuracy")):
+    for ax, name in ((loss_ax, "loss (cross-entropy)"), (acc_ax, "accuracy (%)")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))  # the data stay fractions
+    acc_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     loss_ax.set_title("Loss")
     acc_ax.set_title("Accuracy")
     if title:

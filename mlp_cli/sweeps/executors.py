@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.sweeps.registry import EXECUTORS
 from mlp_cli.sweeps.runner import BLAS_VARIABLES, DaskPlacement, TrialTask, init_local_worker
+from mlp_cli.words import did_you_mean
 
 DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
 NO_WORKERS_TIMEOUT = 300.0  # seconds a Dask cluster may have no worker at all before the sweep ends
@@ -252,7 +253,7 @@ def check_executor(kind: str, scheduler: str | None) -> None:
     """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address."""
     spec = EXECUTORS.get(kind)
     if spec is None:
-        raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+        raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}{did_you_mean(kind, EXECUTORS)}")
     if scheduler is not None and not spec.takes_scheduler:
         with_scheduler = [name for name, other in EXECUTORS.items() if other.takes_scheduler]
         raise UsageError(f"--scheduler goes with --executor {' or '.join(with_scheduler)}")

@@ -38,6 +38,7 @@ from typing import Any
 from mlp_cli.config import Config, build_config, show_value, yaml11_number
 from mlp_cli.config_file import (
     CHECKOUT_CONFIGS,
+    config_names,
     load_config,
     parse_scalar,
     put_setting,
@@ -47,6 +48,7 @@ from mlp_cli.config_file import (
 )
 from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps.halving import Prune, check_prunable, parse_prune
+from mlp_cli.words import did_you_mean
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 SPEC_KEYS = ("name", "config", "set", "grid", "random", "trials", "seed", "prune")
@@ -127,7 +129,8 @@ def resolve_sweep_path(spec: str) -> Path:
         if (folder / f"{spec}.yaml").is_file():
             return folder / f"{spec}.yaml"
     names = sorted(p.stem for p in (CHECKOUT_CONFIGS / "sweeps").glob("*.yaml"))
-    raise ConfigError(f"sweep {spec!r} not found: no such file, and no {spec}.yaml in configs/sweeps "
+    hint = did_you_mean(spec, config_names("sweeps"))
+    raise ConfigError(f"sweep {spec!r} not found{hint}: no such file, and no {spec}.yaml in configs/sweeps "
                       f"(the shipped ones: {', '.join(names) or 'none'})")
 
 

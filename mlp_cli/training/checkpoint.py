@@ -85,11 +85,34 @@ def save_checkpoint(
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def model_checkpoint(path: Path) -> Path:
+    """The one rule for a model given on the command line or to the API: a checkpoint file as
+    given; a run directory means its best.npz (the run's model)."""
+    if path.is_dir():
+        if not (path / "best.npz").is_file():
+            raise MissingFileError(f"{path} is a directory without best.npz; give a checkpoint file "
+                                   "or a run directory that has trained at least one epoch")
+        return path / "best.npz"
+    return path
+
+
+def _did_you_mean(path: Path) -> str:
+    """`` (did you mean last.npz?)`` for a checkpoint name with a typo beside real ones."""
+    import difflib
+
+    try:
+        names = sorted(p.name for p in path.parent.iterdir() if p.suffix == ".npz")[:1000]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {path.parent / close[0]}?)" if close else ""
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; raise CheckpointError naming the file on any problem."""
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"checkpoint {path} not found")
+        raise MissingFileError(f"checkpoint {path} not found{_did_you_mean(path)}")
     if path.is_dir():
         raise MissingFileError(f"checkpoint {path} is a directory; give a .npz file such as {path}/best.npz")
     if not path.is_file():

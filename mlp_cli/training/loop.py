@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.config import Config, selection_accuracy
-from mlp_cli.errors import MlpError
+from mlp_cli.errors import Interrupted
 from mlp_cli.nn.workspace import Workspace
 from mlp_cli.stop_signals import StopExit
 from mlp_cli.training.batches import Batches, steps_per_epoch
@@ -35,7 +35,7 @@ from mlp_cli.training.state import TrainState
 from mlp_cli.training.step import DivergenceGuard, Dropout, evaluate_splits, train_step
 
 
-class TrainingInterrupted(MlpError):
+class TrainingInterrupted(Interrupted):
     """The user (or a signal) stopped training; a checkpoint was saved to resume from."""
 
     exit_code: int = StopExit.SIGINT

@@ -87,6 +87,16 @@ class ResumePlan:
     source: Path  # the checkpoint resumed
 
 
+def resume_source(path: Path) -> Path:
+    """The checkpoint ``--resume`` was given; a run directory is refused, naming its last.npz
+    (the latest state, what resuming continues), not best.npz."""
+    if path.is_dir():
+        latest = path / "last.npz"
+        raise UsageError(f"--resume {path} is a run directory; resume its latest state: --resume {latest}"
+                         + ("" if latest.is_file() else f" (it has none yet: {path} has not finished an epoch)"))
+    return path
+
+
 def plan_resume(source: Path, checkpoint: Checkpoint, out: Path | None, overwrite: bool) -> ResumePlan:
     """Where a resumed run is written; refuses, before any work, to rewrite history."""
     home = source.parent
@@ -98,10 +108,11 @@ def plan_resume(source: Path, checkpoint: Checkpoint, out: Path | None, overwrit
         return ResumePlan(home, "continue", source)
     if overwrite:
         return ResumePlan(home, "overwrite", source)
+    latest = f"; to continue the run itself, resume {home / 'last.npz'}" if (home / "last.npz").is_file() else ""
     raise RunDirError(
         f"{source} (epoch {checkpoint.epoch}, step {checkpoint.step}) is not the latest state of {home}, "
         f"whose history goes further; continue it in a new directory with --out NEW, or pass --overwrite "
-        "to discard the later epochs"
+        f"to discard the later epochs{latest}"
     )
 
 

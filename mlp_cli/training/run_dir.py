@@ -47,11 +47,14 @@ def contents(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.name not in BOOKKEEPING)
 
 
-def check_free(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a directory that holds a run (unless ``overwrite``), or a file in the way."""
+def check_free(run_dir: Path, overwrite: bool, lock_held: bool = False) -> None:
+    """Refuse a directory that holds a run (unless ``overwrite``), or a file in the way; a run
+    another process is writing is refused as that (unless we hold its lock ourselves)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} exists and is not a directory")
     names = contents(run_dir)
+    if names and not lock_held and is_running(run_dir):  # a live run: its writer is the news, not that it exists
+        raise RunDirError(being_written(run_dir, "run"))
     if not names or overwrite:
         return
     if "last.npz" in names:
@@ -97,10 +100,7 @@ class RunLock:
         try:
             self._lock.acquire()
         except Timeout:
-            raise RunDirError(
-                f"{self.what} directory {self.run_dir} is being written by {describe_writer(self.run_dir)}; "
-                f"wait for it to finish, or use --out NEW for a separate {self.what}"
-            ) from None
+            raise RunDirError(being_written(self.run_dir, self.what)) from None
         except OSError as err:
             raise MlpError(f"cannot lock {self.what} directory {self.run_dir}: {err.strerror or err}") from None
         writer = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -117,6 +117,11 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def being_written(run_dir: Path, what: str) -> str:
+    return (f"{what} directory {run_dir} is being written by {describe_writer(run_dir)}; "
+            f"wait for it to finish, or use --out NEW for a separate {what}")
 
 
 def describe_writer(run_dir: Path) -> str:

@@ -66,7 +66,7 @@ def new_session(config: Config, config_name: str | None, overwrite: bool = False
     session = Session(_with_run_dir(config, run_dir), run_dir, overwrite=overwrite)
     if run_dir.is_dir():
         session.lock = RunLock(run_dir).acquire()
-        check_free(run_dir, overwrite)  # it may have become a run while we waited for nothing
+        check_free(run_dir, overwrite, lock_held=True)  # it may have become a run meanwhile
     return session
 
 
@@ -102,7 +102,7 @@ def run_session(
     make_run_dir(run_dir)
     if session.lock is None:
         session.lock = RunLock(run_dir).acquire()
-        check_free(run_dir, session.overwrite)
+        check_free(run_dir, session.overwrite, lock_held=True)
     if session.plan is not None and session.checkpoint is not None:
         prepare_run_dir(session.plan, session.checkpoint)  # config.yaml: at the first save
     else:

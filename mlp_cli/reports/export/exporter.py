@@ -23,10 +23,10 @@ from mlp_cli import __version__
 from mlp_cli.atomic import check_output, write_output_file
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.data.registry import class_names
-from mlp_cli.errors import MissingFileError, MlpError, UsageError
+from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.network import Params
 from mlp_cli.reports.export.registry import INSTALL_HINT, get_format
-from mlp_cli.training.checkpoint import checkpoint_sha256, load_checkpoint
+from mlp_cli.training.checkpoint import checkpoint_sha256, load_checkpoint, model_checkpoint
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,11 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
             raise
         raise UsageError(f"--format {fmt} needs the {spec.requires} package, which is not installed: "
                          f"{INSTALL_HINT}") from None
-    checkpoint = checkpoint_path(Path(source))
+    checkpoint = model_checkpoint(Path(source))
     data: bytes = encoder.encode(load_source(checkpoint))
     check_out(out_path, overwrite)  # again: something may have appeared there meanwhile
     write_output_file(out_path, data, MlpError)
     return ExportResult(out=out_path, format=fmt, checkpoint=checkpoint, nbytes=len(data))
-
-
-def checkpoint_path(path: Path) -> Path:
-    """A checkpoint file as given; a run directory means its best.npz."""
-    if path.is_dir():
-        if not (path / "best.npz").is_file():
-            raise MissingFileError(f"{path} is a directory without best.npz; give a checkpoint file "
-                                   "or a run directory that has trained at least one epoch")
-        return path / "best.npz"
-    return path
 
 
 def check_out(path: Path, overwrite: bool) -> None:

@@ -9,15 +9,14 @@ imports nothing, so that ``mlp --help`` can read it cheaply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mlp_cli.errors import UsageError
 
 INSTALL_HINT = "pip install -e '.[export]' (in the mlp checkout), or pip install onnx safetensors"
 
 
-@dataclass(frozen=True)
-class ExportFormat:
+class ExportFormat(NamedTuple):  # a NamedTuple, as every registry's entries: cheap at start-up
     module: str  # in mlp_cli.reports.export, defining encode(source) -> bytes
     requires: str  # the package that module imports (from the ``export`` extra)
     default_out: str  # --out when none is given
