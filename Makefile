@@ -31,8 +31,11 @@ train: $(STAMP)
 
 # One BLAS thread per test process: the suite starts subprocesses side by side, and on a small
 # machine multi-threaded BLAS calls stall badly when another process holds the other core.
+# MLP_KERNELS=numpy: the suite's many short training processes run the numpy forms, without numba's
+# import and compile (~0.7 s each where the fast extra is installed); tests/test_kernels.py asks
+# for the compiled kernels itself and holds them bit-identical to these.
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MLP_KERNELS=numpy $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check mlp_cli tests benchmarks tools

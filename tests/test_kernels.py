@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 import threading
 
@@ -48,6 +50,14 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch):
     parallel.set_threads(None)
 
 
+def need_numba() -> None:
+    """Skip without numba (the optional ``fast`` extra); with $CI set, fail instead: CI installs it."""
+    if importlib.util.find_spec("numba") is None:
+        if os.environ.get("CI"):
+            pytest.fail("numba is not installed; CI must provide it (.ci/run installs the fast extra)")
+        pytest.skip("numba (the fast extra) is not installed")
+
+
 def arrays(dtype: type, seed: int, shape: tuple[int, ...] = (37, 23)) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"W1": rng.standard_normal(shape).astype(dtype), "b1": rng.standard_normal(shape[1]).astype(dtype)}
@@ -67,7 +77,7 @@ def run_updates(name: str, dtype: type, kernels: str, monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_the_compiled_update_is_bit_identical_to_numpy(name: str, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numba")
+    need_numba()
     reference = run_updates(name, dtype, "numpy", monkeypatch)
     compiled = run_updates(name, dtype, "", monkeypatch)
     assert fused.kernel_name() == "numba"
@@ -79,7 +89,7 @@ def test_the_compiled_update_is_bit_identical_to_numpy(name: str, dtype: type, m
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_compiled_l2_term_is_bit_identical_to_numpy(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numba")
+    need_numba()
     grad, weight = arrays(dtype, 1)["W1"], arrays(dtype, 2)["W1"] * 50
     results = []
     for kernels in ("numpy", ""):
@@ -95,7 +105,7 @@ def test_the_compiled_l2_term_is_bit_identical_to_numpy(dtype: type, monkeypatch
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dtype: type,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numba")
+    need_numba()
     rng = np.random.default_rng(4)
     A1 = rng.random((33, 17)).astype(dtype)
     A1[0, :3] = (0.0, 1.0, 0.5)
@@ -114,7 +124,7 @@ def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dty
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_compiled_thinning_is_bit_identical_to_numpy(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("numba")
+    need_numba()
     X = np.random.default_rng(6).standard_normal((21, 784)).astype(dtype)
     masks = draw_masks(np.random.default_rng(7), 21, 784, 5, 0.3, 0.0, dtype, Workspace())
     assert masks.inputs is not None
