@@ -191,6 +191,6 @@ def test_training_the_summary_runs_and_sweeps_all_take_the_rule_from_the_config(
     assert (summary["best_by"], summary["best_accuracy"]) == ("train_accuracy", best["train_accuracy"])
     assert load_checkpoint(out / "best.npz").meta["accuracy"] == best["train_accuracy"]
     assert read_run(out).best_dev_accuracy == best["train_accuracy"]
-    task = SimpleNamespace(name="t", index=0, overrides={}, config={"train": {"epochs": 3}})
+    task = SimpleNamespace(name="t", index=0, overrides={}, config={"train": {"epochs": 3}}, stop_at=None)
     row = summarize(task, out, "ok", None, 1.0, "here")
     assert (row["best_by"], row["best_dev_accuracy"]) == ("train_accuracy", best["train_accuracy"])

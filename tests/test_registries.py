@@ -18,7 +18,7 @@ import pytest
 from mlp_cli.nn import optimizers, schedules
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
 from mlp_cli.sweeps import executors
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS, SEARCHES
 from mlp_cli.training.loggers.registry import LOGGERS
 
 # `mlp` with one more member in every registry, added before the CLI is imported.
@@ -26,7 +26,7 @@ WITH_NEW_MEMBERS = """
 import dataclasses, sys
 from mlp_cli.data.registry import DATASETS
 from mlp_cli.nn.registry import OPTIMIZERS, SCHEDULES
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS
 from mlp_cli.reports.export.registry import EXPORT_FORMATS
 EXPORT_FORMATS["tflite"] = EXPORT_FORMATS["onnx"]
 DATASETS["kmnist"] = DATASETS["mnist"]._replace(name="kmnist", mirror_env="MLP_KMNIST_MIRROR",
@@ -34,6 +34,7 @@ DATASETS["kmnist"] = DATASETS["mnist"]._replace(name="kmnist", mirror_env="MLP_K
 OPTIMIZERS["lion"] = OPTIMIZERS["sgd"]
 SCHEDULES["linear"] = SCHEDULES["constant"]
 EXECUTORS["slurm"] = EXECUTORS["dask"]
+PRUNERS["hyperband"] = PRUNERS["halving"]
 from mlp_cli.training.loggers.registry import LOGGERS
 LOGGERS["wandb"] = LOGGERS["tensorboard"]
 from mlp_cli.cli import main
@@ -57,7 +58,7 @@ def completions(tmp_path: Path, words: str) -> list[str]:
 @pytest.mark.parametrize(("args", "shown"), [
     (["download-data", "--help"], ["<mnist|fashion-mnist|kmnist>", "$MLP_KMNIST_MIRROR"]),
     (["train", "--help"], ["adam, adamw or lion", "mnist, fashion-mnist or kmnist", "tensorboard, mlflow or wandb"]),
-    (["sweep", "--help"], ["slurm (a Dask cluster)", "tensorboard, mlflow or wandb"]),
+    (["sweep", "--help"], ["slurm (a Dask cluster)", "hyperband (successive halving", "tensorboard, mlflow or wandb"]),
     (["export", "--help"], ["onnx, safetensors or tflite"]),
     (["log", "--help"], ["tensorboard, mlflow or wandb"]),
 ])
@@ -74,6 +75,8 @@ def test_a_new_registry_member_reaches_the_help(tmp_path: Path, args: list[str],
     ("mlp train --dataset k", ["kmnist"]),
     ("mlp train --optimizer ", [*OPTIMIZERS, "lion"]),
     ("mlp sweep --executor ", [*EXECUTORS, "slurm"]),
+    ("mlp sweep --prune ", [*PRUNERS, "hyperband"]),
+    ("mlp sweep --search ", [*SEARCHES]),
     ("mlp export run --format ", ["onnx", "safetensors", "tflite"]),
     ("mlp train --log ", [*LOGGERS, "wandb"]),
 ])

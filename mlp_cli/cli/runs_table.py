@@ -27,7 +27,8 @@ FIXED_COLUMNS = ("run", "status", "epochs", "dev", "test", "time")
 HEADERS = {"run": "run", "status": "status", "epochs": "epochs", "dev": "best dev", "test": "test",
            "time": "time"}
 NAME_AT_LEAST = 20  # characters kept for the run's name before settings are left out to fit
-COLOURS = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red"}
+COLOURS = {"finished": "green", "running": "cyan", "interrupted": "yellow", "diverged": "red", "failed": "red",
+           "pruned": "magenta"}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from mlp_cli.cli.options import (
 )
 from mlp_cli.errors import MlpError, UsageError
 from mlp_cli.nn.registry import listed
-from mlp_cli.sweeps.registry import EXECUTORS
+from mlp_cli.sweeps.registry import EXECUTORS, PRUNERS, SEARCHES
 from mlp_cli.words import plural
 
 if TYPE_CHECKING:
@@ -75,6 +75,12 @@ def sweep_command(
     epochs: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Epochs: --set train.epochs=...")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
+    prune: Annotated[str | None, typer.Option(
+        help="Stop poor trials early: " + listed(f"{name} ({spec.help})" for name, spec in PRUNERS.items())
+        + "; a sweep file's prune: sets min_epochs and reduction.", autocompletion=complete_from(PRUNERS))] = None,
+    search: Annotated[str, typer.Option(
+        help="How trials are chosen: " + listed(f"{name} ({spec.help})" for name, spec in SEARCHES.items()) + ".",
+        autocompletion=complete_from(SEARCHES))] = "random",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the "
                                   "newest one holding the same sweep).")
@@ -111,6 +117,7 @@ def sweep_command(
     129); a second one stops at once.
     """
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
+    from mlp_cli.cli.sweep_view import planned
     from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
     from mlp_cli.training.loggers.sweep_logs import SweepLogs
@@ -120,14 +127,17 @@ def sweep_command(
         from mlp_cli.atomic import check_output
 
         check_output(save_best)
+    if search not in SEARCHES:
+        raise UsageError(f"--search {search!r} is not one of {', '.join(SEARCHES)}")
     shortcuts = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}
-    plan = plan_sweep(_spec(spec, config, (*_shortcut_sets(shortcuts), *(set_ or ())), trials, seed), out)
+    sets = (*_shortcut_sets(shortcuts), *(set_ or ()))
+    plan = plan_sweep(_spec(spec, config, sets, trials, seed, prune, search), out)
     plan = _logged(plan, tuple(log or ()))
     if dry_run:
         _print_plan(plan, json_output)
         return
     logs = SweepLogs(tuple(log or ()), plan.directory)  # refused here (no MLflow store named): before any pool
-    jobs, note = plan_jobs(jobs, executor, scheduler, len(plan.trials))
+    jobs, note = plan_jobs(jobs, executor, scheduler, planned(plan))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
     pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
@@ -154,7 +164,7 @@ def _logged(plan: SweepPlan, names: tuple[str, ...]) -> SweepPlan:
         return plan
     trials = [dataclasses.replace(t, config=build_config({**t.config.to_dict(), "run": {
         **t.config.to_dict()["run"], "log": list(names)}})) for t in plan.trials]
-    return dataclasses.replace(plan, trials=trials)
+    return dataclasses.replace(plan, trials=trials, log=names)
 
 
 def _shortcut_sets(shortcuts: dict[str, str | None]) -> list[str]:
@@ -165,17 +175,17 @@ def _shortcut_sets(shortcuts: dict[str, str | None]) -> list[str]:
 
 
 def _spec(spec: str | None, config: str | None, sets: tuple[str, ...], trials: int | None,
-          seed: int | None) -> SweepSpec:
+          seed: int | None, prune: str | None = None, search: str = "random") -> SweepSpec:
     from mlp_cli.sweeps.spec import read_sweep_file, resolve_sweep_path, spec_from_sets
 
     if spec is None:
-        return spec_from_sets(config, sets, trials, seed)
+        return spec_from_sets(config, sets, trials, seed, prune, search)
     if config is not None:
         raise UsageError("a sweep file names its base config; give the file or --config, not both")
     if sets:
         raise UsageError("--set goes with --config (so do --hidden, --batch, --lr and --epochs); a sweep file "
                          "holds its own set:, grid: and random:")
-    return read_sweep_file(resolve_sweep_path(spec), trials, seed)
+    return read_sweep_file(resolve_sweep_path(spec), trials, seed, prune, search)
 
 
 def _run(run: SweepRun, pool: Executor, stop: StopOnSignals) -> SweepResult:
@@ -249,11 +259,13 @@ def _print_result(result: SweepResult, best: dict[str, Any] | None, best_trial: 
 
 
 def _print_plan(plan: SweepPlan, json_output: bool) -> None:
+    from mlp_cli.cli.sweep_view import planned
+
     if json_output:
         typer.echo(strict_json({"sweep_dir": str(plan.directory), "continued": plan.continued,
                                "trials": [{"trial": t.name, "overrides": t.overrides} for t in plan.trials]}))
         return
-    typer.echo(f"{plural(len(plan.trials), 'trial')}, all valid; sweep directory {plan.directory}"
+    typer.echo(f"{plural(planned(plan), 'trial')}, all valid; sweep directory {plan.directory}"
                + (" (continued)" if plan.continued else ""))
     for trial in plan.trials:
         typer.echo(f"  {trial.name}")

@@ -40,6 +40,11 @@ def trial_line(row: dict[str, Any]) -> str:
             f" on {row.get('where', '?')}{retried}{error}").replace("   ", " ")
 
 
+def planned(plan: SweepPlan) -> int:
+    """The sweep's trials: a model-based one's are proposed as it goes (its spec says how many)."""
+    return len(plan.trials) if plan.spec.search != "tpe" else plan.spec.trials
+
+
 class PlainSweepObserver(SweepObserver):
     """A line when the sweep starts, then one per finished trial with the overall count and ETA."""
 
@@ -50,9 +55,9 @@ class PlainSweepObserver(SweepObserver):
 
     def on_start(self, plan: SweepPlan, todo: int, executor: Executor) -> None:
         self.todo, self.workers = todo, executor.workers
-        settled = len(plan.trials) - todo
+        settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        print(f"sweep {plan.directory}: {plural(len(plan.trials), 'trial')}{again}; "
+        print(f"sweep {plan.directory}: {plural(planned(plan), 'trial')}{again}; "
               f"running {todo} on {executor.description}",
               file=self.stream, flush=True)
 
@@ -62,6 +67,9 @@ class PlainSweepObserver(SweepObserver):
         running = min(self.workers, self.todo - self.done)
         print(f"[{self.done}/{self.todo}] {trial_line(row)}  ({running} running, {self.failed} failed, "
               f"ETA {duration(self.eta())})", file=self.stream, flush=True)
+
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        self.todo += 1
 
     def eta(self) -> float | None:
         if not self.done:
@@ -91,9 +99,9 @@ class RichSweepObserver(PlainSweepObserver):
         from rich.markup import escape
 
         self.todo, self.workers = todo, executor.workers
-        settled = len(plan.trials) - todo
+        settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
-        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {plural(len(plan.trials), 'trial')}{again}; "
+        self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {plural(planned(plan), 'trial')}{again}; "
                            f"running {todo} on {escape(executor.description)}")
         self.task = self.progress.add_task("trials", total=todo, info=self._info())
 
@@ -105,6 +113,10 @@ class RichSweepObserver(PlainSweepObserver):
         colour = "green" if row["status"] == "ok" else "red" if row["status"] in ("failed", "diverged") else "yellow"
         self.console.print(f"[{colour}]{escape(trial_line(row))}[/]")
         self.progress.update(self.task, completed=self.done, info=self._info())
+
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        self.todo += 1
+        self.progress.update(self.task, total=self.todo, info=self._info())
 
     def _info(self) -> str:
         running = min(self.workers, self.todo - self.done)

@@ -31,7 +31,8 @@ from mlp_cli.sweeps.spec import short_key
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 MAX_RUNS = 10_000
 SORT_KEYS = ("name", "status", "epochs", "dev", "test", "time")
-TRIAL_STATUS = {"ok": "finished", "diverged": "diverged", "failed": "failed", "interrupted": "interrupted"}
+TRIAL_STATUS = {"ok": "finished", "diverged": "diverged", "failed": "failed", "interrupted": "interrupted",
+                "pruned": "pruned", "promoted": "interrupted"}  # promoted: its next rung's row not yet written
 
 
 @dataclass

@@ -168,7 +168,8 @@ class DaskExecutor:
         return DaskPlacement(self._stop_event, self._event_topic, resume_files)
 
     def submit(self, fn: Callable[[TrialTask], Any], task: TrialTask) -> Any:
-        return self.client.submit(fn, task, pure=False, key=f"mlp-trial-{self._id}-{task.index}")
+        rung = f"-{task.stop_at}" if task.stop_at else ""  # a pruned sweep submits a trial once per rung
+        return self.client.submit(fn, task, pure=False, key=f"mlp-trial-{self._id}-{task.index}{rung}")
 
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
         """Each future as it completes; ExecutorLost once the cluster has had no worker for

@@ -7,10 +7,12 @@ Layout::
     <sweep>/trials/<name>/   one ordinary run directory per trial (config.yaml, metrics.jsonl, ...)
 
 ``trials.jsonl`` only grows: running a sweep again appends rows, and a trial's latest row is
-its current state. A row: trial, index, overrides, status (ok, diverged, failed, interrupted),
+its current state. A row: trial, index, overrides, status (ok, diverged, failed, interrupted; in a
+pruned sweep also pruned: stopped at a rung, and promoted: going on from it, written as it goes),
 best_dev_accuracy and best_epoch, epochs and planned_epochs, the last epoch's train/dev loss and
 accuracy, seconds, where it ran, attempts (more than 1 when a Dask worker was lost mid-trial),
-error (a one-line message, or null) and finished_at. Only the sweep's own process writes here.
+error (a one-line message, or null) and finished_at; in a pruned sweep, rung (the 0-based rung the
+attempt trained to, planned_epochs its epochs). Only the sweep's own process writes here.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mlp_cli.errors import MlpError, RunDirError
 SPEC_FILE = "spec.yaml"
 TRIALS_FILE = "trials.jsonl"
 TRIALS_DIR = "trials"
-STATUSES = ("ok", "diverged", "failed", "interrupted")
+STATUSES = ("ok", "diverged", "failed", "interrupted", "pruned", "promoted")
 SETTLED = ("ok", "diverged")  # outcomes a rerun keeps; failed and interrupted trials run again
 MAX_SPEC_BYTES = 16 << 20  # 10,000 trials' names and overrides: ~2 MB
 MAX_ROWS = 1_000_000  # lines of trials.jsonl read (a file of a million attempts is not a sweep)
@@ -106,6 +108,11 @@ def fingerprint(trials: Sequence[Any]) -> str:
     """SHA-256 of every trial's name and full config: the same command gives the same sweep."""
     text = json.dumps([[t.name, t.config.to_dict()] for t in trials], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint_of(value: Any) -> str:
+    """SHA-256 of ``value`` as JSON: a model-based sweep's (its trials are proposed as it goes)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any], fingerprint: str) -> None:
@@ -214,7 +221,7 @@ def _is_name(value: Any) -> bool:
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], float, float]] = {  # key -> (type, lowest, highest)
     "index": (int, 0, 10**9), "epochs": (int, 0, 10**9), "planned_epochs": (int, 0, 10**9),
-    "best_epoch": (int, 0, 10**9), "attempts": (int, 1, 10**6),
+    "best_epoch": (int, 0, 10**9), "attempts": (int, 1, 10**6), "rung": (int, 0, 10**3),
     "best_dev_accuracy": ((int, float), 0.0, 1.0), "train_accuracy": ((int, float), 0.0, 1.0),
     "dev_accuracy": ((int, float), 0.0, 1.0), "train_loss": ((int, float), 0.0, math.inf),
     "dev_loss": ((int, float), 0.0, math.inf), "seconds": ((int, float), 0.0, math.inf),

@@ -1,4 +1,4 @@
-"""The executors ``mlp sweep --executor`` may name: one entry each.
+"""The executors ``mlp sweep --executor`` may name, and the pruners ``--prune`` may: one entry each.
 
 An entry says which class in ``mlp_cli.sweeps.executors`` implements the executor and what the
 sweep needs to know of it before it starts one. ``--executor``'s help, its shell completion and
@@ -23,4 +23,23 @@ class ExecutorSpec(NamedTuple):
 EXECUTORS: dict[str, ExecutorSpec] = {
     "local": ExecutorSpec("LocalExecutor", "processes on this machine", shares_files=True),
     "dask": ExecutorSpec("DaskExecutor", "a Dask cluster", shares_files=False, jobs=2, takes_scheduler=True),
+}
+
+
+class PrunerSpec(NamedTuple):
+    help: str  # what it does, for --prune's help
+
+
+class SearchSpec(NamedTuple):
+    help: str  # what it does, for --search's help
+
+
+SEARCHES: dict[str, SearchSpec] = {
+    "random": SearchSpec("the sweep file's grid and seeded random draws"),
+    "tpe": SearchSpec("Optuna's TPE proposes each trial from the results so far; the optuna extra"),
+}
+
+
+PRUNERS: dict[str, PrunerSpec] = {
+    "halving": PrunerSpec("successive halving, asynchronous (ASHA): the best 1/reduction of each rung goes on"),
 }

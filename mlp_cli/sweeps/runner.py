@@ -35,11 +35,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlp_cli.config import best_epoch
 from mlp_cli.errors import MlpError
 from mlp_cli.stop_signals import STOP_SIGNALS
+
+if TYPE_CHECKING:  # not imported here: a local worker sets its BLAS threads before numpy loads
+    from mlp_cli.training.loop import Observer
 
 SHIPPED = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz")
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -69,6 +72,7 @@ class TrialTask:
     data_dir: str | None = None
     mirrors: tuple[str, ...] = ()
     dask: DaskPlacement | None = None  # None: a local worker, training in place
+    stop_at: int | None = None  # a pruned sweep's rung: stop after this epoch, saved to go on from it
     tags: dict[str, str] = field(default_factory=dict)  # for the loggers (run.log): a sweep's MLflow parent
 
 
@@ -165,13 +169,20 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         if task.dask:
             from distributed import get_worker
 
-            get_worker().log_event(task.dask.event_topic, {"trial": task.name, "where": where})
+            get_worker().log_event(task.dask.event_topic, {"trial": attempt_key(task.name, task.stop_at),
+                                                           "where": where})
         start = time.perf_counter()
         with _workdir(task) as run_dir:
             status, error = _train(task, run_dir, stop_requested)
             row = summarize(task, run_dir, status, error, time.perf_counter() - start, where)
             files = collect_files(run_dir) if task.dask else {}
     return TrialOutcome(task.name, status, row, files)
+
+
+def attempt_key(name: str, stop_at: int | None) -> str:
+    """What one attempt's start is logged under: the trial and the rung it trains to (a pruned
+    sweep runs a trial again for each rung; those are not retries)."""
+    return name if stop_at is None else f"{name}@{stop_at}"
 
 
 @contextlib.contextmanager
@@ -199,13 +210,14 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
     from mlp_cli.training.loop import TrainingInterrupted
     from mlp_cli.training.session import load_inputs, new_session, resumed_session, run_session
 
+    rung = RungStop(task.stop_at)
     try:
         config = build_config({**task.config, "run": {**task.config["run"], "dir": str(run_dir)}})
         last = run_dir / "last.npz"
         checkpoint = load_checkpoint(last) if is_regular(last) else None
         if checkpoint is not None and not same_config(checkpoint.config, config.to_dict()):
             checkpoint = None  # not this trial's (another sweep's, or its config since changed): start afresh
-        if checkpoint is not None and _finished(checkpoint, config, run_dir):
+        if checkpoint is not None and _finished(checkpoint, config, run_dir, task.stop_at):
             atomic_write_text(run_dir / "config.yaml", config.to_yaml())  # the checkpoint's, whatever was there
             return "ok", None  # trained to the end before its row was recorded
         session = (resumed_session(config, checkpoint, last, None) if checkpoint is not None
@@ -213,10 +225,10 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
         session.tags = {"sweep": task.sweep, "trial": task.name, **task.tags}
         with session:
             data = load_inputs(session, data_dir=task.data_dir, mirrors=task.mirrors)
-            run_session(session, data, stop_requested=stop_requested)
+            run_session(session, data, observer=rung.watcher(), stop_requested=lambda: stop_requested() or rung.reached)
     except MlpError as err:
         if isinstance(err, TrainingInterrupted):  # its advice (mlp train --resume) is not the sweep's
-            return "interrupted", None
+            return ("ok" if rung.reached and not stop_requested() else "interrupted"), None
         return ("diverged" if isinstance(err, TrainingError) else "failed"), " ".join(str(err).split())
     except OSError as err:
         if err.errno in DISK_FULL_ERRNOS:  # the sweep will exit non-zero: the machine, not the trial
@@ -227,11 +239,34 @@ def _train(task: TrialTask, run_dir: Path, stop_requested: Callable[[], bool]) -
     return "ok", None
 
 
-def _finished(checkpoint: Any, config: Any, run_dir: Path) -> bool:
+@dataclass
+class RungStop:
+    """Raised once the epoch ``stop_at`` is done: the loop then saves last.npz and stops, exactly
+    as on a Ctrl-C, and the same config resumed from there goes on as if it had not stopped
+    (whatever its schedule). ``stop_at`` None: the trial trains to its end."""
+
+    stop_at: int | None
+    reached: bool = False
+
+    def watcher(self) -> Observer:
+        """The training loop's observer that raises it."""
+        from mlp_cli.training.loop import Observer
+
+        rung = self
+
+        class RungWatcher(Observer):
+            def on_epoch(self, row: Any, is_best: bool) -> None:
+                rung.reached = rung.reached or (rung.stop_at is not None and row.epoch >= rung.stop_at)
+
+        return RungWatcher()
+
+
+def _finished(checkpoint: Any, config: Any, run_dir: Path, stop_at: int | None = None) -> bool:
+    """Trained to its end, or to the rung it was to stop at, before its row was recorded."""
     from mlp_cli.sweeps.records import is_regular
     from mlp_cli.training.metrics import read_metrics
 
-    if checkpoint.epoch >= config.train.epochs:
+    if checkpoint.epoch >= min(config.train.epochs, stop_at or config.train.epochs):
         return True
     rows = read_metrics(run_dir) if is_regular(run_dir / "metrics.jsonl") else []
     return bool(rows) and bool(rows[-1].get("stopped_early"))
@@ -252,7 +287,8 @@ def summarize(
     return {
         "trial": task.name, "index": task.index, "overrides": task.overrides, "status": status,
         "best_dev_accuracy": best.get(which) if best else None, "best_epoch": best["epoch"] if best else None,
-        "best_by": which, "epochs": last.get("epoch", 0), "planned_epochs": task.config["train"]["epochs"],
+        "best_by": which, "epochs": last.get("epoch", 0),
+        "planned_epochs": task.stop_at or task.config["train"]["epochs"],  # a rung's, in a pruned sweep
         **{key: last.get(key) for key in ("train_loss", "train_accuracy", "dev_loss", "dev_accuracy")},
         "seconds": round(seconds, 3), "where": where, "attempts": 1, "error": error,
         "finished_at": datetime.now().isoformat(timespec="seconds"),

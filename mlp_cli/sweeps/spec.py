@@ -15,6 +15,7 @@ A sweep file (``configs/sweeps/*.yaml``)::
       model.hidden: {int: [100, 800]}      # inclusive
     trials: 8
     seed: 0                    # of the random draws (the trials' own seeds stay train.seed)
+    prune: {min_epochs: 2, reduction: 3}   # successive halving (sweeps.halving); or --prune halving
 
 On the command line, ``--set key=a,b,c`` is a grid axis and ``--set key=a`` a fixed override.
 
@@ -46,10 +47,11 @@ from mlp_cli.config_file import (
     split_set,
 )
 from mlp_cli.errors import ConfigError
+from mlp_cli.sweeps.halving import Prune, check_prunable, parse_prune
 from mlp_cli.words import did_you_mean
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
-SPEC_KEYS = ("name", "config", "set", "grid", "random", "trials", "seed")
+SPEC_KEYS = ("name", "config", "set", "grid", "random", "trials", "seed", "prune")
 MAX_TRIALS = 10_000  # a sweep is a list held in memory and a directory per trial: bounded
 MAX_NAME = 96  # characters of a trial directory's name
 UNSWEEPABLE = ("run.",)  # where a trial's files go is the sweep's business
@@ -83,12 +85,15 @@ class SweepSpec:
     random: dict[str, Distribution] = field(default_factory=dict)
     trials: int = 1  # random draws; without a random part, 1
     seed: int = 0
+    prune: Prune | None = None  # None: every trial trains to its end
+    search: str = "random"  # or "tpe": trials proposed one by one from the results (sweeps.tpe)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "config": self.config, "set": dict(self.fixed), "grid": dict(self.grid),
             "random": {k: {d.kind: list(d.values)} for k, d in self.random.items()},
-            "trials": self.trials, "seed": self.seed,
+            "trials": self.trials, "seed": self.seed, **({"prune": self.prune.to_dict()} if self.prune else {}),
+            **({"search": self.search} if self.search != "random" else {}),
         }
 
 
@@ -129,8 +134,9 @@ def resolve_sweep_path(spec: str) -> Path:
                       f"(the shipped ones: {', '.join(names) or 'none'})")
 
 
-def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | None = None) -> SweepSpec:
-    """Parse and check a sweep file; ``trials`` / ``seed`` (flags) override the file's."""
+def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | None = None,
+                    prune: str | None = None, search: str = "random") -> SweepSpec:
+    """Parse and check a sweep file; ``trials`` / ``seed`` / ``prune`` (flags) override the file's."""
     path = Path(path)
     raw = read_yaml(path)
     where = f"sweep {path}: "
@@ -150,11 +156,23 @@ def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | Non
     count = _count(raw.get("trials", 1) if trials is None else trials, "trials", where, lo=1)
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, random=random,
                      trials=count if random else 1,
-                     seed=_count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0))
+                     seed=_count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0),
+                     prune=pruning(raw.get("prune"), prune, where), search=search)
+
+
+def pruning(raw: Any, method: str | None, where: str) -> Prune | None:
+    """The file's ``prune:`` (None when absent), its method replaced by the ``--prune`` flag's."""
+    if raw is None and method is None:
+        return None
+    settings = {} if raw is None else raw
+    if method is not None and isinstance(settings, dict):
+        settings = {**settings, "method": method}
+    return parse_prune(settings, where)
 
 
 def spec_from_sets(
-    config: str | None, sets: list[str] | tuple[str, ...], trials: int | None = None, seed: int | None = None
+    config: str | None, sets: list[str] | tuple[str, ...], trials: int | None = None, seed: int | None = None,
+    prune: str | None = None, search: str = "random",
 ) -> SweepSpec:
     """``--set key=a,b,c`` (a grid axis) and ``--set key=a`` (fixed) on top of ``config``."""
     fixed: dict[str, Any] = {}
@@ -171,7 +189,8 @@ def spec_from_sets(
     if trials not in (None, 1):
         raise ConfigError("--trials needs a random search, which only a sweep file can describe")
     name = Path(config).stem if config else "sweep"
-    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0)
+    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0,
+                     prune=pruning(None, prune, "--prune: "), search=search)
 
 
 def parse_distribution(raw: Any, key: str, where: str) -> Distribution:
@@ -290,15 +309,30 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
                               "directory is chosen by the sweep (use --out for the sweep's own)")
     _check_distinct(spec)
     base_config = load_config(base).to_dict()  # the file's own errors name the file
-    trials = []
-    for index, overrides in enumerate(expand(spec)):
-        name = trial_name(index, overrides)
-        try:
-            config = build_config(_merged(base_config, {**spec.fixed, **overrides}))
-        except ConfigError as err:
-            raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
-        trials.append(Trial(index=index, name=name, overrides=overrides, config=config))
+    if spec.search == "tpe":  # proposed as the sweep goes; each axis's ends are checked now
+        from mlp_cli.sweeps.tpe import check_tpe
+
+        check_tpe(spec)
+        ends = [{key: axis.values[0 if end == 0 else -1] for key, axis in spec.random.items()} for end in (0, 1)]
+        for overrides in ends:
+            trial = make_trial(spec, base_config, 0, overrides)
+            if spec.prune is not None:
+                check_prunable(spec.name, [trial], spec.prune)
+        return []
+    trials = [make_trial(spec, base_config, index, overrides) for index, overrides in enumerate(expand(spec))]
+    if spec.prune is not None:
+        check_prunable(spec.name, trials, spec.prune)
     return trials
+
+
+def make_trial(spec: SweepSpec, base_config: dict[str, Any], index: int, overrides: dict[str, Any]) -> Trial:
+    """Trial ``index`` with ``overrides`` on the base config and the sweep's set:, validated."""
+    name = trial_name(index, overrides)
+    try:
+        config = build_config(_merged(base_config, {**spec.fixed, **overrides}))
+    except ConfigError as err:
+        raise ConfigError(f"sweep {spec.name}, trial {name}: {err}") from None
+    return Trial(index=index, name=name, overrides=overrides, config=config)
 
 
 def _check_distinct(spec: SweepSpec) -> None:

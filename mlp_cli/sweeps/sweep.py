@@ -26,7 +26,7 @@ from mlp_cli.config import Config
 from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor, ExecutorLost
-from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, run_trial
+from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, attempt_key, run_trial
 from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
 from mlp_cli.training.run_dir import BOOKKEEPING, RunLock
 
@@ -42,6 +42,7 @@ class SweepPlan:
     continued: bool  # the directory already held this sweep
     fingerprint: str  # of the trials' names and configs (before their run.dir is set)
     named: bool = False  # the directory is the user's --out (else chosen here, and created anew)
+    log: tuple[str, ...] = ()  # run.log of every trial (--log), proposed ones included
 
 
 @dataclass
@@ -78,12 +79,22 @@ class SweepObserver:
     def on_trial(self, row: dict[str, Any]) -> None:
         pass
 
+    def on_promoted(self, row: dict[str, Any]) -> None:
+        """A pruned sweep's trial goes on to its next rung: one more attempt to run."""
+
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
     trials = plan_trials(spec)
-    fingerprint = records.fingerprint(trials)
+    fingerprint = records.fingerprint(trials) if spec.search != "tpe" else records.fingerprint_of(
+        [spec.to_dict(), base_config(spec)])  # the search itself: its trials are proposed as it goes
     directory, continued = _choose_directory(spec, fingerprint, out)
     return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None)
+
+
+def base_config(spec: SweepSpec) -> dict[str, Any]:
+    from mlp_cli.config_file import load_config, resolve_config_path
+
+    return load_config(resolve_config_path(spec.config)).to_dict()
 
 
 def _placed(trials: list[Trial], directory: Path) -> list[Trial]:
@@ -185,6 +196,13 @@ class SweepRun:
 
     def _run(self) -> SweepResult:
         directory = self.plan.directory
+        if self.plan.spec.prune is not None or self.plan.spec.search == "tpe":
+            from mlp_cli.sweeps.pruned import PrunedPass
+
+            skipped = PrunedPass(self).run()
+            latest = records.latest(records.read_trials(directory))
+            rows = [latest[t.name] for t in self.plan.trials if t.name in latest]
+            return SweepResult(directory, rows, skipped, self.interrupted, self.lost)
         previous = records.latest(records.read_trials(directory))
         todo = [t for t in self.plan.trials if not self._settled(t, previous.get(t.name))]
         self.observer.on_start(self.plan, len(todo), self.executor)
@@ -205,15 +223,21 @@ class SweepRun:
         return SweepResult(directory, rows, len(self.plan.trials) - len(todo), self.interrupted, self.lost)
 
     def _collect(self, future: Any, trial: Trial) -> None:
+        row = self._collected_row(future, trial)
+        if row is not None:
+            self._append(row)
+
+    def _collected_row(self, future: Any, trial: Trial, stop_at: int | None = None) -> dict[str, Any] | None:
+        """The finished trial's files written; its row (None: it never started)."""
         outcome = self._outcome(future, trial)
         if outcome.status is None:
-            return
+            return None
         self._write_files(trial, outcome.files)
         row = outcome.row
-        attempts = self.executor.attempts(outcome.name)
+        attempts = self.executor.attempts(attempt_key(outcome.name, stop_at))
         if len(attempts) > 1:  # a worker was lost mid-trial and the scheduler ran it again
             row.update(attempts=len(attempts), tried_on=attempts)
-        self._append(row)
+        return row
 
     def _append(self, row: dict[str, Any]) -> None:
         records.append_trial(self.plan.directory, row)
@@ -226,7 +250,7 @@ class SweepRun:
         needed = ("config.yaml", "metrics.jsonl", "last.npz") if row["status"] == "ok" else ("config.yaml",)
         return records.holds_trial(Path(trial.config.run.dir or ""), trial.config.to_dict(), needed)
 
-    def _task(self, trial: Trial) -> TrialTask:
+    def _task(self, trial: Trial, stop_at: int | None = None) -> TrialTask:
         from mlp_cli.data.registry import get_spec
 
         trial_dir = Path(trial.config.run.dir or "")
@@ -239,7 +263,7 @@ class SweepRun:
             sweep=self.plan.directory.name, index=trial.index, name=trial.name, overrides=trial.overrides,
             config=trial.config.to_dict(),
             data_dir=self.data_dir if self.executor.shares_files else None,  # a remote worker uses its own cache
-            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume), tags=self.tags,
+            mirrors=self.mirrors + env_mirrors, dask=self.executor.placement(resume), stop_at=stop_at, tags=self.tags,
         )
 
     def _outcome(self, future: Any, trial: Trial) -> TrialOutcome:

@@ -1,0 +1,108 @@
+"""`mlp sweep --search tpe`: trials proposed by Optuna's TPE from the results so far, the study
+rebuilt from trials.jsonl (so a rerun continues it), the same seed giving the same proposals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import runner
+
+from mlp_cli.cli import app
+from mlp_cli.errors import ConfigError, UsageError
+from mlp_cli.sweeps.records import read_trials
+from mlp_cli.sweeps.spec import plan_trials, read_sweep_file
+
+TRIALS = 12  # past TPE's 10 random start-up trials: the last ones are proposed from the results
+
+
+def _sweep_file(tmp_path: Path, **extra: object) -> Path:
+    document = {
+        "config": "default",
+        "set": {"data.limit": 500, "data.dev_size": 200, "model.hidden": 8, "train.batch_size": 100,
+                "train.epochs": 2, "schedule.name": "constant"},
+        "random": {"optimizer.lr": {"loguniform": [0.01, 2.0]}, "optimizer.name": {"choice": ["sgd", "momentum"]}},
+        "trials": TRIALS, **extra,
+    }
+    path = tmp_path / "tpe.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _sweep(path: Path, data_dir: Path, out: Path, *extra: str) -> dict:
+    result = runner.invoke(app, ["sweep", str(path), "--search", "tpe", "--jobs", "1", "--data-dir", str(data_dir),
+                                 "--out", str(out), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_same_seed_proposes_the_same_trials_and_a_rerun_continues_the_study(mnist_data_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    path = _sweep_file(tmp_path)
+    first = _sweep(path, mnist_data_dir, tmp_path / "a")
+    names = [row["trial"] for row in first["trials"]]
+    assert len(set(names)) == TRIALS and len({json.dumps(r["overrides"]) for r in first["trials"]}) == TRIALS
+    assert [row["trial"] for row in _sweep(path, mnist_data_dir, tmp_path / "b")["trials"]] == names
+
+    # Interrupted after 11 trials: the same command proposes the 12th from the 11 recorded.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "a", cut)
+    rows = (cut / "trials.jsonl").read_text().splitlines(keepends=True)
+    (cut / "trials.jsonl").write_text("".join(rows[:TRIALS - 1]))
+    shutil.rmtree(cut / "trials" / names[-1])
+    again = _sweep(path, mnist_data_dir, cut)
+    assert again["skipped"] == TRIALS - 1 and [row["trial"] for row in again["trials"]] == names
+    assert [row["trial"] for row in read_trials(cut)] == names
+
+    other = _sweep(_sweep_file(tmp_path, seed=1), mnist_data_dir, tmp_path / "c")
+    assert [row["trial"] for row in other["trials"]] != names
+
+
+def test_tpe_and_halving_combine(mnist_data_dir: Path, tmp_path: Path) -> None:
+    path, out = _sweep_file(tmp_path, prune={"min_epochs": 1, "reduction": 2}), tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", str(path), "--search", "tpe", "--prune", "halving", "--jobs", "2",
+                                 "--data-dir", str(mnist_data_dir), "--out", str(out), "--log", "tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert f"running {TRIALS} on 2 local processes" in result.output  # not one: no trial is known before
+    latest = {row["trial"]: row for row in read_trials(out)}
+    statuses = [row["status"] for row in latest.values()]
+    assert len(statuses) == TRIALS and "pruned" in statuses and set(statuses) <= {"ok", "pruned"}
+    assert all(row["epochs"] == 2 for row in latest.values() if row["status"] == "ok")
+    for name in latest:  # --log reaches the proposed trials too: they log as they train
+        assert yaml.safe_load((out / "trials" / name / "config.yaml").read_text())["run"]["log"] == ["tensorboard"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"grid": {"train.l2": [0.0, 1e-4]}}, "takes no grid"),
+    ({"random": {}}, "lacks"),
+    ({"random": {"model.hidden": {"int": [0, 8]}}}, "model.hidden"),
+])
+def test_a_model_based_sweep_is_validated_first(tmp_path: Path, extra: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_trials(read_sweep_file(_sweep_file(tmp_path, **extra), search="tpe"))
+
+
+def test_without_optuna_tpe_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlp_cli.sweeps import tpe
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(UsageError, match=r"pip install -e '\.\[optuna\]'"):
+        tpe._optuna()
+
+
+def test_tpe_proposes_from_the_results_once_past_its_random_start(tmp_path: Path) -> None:
+    """Ten recorded trials, the best with the largest rates: the 11th proposal is not the one a
+    study without them makes, and stays inside the space."""
+    from mlp_cli.sweeps.tpe import propose
+
+    spec = read_sweep_file(_sweep_file(tmp_path), search="tpe")
+    rates = [0.01 * 1.6**i for i in range(10)]
+    rows = [{"trial": f"{i:03d}", "index": i, "status": "ok", "best_dev_accuracy": 0.5 + i / 25,
+             "overrides": {"optimizer.lr": round(lr, 4), "optimizer.name": "momentum"}} for i, lr in enumerate(rates)]
+    informed = propose(spec, rows, 10)
+    assert informed != propose(spec, [], 10)
+    assert 0.01 <= informed["optimizer.lr"] <= 2.0 and informed["optimizer.name"] in ("sgd", "momentum")
