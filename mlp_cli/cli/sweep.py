@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -51,62 +51,68 @@ Running the same command again skips finished trials and resumes interrupted one
 """
 
 
+# The options of `mlp sweep`, one alias each, so that the command reads as a list of them.
+SweepName = Annotated[str | None, typer.Argument(
+    metavar="[SWEEP]", autocompletion=complete_sweep, help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")]
+BaseConfig = Annotated[str | None, typer.Option(
+    "--config", "-c", autocompletion=complete_config, help="Base config (a path or a name from configs/).")]
+SweepSets = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", autocompletion=complete_set, help="section.key=a,b,c sweeps the values (their product with the "
+    "other lists); section.key=a sets it in every trial. Repeatable.")]
+Hiddens = Annotated[str | None, typer.Option(metavar="N[,N...]", help="Hidden units: --set model.hidden=...")]
+Batches = Annotated[str | None, typer.Option(metavar="N[,N...]", help="Mini-batch size: --set train.batch_size=...")]
+Rates = Annotated[str | None, typer.Option(metavar="X[,X...]", help="Learning rate: --set optimizer.lr=...")]
+EpochCounts = Annotated[str | None, typer.Option(metavar="N[,N...]", help="Epochs: --set train.epochs=...")]
+Draws = Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")]
+DrawSeed = Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")]
+Prune = Annotated[str | None, typer.Option(
+    help="Stop poor trials early: " + listed(f"{name} ({spec.help})" for name, spec in PRUNERS.items())
+    + "; a sweep file's prune: sets min_epochs and reduction.", autocompletion=complete_from(PRUNERS))]
+Search = Annotated[str, typer.Option(
+    help="How trials are chosen: " + listed(f"{name} ({spec.help})" for name, spec in SEARCHES.items()) + ".",
+    autocompletion=complete_from(SEARCHES))]
+SweepOut = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the newest one holding the same sweep).")]
+Jobs = Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default: the cores).")]
+ExecutorName = Annotated[str, typer.Option(
+    help="Where trials run: " + listed(f"{name} ({spec.help})" for name, spec in EXECUTORS.items()) + ".",
+    autocompletion=complete_from(EXECUTORS))]
+Scheduler = Annotated[str | None, typer.Option(
+    help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")]
+NoWorkersTimeout = Annotated[float, typer.Option(
+    min=1, metavar="SECONDS", help="End a Dask sweep whose cluster has had no workers this long (its unfinished "
+    "trials are recorded to resume).")]
+SaveBest = Annotated[Path | None, typer.Option(
+    "--save-best", metavar="FILE", help="Write the best trial's config here.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Validate and list the trials; run nothing.")]
+JsonTrials = Annotated[bool, typer.Option("--json", help="Print the trials and the best one as JSON.")]
+
+
 @app.command("sweep", epilog=EXAMPLES_SWEEP)
 def sweep_command(
-    spec: Annotated[
-        str | None, typer.Argument(metavar="[SWEEP]", autocompletion=complete_sweep,
-                                   help="Sweep file, or a name from configs/sweeps/ (e.g. tiny).")
-    ] = None,
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", autocompletion=complete_config,
-                                 help="Base config (a path or a name from configs/).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", autocompletion=complete_set,
-                     help="section.key=a,b,c sweeps the values (their product with the other "
-                     "lists); section.key=a sets it in every trial. Repeatable."),
-    ] = None,
-    hidden: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Hidden units: --set model.hidden=...")] = None,
-    batch: Annotated[
-        str | None, typer.Option(metavar="N[,N...]", help="Mini-batch size: --set train.batch_size=...")
-    ] = None,
-    lr: Annotated[str | None, typer.Option(metavar="X[,X...]", help="Learning rate: --set optimizer.lr=...")] = None,
-    epochs: Annotated[str | None, typer.Option(metavar="N[,N...]", help="Epochs: --set train.epochs=...")] = None,
-    trials: Annotated[int | None, typer.Option(min=1, help="Random draws (a sweep file's random: part).")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Seed of the random draws.")] = None,
-    prune: Annotated[str | None, typer.Option(
-        help="Stop poor trials early: " + listed(f"{name} ({spec.help})" for name, spec in PRUNERS.items())
-        + "; a sweep file's prune: sets min_epochs and reduction.", autocompletion=complete_from(PRUNERS))] = None,
-    search: Annotated[str, typer.Option(
-        help="How trials are chosen: " + listed(f"{name} ({spec.help})" for name, spec in SEARCHES.items()) + ".",
-        autocompletion=complete_from(SEARCHES))] = "random",
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Sweep directory (default sweeps/<name>-<time>, or the "
-                                  "newest one holding the same sweep).")
-    ] = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once (default: the cores).")
-    ] = None,
-    executor: Annotated[str, typer.Option(
-        help="Where trials run: " + listed(f"{name} ({spec.help})" for name, spec in EXECUTORS.items()) + ".",
-        autocompletion=complete_from(EXECUTORS))] = "local",
-    scheduler: Annotated[
-        str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster).")
-    ] = None,
-    no_workers_timeout: Annotated[
-        float, typer.Option(min=1, metavar="SECONDS", help="End a Dask sweep whose cluster has had no "
-                            "workers this long (its unfinished trials are recorded to resume).")
-    ] = 300.0,
-    save_best: Annotated[
-        Path | None, typer.Option("--save-best", metavar="FILE", help="Write the best trial's config here.")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the trials; run nothing.")] = False,
+    spec: SweepName = None,
+    config: BaseConfig = None,
+    set_: SweepSets = None,
+    hidden: Hiddens = None,
+    batch: Batches = None,
+    lr: Rates = None,
+    epochs: EpochCounts = None,
+    trials: Draws = None,
+    seed: DrawSeed = None,
+    prune: Prune = None,
+    search: Search = "random",
+    out: SweepOut = None,
+    jobs: Jobs = None,
+    executor: ExecutorName = "local",
+    scheduler: Scheduler = None,
+    no_workers_timeout: NoWorkersTimeout = 300.0,
+    save_best: SaveBest = None,
+    dry_run: DryRun = False,
     log: Log = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     quiet: Quiet = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the trials and the best one as JSON.")] = False,
+    json_output: JsonTrials = False,
 ) -> None:
     """Train many runs of a base config: a grid (--set key=a,b) or a sweep file (grid and random search).
 
@@ -116,11 +122,8 @@ def sweep_command(
     (each saves its checkpoint) and one line, not an error, says how to continue (exit 130, 143 or
     129); a second one stops at once.
     """
-    from mlp_cli.cli.signals import StopOnSignals, sweep_remains
-    from mlp_cli.cli.sweep_view import planned
-    from mlp_cli.sweeps.executors import check_executor, make_executor, plan_jobs
-    from mlp_cli.sweeps.sweep import SweepRun, plan_sweep
-    from mlp_cli.training.loggers.sweep_logs import SweepLogs
+    from mlp_cli.sweeps.executors import check_executor
+    from mlp_cli.sweeps.sweep import plan_sweep
 
     check_executor(executor, scheduler)
     if save_best is not None:  # before the sweep runs, not after
@@ -129,21 +132,43 @@ def sweep_command(
         check_output(save_best)
     if search not in SEARCHES:
         raise UsageError(f"--search {search!r} is not one of {', '.join(SEARCHES)}")
-    shortcuts = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}
-    sets = (*_shortcut_sets(shortcuts), *(set_ or ()))
-    plan = plan_sweep(_spec(spec, config, sets, trials, seed, prune, search), out)
-    plan = _logged(plan, tuple(log or ()))
+    sets = (*_shortcut_sets({"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs}), *(set_ or ()))
+    plan = _logged(plan_sweep(_spec(spec, config, sets, trials, seed, prune, search), out), tuple(log or ()))
     if dry_run:
         _print_plan(plan, json_output)
         return
-    logs = SweepLogs(tuple(log or ()), plan.directory)  # refused here (no MLflow store named): before any pool
-    jobs, note = plan_jobs(jobs, executor, scheduler, planned(plan))
+    where = Placement(executor, jobs, scheduler, no_workers_timeout, data_dir, tuple(mirror or ()))
+    _execute(plan, where, tuple(log or ()), save_best, quiet, json_output)
+
+
+class Placement(NamedTuple):
+    """Where and with what a sweep's trials run, as the command line gave it."""
+
+    executor: str
+    jobs: int | None
+    scheduler: str | None
+    no_workers_timeout: float
+    data_dir: Path | None
+    mirrors: tuple[str, ...]
+
+
+def _execute(plan: SweepPlan, where: Placement, log: tuple[str, ...], save_best: Path | None, quiet: bool,
+             json_output: bool) -> None:
+    """Run the planned trials with the stop handler in place, then report (and log) the result."""
+    from mlp_cli.cli.signals import StopOnSignals, sweep_remains
+    from mlp_cli.cli.sweep_view import planned
+    from mlp_cli.sweeps.executors import make_executor, plan_jobs
+    from mlp_cli.sweeps.sweep import SweepRun
+    from mlp_cli.training.loggers.sweep_logs import SweepLogs
+
+    logs = SweepLogs(log, plan.directory)  # refused here (no MLflow store named): before any pool
+    jobs, note = plan_jobs(where.jobs, where.executor, where.scheduler, planned(plan))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
-    pool = make_executor(executor, jobs, scheduler, no_workers_timeout)
+    pool = make_executor(where.executor, jobs, where.scheduler, where.no_workers_timeout)
     if pool.shares_files:  # fetch once here, not once per process
-        _prefetch(plan, data_dir, tuple(mirror or ()), quiet or json_output)
-    run = SweepRun(plan, pool, data_dir=data_dir, mirrors=tuple(mirror or ()),
+        _prefetch(plan, where.data_dir, where.mirrors, quiet or json_output)
+    run = SweepRun(plan, pool, data_dir=where.data_dir, mirrors=where.mirrors,
                    observer=_make_observer(quiet or json_output), tags=logs.trial_tags())
     stop = StopOnSignals(on_first_signal=run.stop)
     stop.remains = lambda: sweep_remains(run.plan.directory)  # run.plan: its directory once created
