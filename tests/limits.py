@@ -5,6 +5,12 @@
 returns what the child printed, its exit code, the wall time and the child's peak resident
 memory (from ``wait4``), so a test can assert that the input cost little, not only that it
 was refused.
+
+The peak is measured by a small launcher between the suite and the command: Linux keeps in a
+process's peak the resident set of the memory it had before ``exec``, and a child forked from
+pytest starts with a copy of pytest's (some hundreds of MB late in the suite, with onnxruntime
+and TensorBoard's reader loaded). The launcher is a fresh Python of a few MB that forks and
+execs the command and reports the command's own peak; its exit status is the command's.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +30,24 @@ from typing import Any
 GiB = 1 << 30
 MiB = 1 << 20
 ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# argv: the file for the command's peak (KiB), then the command. A signal that ends the command
+# ends the launcher the same way, so the exit status reads as the command's.
+LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+os._exit(code)
+"""
 
 
 @dataclass
@@ -73,8 +98,10 @@ def run_limited(
         os.setsid()  # its own group, so a timeout can end the children it started too
 
     started = time.monotonic()
+    peak_file = Path(tempfile.gettempdir()) / f"mlp-peak-{os.getpid()}-{threading.get_ident()}-{started}"
     child = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        [sys.executable, "-c", LAUNCHER, str(peak_file), *command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         env={**os.environ, **ONE_BLAS_THREAD, **(env or {})}, preexec_fn=limit,  # noqa: PLW1509
     )
     killed = threading.Event()
@@ -89,12 +116,17 @@ def run_limited(
     timer = threading.Timer(seconds, kill)
     timer.start()
     stdout_text, stderr_text = _read_both(child)
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, _ = os.wait4(child.pid, 0)
     timer.cancel()
     child.returncode = os.waitstatus_to_exitcode(status)
+    try:
+        peak_kib = int(peak_file.read_text())
+        peak_file.unlink()
+    except (OSError, ValueError):  # the launcher was killed before the command ended (a timeout)
+        peak_kib = 0
     return Outcome(
         code=child.returncode, stdout=stdout_text, stderr=stderr_text,
-        seconds=time.monotonic() - started, peak_mib=usage.ru_maxrss / 1024, killed=killed.is_set(),
+        seconds=time.monotonic() - started, peak_mib=peak_kib / 1024, killed=killed.is_set(),
     )
 
 
