@@ -4,8 +4,13 @@ bytes, a tiny dataset's shape, a reporter that records, a closed port, the CLI r
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,10 @@ from typer.testing import CliRunner
 from mlp_cli.cli import app
 from mlp_cli.config_file import load_config
 from mlp_cli.data import registry as datasets
+from mlp_cli.errors import MlpError
 from mlp_cli.training.checkpoint import load_checkpoint
 from mlp_cli.training.loop import Observer, TrainingInterrupted
+from mlp_cli.training.metrics import read_metrics
 from mlp_cli.training.session import new_session, resumed_session, run_session
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -183,3 +190,30 @@ def no_proxies(monkeypatch: Any) -> None:
     (only for hosts that never resolve, such as ``*.invalid``)."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+def signal_sweep(args: list[str], ready: Callable[[], bool], signum: int = signal.SIGINT) -> tuple[int, str]:
+    """Run `mlp ARGS` (a sweep) in a real process, send it ``signum`` once ``ready()`` (what the
+    trials wrote, never a clock), and return its exit code and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "mlp_cli", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        deadline = time.monotonic() + 300  # a bound on a broken sweep, not a step of the test
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signum)  # to the sweep only: it tells its trials
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stderr
+
+
+def trial_epochs(sweep_dir: Path, trial: str) -> list[dict[str, Any]]:
+    """A trial's metrics rows so far (none while it has not finished an epoch)."""
+    path = sweep_dir / "trials" / trial / "metrics.jsonl"
+    try:
+        return read_metrics(path) if path.exists() else []
+    except MlpError:  # a row being appended right now
+        return []

@@ -8,22 +8,17 @@ wrote (their checkpoints, their epochs), so a busy machine makes the test slower
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import signal_sweep, trial_epochs
 
-from mlp_cli.errors import MlpError
 from mlp_cli.stop_signals import StopExit
 from mlp_cli.sweeps.records import read_trials
 from mlp_cli.training.checkpoint import load_checkpoint
-from mlp_cli.training.metrics import read_metrics
 
 # Two trials that cannot finish (100,000 epochs of 200 steps): whenever the stop comes, both are
 # still training. Every stop is triggered by what the trials have written, never by a clock.
@@ -37,34 +32,13 @@ TIMING = ("seconds", "examples_per_second", "elapsed")
 def interrupted_sweep(data_dir: Path, out: Path, ready: Callable[[], bool], signum: int = signal.SIGINT) -> str:
     """Run the sweep into ``out``, send it ``signum`` once ``ready()``, and return its stderr (exit
     128 + signum)."""
-    command = [sys.executable, "-m", "mlp_cli", *ARGS, "--data-dir", str(data_dir), "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "NO_COLOR": "1"})
-    try:
-        deadline = time.monotonic() + 300  # a bound on a broken sweep, not a step of the test
-        while not ready():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.02)
-        process.send_signal(signum)  # to the sweep only: it tells its trials
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 128 + signum, stderr
+    returncode, stderr = signal_sweep([*ARGS, "--data-dir", str(data_dir), "--out", str(out)], ready, signum)
+    assert returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if "run the same command again" in line] == [
         f"sweep interrupted; running trials saved their checkpoints in {out}; run the same command again to "
         "continue"], stderr
     return stderr
-
-
-def epochs(out: Path, trial: str) -> list[dict[str, Any]]:
-    """The trial's metrics rows so far (none while it has not finished an epoch)."""
-    path = out / "trials" / trial / "metrics.jsonl"
-    try:
-        return read_metrics(path) if path.exists() else []
-    except MlpError:  # a row being appended right now
-        return []
 
 
 def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(mnist_data_dir: Path,
@@ -76,18 +50,18 @@ def test_ctrl_c_saves_every_trial_and_the_same_command_resumes_bit_identically(m
     assert {r["status"] for r in rows} == {"interrupted"}
     stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
     assert all(epoch >= 1 for epoch in stopped.values())
-    before = {t: epochs(out, t) for t in TRIALS}
+    before = {t: trial_epochs(out, t) for t in TRIALS}
 
     # The same command again resumes each trial; stopped again two epochs later.
-    interrupted_sweep(mnist_data_dir, out, lambda: all(len(epochs(out, t)) >= stopped[t] + 2 for t in TRIALS))
-    resumed = {t: epochs(out, t) for t in TRIALS}
+    interrupted_sweep(mnist_data_dir, out, lambda: all(len(trial_epochs(out, t)) >= stopped[t] + 2 for t in TRIALS))
+    resumed = {t: trial_epochs(out, t) for t in TRIALS}
     assert [r["status"] for r in read_trials(out)] == ["interrupted"] * 4
     # A sweep never interrupted, stopped once it is as far: the same numbers, epoch by epoch.
     reference = tmp_path / "ref"
-    interrupted_sweep(mnist_data_dir, reference, lambda: all(len(epochs(reference, t)) >= len(resumed[t])
+    interrupted_sweep(mnist_data_dir, reference, lambda: all(len(trial_epochs(reference, t)) >= len(resumed[t])
                                                              for t in TRIALS))
     for trial in TRIALS:
-        got, want = resumed[trial], epochs(reference, trial)[: len(resumed[trial])]
+        got, want = resumed[trial], trial_epochs(reference, trial)[: len(resumed[trial])]
         assert [r["epoch"] for r in got] == list(range(1, len(got) + 1))
         assert [_untimed(r) for r in got] == [_untimed(r) for r in want]
         assert got[: stopped[trial]] == before[trial][: stopped[trial]]  # resumed, not retrained: same timings
@@ -112,11 +86,11 @@ def test_sigterm_and_sighup_stop_a_sweep_like_ctrl_c(mnist_data_dir: Path, tmp_p
     interrupted_sweep(mnist_data_dir, out, all_saved(out), signum)
     assert {r["status"] for r in read_trials(out)} == {"interrupted"}
     stopped = {t: load_checkpoint(out / "trials" / t / "last.npz").epoch for t in TRIALS}
-    before = {t: epochs(out, t) for t in TRIALS}
+    before = {t: trial_epochs(out, t) for t in TRIALS}
 
-    interrupted_sweep(mnist_data_dir, out, lambda: all(len(epochs(out, t)) > stopped[t] for t in TRIALS))
+    interrupted_sweep(mnist_data_dir, out, lambda: all(len(trial_epochs(out, t)) > stopped[t] for t in TRIALS))
     for trial in TRIALS:
-        assert epochs(out, trial)[: stopped[trial]] == before[trial][: stopped[trial]]
+        assert trial_epochs(out, trial)[: stopped[trial]] == before[trial][: stopped[trial]]
 
 
 def test_each_stop_exit_code_is_128_plus_its_signal() -> None:

@@ -6,11 +6,6 @@ trained alone for the same number of epochs."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,14 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from helpers import runner
+from helpers import runner, signal_sweep, trial_epochs
 
 from mlp_cli.cli import app
-from mlp_cli.errors import ConfigError, MlpError
+from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps.halving import Ladder, Prune
 from mlp_cli.sweeps.records import read_trials
 from mlp_cli.sweeps.spec import plan_trials, read_sweep_file
-from mlp_cli.training.metrics import read_metrics
 
 TIMING = ("seconds", "elapsed", "examples_per_second", "changes")  # what a resumed row may differ in
 
@@ -181,28 +175,9 @@ def test_a_halving_sweep_on_dask_ships_each_rung_and_promotes_by_resuming(
 
 def _interrupted(command: list[str], ready: Callable[[], bool]) -> str:
     """Run ``command`` (an `mlp sweep`), Ctrl-C it once ``ready()``; its stderr (exit 130)."""
-    process = subprocess.Popen([sys.executable, "-m", "mlp_cli", *command], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
-    try:
-        deadline = time.monotonic() + 300  # a bound on a broken sweep, not a step of the test
-        while not ready():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    returncode, stderr = signal_sweep(command, ready)
+    assert returncode == 130 and "Traceback" not in stderr, stderr
     return stderr
-
-
-def _epochs(out: Path, trial: str) -> list[dict]:
-    path = out / "trials" / trial / "metrics.jsonl"
-    try:
-        return read_metrics(path) if path.exists() else []
-    except MlpError:  # a row being appended right now
-        return []
 
 
 def test_ctrl_c_mid_rung_saves_every_trial_and_the_same_command_resumes_them(mnist_data_dir: Path,
@@ -222,11 +197,11 @@ def test_ctrl_c_mid_rung_saves_every_trial_and_the_same_command_resumes_them(mni
     rows = read_trials(out)
     assert sorted(r["trial"] for r in rows) == list(names)
     assert all(r["status"] == "interrupted" and r["rung"] == 0 and r["planned_epochs"] == 50_000 for r in rows)
-    before = {name: _epochs(out, name) for name in names}
+    before = {name: trial_epochs(out, name) for name in names}
 
-    _interrupted(command, lambda: all(len(_epochs(out, name)) > len(before[name]) for name in names))
+    _interrupted(command, lambda: all(len(trial_epochs(out, name)) > len(before[name]) for name in names))
     for name in names:
-        assert _epochs(out, name)[:len(before[name])] == before[name]  # resumed, not retrained: same timings
+        assert trial_epochs(out, name)[:len(before[name])] == before[name]  # resumed, not retrained: same timings
     assert [r["rung"] for r in read_trials(out)] == [0, 0, 0, 0]
 
 
