@@ -251,3 +251,28 @@ def test_a_file_named_sweeps_is_one_line_before_work_and_a_file_beside_the_new_d
     (tmp_path / "sweeps" / "default").write_text("mine\n")  # the sweep's name, without its time
     planned = run("sweep", *TINY, "--set", "optimizer.lr=0.1,0.2", "--dry-run", cwd=tmp_path, seconds=30)
     assert planned.code == 0 and "2 trials, all valid; sweep directory sweeps/default-" in planned.stdout
+
+
+ALIAS_BOMB = "run: {dir: null}\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))
+HOLDS = """
+import sys
+from pathlib import Path
+from mlp_cli.config_file import load_config
+from mlp_cli.sweeps.records import holds_trial
+print(holds_trial(Path(sys.argv[1]), load_config(None).to_dict(), ("config.yaml",)))
+"""
+
+
+def test_a_trial_config_that_is_an_alias_bomb_is_not_its_config_and_costs_little(tmp_path: Path) -> None:
+    """A trial's stored config.yaml is read by the records' one YAML rule (no aliases): 400 bytes
+    that expand to 9^10 entries are a config that is not the trial's, never gigabytes of memory."""
+    from limits import python_command
+
+    trial = tmp_path / "000-lr=0.1"
+    trial.mkdir()
+    (trial / "config.yaml").write_text(ALIAS_BOMB, encoding="utf-8")
+    outcome = run_limited(python_command(HOLDS, trial), memory=1 * GiB, seconds=60)
+    assert outcome.code == 0 and outcome.stdout.strip() == "False", outcome.output[-2000:]
+    assert outcome.peak_mib < 300, outcome.peak_mib

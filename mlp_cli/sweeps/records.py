@@ -28,6 +28,7 @@ from typing import Any
 
 from mlp_cli.atomic import append_line, atomic_write_text, file_kind, make_parents, naming
 from mlp_cli.errors import MlpError, RunDirError
+from mlp_cli.record_files import read_record_bytes, read_yaml_record
 
 SPEC_FILE = "spec.yaml"
 TRIALS_FILE = "trials.jsonl"
@@ -81,15 +82,11 @@ def check_places(sweep: Path, names: Sequence[str]) -> None:
 def holds_trial(trial_dir: Path, config: dict[str, Any], needed: Sequence[str]) -> bool:
     """Whether ``trial_dir`` is a real directory whose ``needed`` files are regular files and whose
     stored config.yaml is ``config`` (run.dir aside: the same sweep may be named by another path)."""
-    import yaml
-
     if not (trial_dir.is_dir() and not trial_dir.is_symlink() and all(is_regular(trial_dir / n) for n in needed)):
         return False
-    try:
-        if os.lstat(trial_dir / "config.yaml").st_size > MAX_CONFIG:
-            return False
-        stored = yaml.safe_load((trial_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    try:  # the one bounded reader and YAML rule (no aliases, nesting bounded) of every record
+        stored = read_yaml_record(trial_dir / "config.yaml", MAX_CONFIG, "trial config")
+    except MlpError:
         return False
     return same_config(stored, config)
 
@@ -101,7 +98,8 @@ def same_config(stored: Any, config: dict[str, Any]) -> bool:
             return None
         return json.loads(json.dumps({**value, "run": {**value["run"], "dir": None}}, sort_keys=True, default=str))
 
-    return settled(stored) is not None and settled(stored) == settled(config)
+    mine = settled(stored)
+    return mine is not None and mine == settled(config)
 
 
 def fingerprint(trials: Sequence[Any]) -> str:
@@ -129,8 +127,6 @@ def write_spec(sweep: Path, spec: dict[str, Any], trials: Sequence[Any], fingerp
 
 def read_fingerprint(sweep: Path) -> str | None:
     """The fingerprint recorded in ``sweep``'s spec.yaml, or None when it has none or is unreadable."""
-    from mlp_cli.record_files import read_yaml_record
-
     try:  # within bounds: a FIFO or /dev/zero link here must not hang or fill memory
         document = read_yaml_record(sweep / SPEC_FILE, MAX_SPEC_BYTES, "sweep spec")
     except MlpError:
@@ -198,21 +194,14 @@ def read_trials(sweep: Path) -> list[dict[str, Any]]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
+    """The lines of trials.jsonl, read by the one bounded reader of records (a regular file, never
+    waited on, at most MAX_BYTES); a link in its place is refused too."""
+    if not os.path.lexists(path):
         return []
-    except OSError as err:
-        raise MlpError(f"cannot read {path}: {err.strerror or err}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise MlpError(f"{path} is not a regular file; remove it (or choose another sweep directory)")
-    if info.st_size > MAX_BYTES:
-        raise MlpError(f"{path} is larger than {MAX_BYTES >> 20} MiB; not a sweep's record")
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_BYTES + 1).decode("utf-8", errors="replace").splitlines()
-    except OSError as err:
-        raise MlpError(f"cannot read {path}: {err.strerror or err}") from None
+    if path.is_symlink():
+        raise MlpError(f"{path} is a link, not a regular file; remove it (or choose another sweep directory)")
+    data = read_record_bytes(path, MAX_BYTES, "sweep record", too_large="not a sweep's record")
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def _is_name(value: Any) -> bool:
