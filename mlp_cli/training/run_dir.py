@@ -81,8 +81,16 @@ def clear_products(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     for old in run_dir.glob("epoch-*.npz"):
         old.unlink()
-    for old in run_dir.glob("events.out.tfevents.*"):  # TensorBoard's (training/loggers/tensorboard.py)
+    for old in event_files(run_dir):  # TensorBoard's (training/loggers/tensorboard.py)
         old.unlink()
+
+
+def event_files(run_dir: Path) -> list[Path]:
+    """The run's TensorBoard event files in reading order: every name holding "tfevents", as
+    TensorBoard reads them (a dot file is a half-written one of the tool's, never read)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if "tfevents" in p.name and not p.name.startswith("."))
 
 
 class RunLock:

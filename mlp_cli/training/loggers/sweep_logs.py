@@ -26,7 +26,8 @@ class SweepLogs:
 
     def close(self, completed: bool, directory: Path, trial_dirs: list[Path]) -> list[str]:
         """Finish the sweep's logs; the problems met, one line each."""
-        from mlp_cli.training.loggers.tensorboard import backfill, event_files
+        from mlp_cli.training.loggers.tensorboard import backfill
+        from mlp_cli.training.run_dir import event_files
 
         if "tensorboard" in self.names:
             for trial_dir in trial_dirs:

@@ -30,6 +30,7 @@ from mlp_cli.record_files import read_record_bytes, read_yaml_record
 from mlp_cli.training.loggers import events
 from mlp_cli.training.loggers.base import BATCH_TAG, RunLogger, RunStart, epoch_values, flat_settings
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
+from mlp_cli.training.run_dir import event_files
 
 if TYPE_CHECKING:
     from mlp_cli.training.metrics import EpochMetrics
@@ -37,13 +38,6 @@ if TYPE_CHECKING:
 CONFIG_TAG, CHANGES_TAG = "config", "resume/changes"
 MAX_EVENTS_BYTES = 256 << 20  # 48 bytes an event: a million batch losses fit in 50 MB
 _TMP_PREFIX = ".tensorboard-history."  # no "tfevents" in it: TensorBoard never reads a half-written one
-
-
-def event_files(run_dir: Path) -> list[Path]:
-    """The run's event files in reading order (TensorBoard reads every name holding "tfevents")."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(p for p in run_dir.iterdir() if "tfevents" in p.name and not p.name.startswith("."))
 
 
 def remove_event_files(run_dir: Path) -> None:
