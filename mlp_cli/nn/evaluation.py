@@ -69,7 +69,9 @@ def loss_and_accuracy(
         Z2 = sigmoid(X @ W1 + b1) @ W2 + b2 = T @ (W2 / 2) + (b2 + 1^T W2 / 2)
 
     Two elementwise passes over each (block, h) activation instead of five, the same numbers up
-    to float rounding (halving is exact, so T is bit for bit the tanh of the training pass).
+    to float rounding (halving is exact, so T is bit for bit the tanh of the training pass where
+    training uses the tanh form, ``backprop.sigmoid_form``; where it uses the exp form, the two
+    agree to float rounding).
     """
     ws = workspace if workspace is not None else Workspace()
     W1, W2 = params.W1, params.W2
