@@ -11,6 +11,7 @@ import pytest
 
 from mlp_cli.config import OptimizerConfig
 from mlp_cli.config_file import load_config
+from mlp_cli.nn import fused
 from mlp_cli.nn.backprop import loss_and_gradients
 from mlp_cli.nn.dropout import draw_masks
 from mlp_cli.nn.evaluation import loss_and_accuracy
@@ -21,6 +22,7 @@ from mlp_cli.reports.info import info_for_config, network_info
 
 STEP, EVALUATION = "training step: activations, dZ2, gradients", "evaluation: folded weights, a block of n rows"
 DROPOUT = "dropout: masks, thinned X and A1"
+PENALTY = "L2 term: g + 2 lambda W"
 
 
 def test_parameters_and_shapes_follow_the_derivation() -> None:
@@ -108,8 +110,8 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
         workspace = Workspace()
         optim = make_optimizer(OptimizerConfig(name=optimizer), params.as_dict())
         masks = draw_masks(rng, B, 784, h, dropout, dropout, np.dtype(dtype), workspace) if dropout else None
-        _, grads = loss_and_gradients(params, X[:B], y[:B], l2, workspace, masks)
-        optim.step(params.as_dict(), grads.as_dict(), 0.1)
+        _, grads = loss_and_gradients(params, X[:B], y[:B], 0.0, workspace, masks)  # as train_step calls them:
+        optim.step(params.as_dict(), grads.as_dict(), 0.1, penalty=2 * l2)  # the L2 term is the optimiser's
         loss_and_accuracy(params, X, y, workspace=workspace)
         loss_and_accuracy(params, X[:n_dev], y[:n_dev], workspace=workspace)
         held = tracemalloc.get_traced_memory()[0] - before
@@ -118,7 +120,8 @@ def test_memory_figures_are_the_bytes_a_step_an_evaluation_and_the_optimizer_all
     assert memory[STEP] + memory[EVALUATION] + memory.get(DROPOUT, 0) == workspace.nbytes
     assert (DROPOUT in memory) == (dropout > 0)
     optimizer_bytes = sum(a.nbytes for a in optim.arrays().values())
-    assert memory[f"{optimizer} state"] + memory["optimiser scratch"] == optimizer_bytes
+    assert memory[f"{optimizer} state"] + memory["optimiser scratch"] + memory.get(PENALTY, 0) == optimizer_bytes
+    assert (PENALTY in memory) == (l2 > 0 and fused.kernel_name() == "numpy")
     # and nothing else stays allocated but small Python objects (array headers, dicts: about 10 kB)
     assert 0 <= held - workspace.nbytes - optimizer_bytes < 16 * 1024, held - workspace.nbytes - optimizer_bytes
 

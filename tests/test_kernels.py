@@ -63,28 +63,65 @@ def arrays(dtype: type, seed: int, shape: tuple[int, ...] = (37, 23)) -> dict[st
     return {"W1": rng.standard_normal(shape).astype(dtype), "b1": rng.standard_normal(shape[1]).astype(dtype)}
 
 
-def run_updates(name: str, dtype: type, kernels: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
-    """Five updates of ``name`` from fixed parameters and gradients; the parameters and state after."""
+def run_updates(name: str, dtype: type, kernels: str, monkeypatch: pytest.MonkeyPatch,
+                penalty: float = 0.0) -> dict[str, np.ndarray]:
+    """Five updates of ``name`` from fixed parameters and gradients; the parameters and state after.
+    The gradients must come out untouched, the L2 term (``penalty``) included."""
     monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
     settings = load_config(None, {"optimizer.name": name, **OPTIMIZERS[name]}).optimizer
     params = arrays(dtype, 0)
     optimizer = make_optimizer(settings, params)
     for step in range(5):
-        optimizer.step(params, arrays(dtype, step + 1), 0.1 / (step + 1))
+        grads = arrays(dtype, step + 1)
+        optimizer.step(params, grads, 0.1 / (step + 1), penalty=penalty)
+        for key, g in arrays(dtype, step + 1).items():
+            np.testing.assert_array_equal(grads[key], g, err_msg=f"the step wrote to the gradient {key}")
     return {**params, **optimizer.state_dict()}
 
 
+@pytest.mark.parametrize("penalty", [0.0, 0.3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_the_compiled_update_is_bit_identical_to_numpy(name: str, dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compiled_update_is_bit_identical_to_numpy(name: str, dtype: type, penalty: float,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     need_numba()
-    reference = run_updates(name, dtype, "numpy", monkeypatch)
-    compiled = run_updates(name, dtype, "", monkeypatch)
+    reference = run_updates(name, dtype, "numpy", monkeypatch, penalty)
+    compiled = run_updates(name, dtype, "", monkeypatch, penalty)
     assert fused.kernel_name() == "numba"
     assert reference.keys() == compiled.keys()
     for key in reference:
         assert compiled[key].dtype == reference[key].dtype
         np.testing.assert_array_equal(compiled[key], reference[key], err_msg=key)
+    if penalty:  # the L2 term changed the weights, and only the weights
+        plain = run_updates(name, dtype, "numpy", monkeypatch)
+        assert not np.array_equal(plain["W1"], reference["W1"])
+        np.testing.assert_array_equal(plain["b1"], reference["b1"])
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_the_l2_term_in_the_update_equals_it_in_the_gradient(name: str, kernels: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_step hands the L2 term to the optimiser (one pass with the update): the parameters
+    are bit for bit those of adding 2 lambda W to the gradients first, as the derivation does."""
+    if kernels == "numba":
+        need_numba()
+    monkeypatch.setenv(fused.KERNELS_VARIABLE, "" if kernels == "numba" else "numpy")
+    l2 = 1e-2
+    settings = load_config(None, {"optimizer.name": name, **OPTIMIZERS[name]}).optimizer
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((16, 784)).astype(np.float32), rng.integers(0, 10, 16)
+    results = []
+    for fold in (False, True):
+        params = init_params(12, np.random.default_rng(2), dtype=np.float32)
+        optimizer = make_optimizer(settings, params.as_dict())
+        workspace = Workspace()
+        for _ in range(3):
+            _, grads = loss_and_gradients(params, X, y, 0.0 if fold else l2, workspace)
+            optimizer.step(params.as_dict(), grads.as_dict(), 0.05, penalty=2 * l2 if fold else 0.0)
+        results.append({**params.as_dict(), **optimizer.state_dict()})
+    for key in results[0]:
+        np.testing.assert_array_equal(results[1][key], results[0][key], err_msg=key)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -31,7 +31,7 @@ from mlp_cli.nn import fused
 from mlp_cli.nn.dropout import NO_MASKS, HiddenMaskBuffers, InputMaskBuffers, Masks
 from mlp_cli.nn.loss import LOSSES, inplace_softmax_minus_onehot
 from mlp_cli.nn.network import Params, sigmoid, sigmoid_grad_from_output
-from mlp_cli.nn.parallel import for_row_blocks
+from mlp_cli.nn.parallel import for_row_blocks, rows_cols
 from mlp_cli.nn.workspace import Layout, Workspace, buffer, layout
 
 
@@ -102,8 +102,9 @@ class L2Buffers:
     W2: np.ndarray = buffer("h", "k")
 
 
-def step_layout(batch_size: int, inputs: int, hidden: int, classes: int, l2: float) -> list[Layout]:
-    """Every array ``loss_and_gradients`` keeps in its workspace for these sizes (for ``mlp info``)."""
+def step_layout(batch_size: int, inputs: int, hidden: int, classes: int, l2: float = 0.0) -> list[Layout]:
+    """Every array ``loss_and_gradients`` keeps in its workspace for these sizes and this ``l2``
+    (for ``mlp info``; training passes 0: its L2 term is the optimiser's)."""
     sizes = {"B": batch_size, "d": inputs, "h": hidden, "k": classes}
     return layout(StepBuffers, sizes) + (layout(L2Buffers, sizes) if l2 > 0 else [])
 
@@ -170,10 +171,10 @@ def hidden_backward(A1: np.ndarray, dZ1: np.ndarray, masks: Masks, S: np.ndarray
     keep, fast = masks.hidden, fused.kernels()
     one = (1.0,)
     if fast is not None and fused.fits(dZ1, A1) and keep is None:
-        for_row_blocks(partial(fused.over_rows, fast.sigmoid_backward, (dZ1, A1), one), *dZ1.shape)
+        fused.run(fast.sigmoid_backward, (dZ1, A1), one)
     elif fast is not None and keep is not None and fused.fits(dZ1, keep, A1):
         scalars = (masks.hidden_scale, 1.0, 0.0)
-        for_row_blocks(partial(fused.over_rows, fast.dropout_sigmoid_backward, (dZ1, keep, A1), scalars), *dZ1.shape)
+        fused.run(fast.dropout_sigmoid_backward, (dZ1, keep, A1), scalars)
     else:
         for_row_blocks(partial(_hidden_backward_rows, A1, dZ1, masks, S), *dZ1.shape)
 
@@ -201,7 +202,7 @@ def thin(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) -> np.n
     """``thin_into`` in row blocks on every thread, or in one compiled pass (bit-identical)."""
     fast = fused.kernels()
     if fast is not None and fused.fits(out, A, keep):
-        for_row_blocks(partial(fused.over_rows, fast.thin, (out, A, keep), (scale, 1.0, 0.0)), *out.shape)
+        fused.run(fast.thin, (out, A, keep), (scale, 1.0, 0.0))
     else:
         for_row_blocks(partial(_thin_rows, A, keep, scale, out), *out.shape)
     return out
@@ -234,9 +235,9 @@ def add_penalty(grad: np.ndarray, weight: np.ndarray, c: float, scratch: np.ndar
     """
     fast = fused.kernels()
     if fast is not None and fused.fits(grad, weight):
-        for_row_blocks(partial(fused.over_rows, fast.add_scaled, (grad, weight), (c,)), *fused.rows_cols(grad))
+        fused.run(fast.add_scaled, (grad, weight), (c,))
     else:
-        for_row_blocks(partial(_add_scaled_rows, grad, weight, c, scratch), *fused.rows_cols(grad))
+        for_row_blocks(partial(_add_scaled_rows, grad, weight, c, scratch), *rows_cols(grad))
 
 
 def _add_scaled_rows(grad: np.ndarray, weight: np.ndarray, c: float, scratch: np.ndarray, rows: slice) -> None:

@@ -3,7 +3,11 @@
 Importing this module imports numba (the optional ``fast`` extra) and declares the kernels; each
 compiles at its first call for its argument types and is cached on disk. Every loop performs,
 entry by entry, the float operations of the numpy form ``nn.fused`` names, in their order; the
-callers pass every scalar already cast to the arrays' dtype (``fused.over_rows``).
+callers pass every scalar already cast to the arrays' dtype (``fused.run``).
+
+The optimiser updates take the L2 term with them: with ``decay`` true the gradient entry is first
+``g + c p`` (c = 2 lambda), the two roundings of ``nn.optimizers.penalised_rows``, so the penalty, the
+momentum and the step are one pass over the arrays.
 """
 
 # mypy: ignore-errors
@@ -18,24 +22,32 @@ jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
 @jit
-def sgd(p, g, lr):
+def sgd(p, g, lr, c, decay):
     for i in range(p.size):
-        p[i] = p[i] - g[i] * lr
+        gi = g[i]
+        if decay:
+            gi = gi + p[i] * c
+        p[i] = p[i] - gi * lr
 
 
 @jit
-def momentum(p, g, v, mu, lr):
+def momentum(p, g, v, mu, lr, c, decay):
     for i in range(p.size):
+        gi = g[i]
+        if decay:
+            gi = gi + p[i] * c
         vi = v[i] * mu
-        vi = vi + g[i]
+        vi = vi + gi
         v[i] = vi
         p[i] = p[i] - vi * lr
 
 
 @jit
-def nesterov(p, g, v, mu, lr):
+def nesterov(p, g, v, mu, lr, c, decay):
     for i in range(p.size):
         gi = g[i]
+        if decay:
+            gi = gi + p[i] * c
         vi = v[i] * mu
         vi = vi + gi
         v[i] = vi
@@ -52,9 +64,11 @@ def add_scaled(a, b, c):
 
 
 @jit
-def adam(p, g, m, v, beta1, rest1, beta2, rest2, eps_hat, alpha_t):
+def adam(p, g, m, v, beta1, rest1, beta2, rest2, eps_hat, alpha_t, c, decay):
     for i in range(p.size):
         gi = g[i]
+        if decay:
+            gi = gi + p[i] * c
         mi = m[i] * beta1
         mi = mi + gi * rest1
         m[i] = mi

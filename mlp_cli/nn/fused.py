@@ -14,6 +14,15 @@ float32 and a float64 test hold.
 The same holds for the backward pass's dZ1 = dA1 * M1 * A1 (1 - A1): dropout's mask and scale
 and the sigmoid's derivative, five numpy passes over (B, h), in one.
 
+The L2 term rides in the optimiser's loop: ``g + c p`` per entry before the update, so penalty,
+momentum and step are one pass over the weight matrix instead of three arrays' worth more.
+
+The kernels run on the calling thread. Splitting them over the cores the products use was
+measured and left out: a Python thread pool costs some 50 us a call on a 2-vCPU machine (the
+GIL handed back and forth between short numpy calls), and numba's OpenMP threads, which spin
+between calls, fight OpenBLAS's own spinning threads for the cores (a batch-50 step went from
+0.4 to 8 ms); with the spinning off they gained nothing.
+
 numba is optional (``pip install 'mlp[fast]'``): it adds about 210 MB (llvmlite 173 MB) and
 0.15 s of import, and compiles each kernel at its first call (about 0.6 s each, then cached on
 disk). ``kernels()`` imports it lazily, on the first optimiser step; without it, or with
@@ -23,6 +32,7 @@ disk). ``kernels()`` imports it lazily, on the first optimiser step; without it,
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -33,16 +43,17 @@ Kernel = Callable[..., None]
 
 KERNELS_VARIABLE = "MLP_KERNELS"  # "numpy" forces the reference forms
 
-
 @dataclass(frozen=True)
 class Kernels:
-    """The compiled kernels; arguments are 1-D contiguous arrays of one dtype, scalars of it."""
+    """The compiled kernels; arguments are 1-D contiguous arrays of one dtype, scalars of it.
 
-    sgd: Kernel  # (p, g, lr): p <- p - g lr
-    momentum: Kernel  # (p, g, v, mu, lr): v <- v mu + g; p <- p - v lr
-    nesterov: Kernel  # (p, g, v, mu, lr): v <- v mu + g; p <- p - (v mu + g) lr
+    ``decay`` (a bool) adds the L2 term first: g <- g + p c."""
+
+    sgd: Kernel  # (p, g, lr, c, decay): p <- p - g lr
+    momentum: Kernel  # (p, g, v, mu, lr, c, decay): v <- v mu + g; p <- p - v lr
+    nesterov: Kernel  # (p, g, v, mu, lr, c, decay): v <- v mu + g; p <- p - (v mu + g) lr
     add_scaled: Kernel  # (a, b, c): a <- a + b c
-    adam: Kernel  # (p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps c, alpha_t): Adam's moments and step
+    adam: Kernel  # (p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps c, alpha_t, c, decay): Adam's moments and step
     thin: Kernel  # (out, a, keep, scale, one, zero): out <- (a keep) scale, dropout's A * M
     sigmoid_backward: Kernel  # (d, a, one): d <- d (1 - a) a
     dropout_sigmoid_backward: Kernel  # (d, keep, a, scale, one, zero): d <- ((d keep) scale) ((1 - a) a)
@@ -60,15 +71,13 @@ def kernels() -> Kernels | None:
     return _state["kernels"]
 
 
-def kernel_name() -> str:
-    """Which form the optimiser updates run in this process: "numba" or "numpy"."""
+def kernel_name(load: bool = True) -> str:
+    """Which form the optimiser updates run in this process: "numba" or "numpy". ``load=False``
+    tells it without importing numba (0.15 s), from whether it is installed (``mlp info``)."""
+    if not load and "kernels" not in _state:
+        told = os.environ.get(KERNELS_VARIABLE, "").strip().lower() == "numpy"
+        return "numpy" if told or importlib.util.find_spec("numba") is None else "numba"
     return "numpy" if kernels() is None else "numba"
-
-
-def rows_cols(a: np.ndarray) -> tuple[int, int]:
-    """An array as (rows, entries per row), for ``nn.parallel.for_row_blocks``."""
-    rows = a.shape[0] if a.ndim else 1
-    return rows, a.size // max(rows, 1)
 
 
 def fits(*arrays: np.ndarray) -> bool:
@@ -78,10 +87,10 @@ def fits(*arrays: np.ndarray) -> bool:
     return all(a.ndim >= 1 and a.flags.c_contiguous and a.dtype in (first.dtype, np.bool_) for a in arrays)
 
 
-def over_rows(kernel: Kernel, arrays: tuple[np.ndarray, ...], scalars: tuple[float, ...], rows: slice) -> None:
-    """``kernel`` over a block of rows: flat views of the rows, the scalars cast to the arrays' dtype."""
+def run(kernel: Kernel, arrays: tuple[np.ndarray, ...], scalars: tuple[float | bool, ...] = ()) -> None:
+    """``kernel`` over the arrays' entries (flat views), the float scalars cast to their dtype."""
     dtype = arrays[0].dtype.type
-    kernel(*(a[rows].reshape(-1) for a in arrays), *(dtype(x) for x in scalars))
+    kernel(*(a.reshape(-1) for a in arrays), *(x if isinstance(x, bool) else dtype(x) for x in scalars))
 
 
 def _build() -> Kernels | None:

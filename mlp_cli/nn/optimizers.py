@@ -44,6 +44,11 @@ adamw
     Unlike an L2 term in the loss, the decay does not pass through Adam's per-coordinate
     scaling; an L2 penalty on the loss belongs to the model's gradients, not here.
 
+The L2 term: ``step(..., penalty=c)`` with c = 2 lambda adds the gradient of lambda |W|^2, c W,
+to each weight matrix's gradient (``W1``, ``W2``; never a bias) before the update, so that the
+compiled kernels do penalty, momentum and step in one pass (``nn.fused``); the numpy form computes
+``g + c W`` into a buffer of its own (``penalised_rows``), the same two roundings.
+
 ``state_dict`` / ``load_state_dict`` save and restore the optimiser's state (velocities,
 moments, step count) as a flat dict of arrays, so that a resumed run continues bit-identically.
 """
@@ -58,7 +63,7 @@ import numpy as np
 
 from mlp_cli.errors import CheckpointError, ConfigError
 from mlp_cli.nn import fused
-from mlp_cli.nn.parallel import for_row_blocks
+from mlp_cli.nn.parallel import for_row_blocks, rows_cols
 from mlp_cli.nn.registry import OPTIMIZERS
 
 NamedArrays = dict[str, np.ndarray]  # parameter (or gradient) name -> array
@@ -68,6 +73,13 @@ NamedArrays = dict[str, np.ndarray]  # parameter (or gradient) name -> array
 # The updates in numpy, over a block of rows: the reference forms. ``step`` runs them on row
 # blocks of each array (``nn.parallel``: elementwise, so the split changes no bit), or runs the
 # compiled one-pass kernels of ``nn.fused``, which a test holds bit-identical to these.
+
+
+def penalised_rows(p: np.ndarray, g: np.ndarray, c: float, out: np.ndarray, rows: slice) -> None:
+    """out <- g + c p over ``rows``: the gradient with the L2 term's, c = 2 lambda."""
+    out = out[rows]
+    np.multiply(p[rows], c, out=out)  # c p
+    out += g[rows]  # g + c p
 
 
 def sgd_rows(p: np.ndarray, g: np.ndarray, s: np.ndarray, lr: float, rows: slice) -> None:
@@ -131,16 +143,33 @@ class Optimizer:
             if not (isinstance(p, np.ndarray) and np.issubdtype(p.dtype, np.floating)):
                 raise TypeError(f"parameter {key!r} must be a float ndarray, got {p!r:.80}")
         self._keys = tuple(params)
+        self._weights = tuple(key for key in self._keys if key.startswith("W"))  # what L2 and decay touch
         self._scratch: NamedArrays = {key: np.empty_like(p) for key, p in params.items()}
+        self._penalised: NamedArrays = {}  # g + c W for the numpy forms, allocated at the first penalty
         self._state: NamedArrays = {}
 
-    def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
-        """Update every array in ``params`` in place from ``grads`` (left untouched)."""
+    def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
+        """Update every array in ``params`` in place from ``grads`` (left untouched); ``penalty``
+        c > 0 adds the L2 term's gradient c W to each weight matrix's gradient first."""
         raise NotImplementedError
+
+    def _gradient(self, key: str, p: np.ndarray, g: np.ndarray, penalty: float, compiled: bool) -> tuple[
+            np.ndarray, tuple[float, bool]]:
+        """The gradient the numpy form reads, and the kernels' (c, decay): the L2 term goes into
+        the compiled loop, or into ``g + c p`` in a buffer for the numpy form."""
+        c = penalty if key in self._weights else 0.0
+        if c == 0.0 or compiled:
+            return g, (c, c != 0.0)
+        out = self._penalised.get(key)
+        if out is None:
+            out = self._penalised[key] = np.empty_like(p)
+        for_row_blocks(partial(penalised_rows, p, g, c, out), *rows_cols(p))
+        return out, (0.0, False)
 
     def arrays(self) -> NamedArrays:
         """Every array the optimiser allocated, state and scratch (for accounting)."""
-        return {**self._state, **{f"scratch.{key}": s for key, s in self._scratch.items()}}
+        return {**self._state, **{f"scratch.{key}": s for key, s in self._scratch.items()},
+                **{f"penalised.{key}": s for key, s in self._penalised.items()}}
 
     def state_dict(self) -> NamedArrays:
         """A copy of the state, flat: ``"velocity.W1"``, ``"m.W1"``, ``"v.W1"``, ``"t"`` (0-d
@@ -187,14 +216,16 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
+    def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
         lr, fast = float(lr), fused.kernels()
         for key in self._keys:
-            p, g, s = params[key], grads[key], self._scratch[key]
-            if fast is not None and fused.fits(p, g):
-                for_row_blocks(partial(fused.over_rows, fast.sgd, (p, g), (lr,)), *fused.rows_cols(p))
+            p, s = params[key], self._scratch[key]
+            compiled = fast is not None and fused.fits(p, grads[key])
+            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
+            if fast is not None and compiled:
+                fused.run(fast.sgd, (p, g), (lr, *decay))
             else:
-                for_row_blocks(partial(sgd_rows, p, g, s, lr), *fused.rows_cols(p))
+                for_row_blocks(partial(sgd_rows, p, g, s, lr), *rows_cols(p))
 
 
 class Momentum(Optimizer):
@@ -209,15 +240,17 @@ class Momentum(Optimizer):
         self._velocity = {key: np.zeros_like(p) for key, p in params.items()}
         self._state = {f"velocity.{key}": v for key, v in self._velocity.items()}
 
-    def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
+    def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
         lr, mu, fast = float(lr), self.momentum, fused.kernels()
         for key in self._keys:
-            p, g, v, s = params[key], grads[key], self._velocity[key], self._scratch[key]
-            if fast is not None and fused.fits(p, g, v):
+            p, v, s = params[key], self._velocity[key], self._scratch[key]
+            compiled = fast is not None and fused.fits(p, grads[key], v)
+            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
+            if fast is not None and compiled:
                 kernel = fast.nesterov if self.nesterov else fast.momentum
-                for_row_blocks(partial(fused.over_rows, kernel, (p, g, v), (mu, lr)), *fused.rows_cols(p))
+                fused.run(kernel, (p, g, v), (mu, lr, *decay))
             else:
-                for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *fused.rows_cols(p))
+                for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *rows_cols(p))
 
 
 class Nesterov(Momentum):
@@ -236,7 +269,6 @@ class Adam(Optimizer):
         super().__init__(params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay = 0.0  # decoupled decay: AdamW's
-        self._decayed = tuple(key for key in self._keys if key.startswith("W"))
         self._m = {key: np.zeros_like(p) for key, p in params.items()}
         self._v = {key: np.zeros_like(p) for key, p in params.items()}
         self._t = np.zeros((), dtype=np.int64)  # steps taken; 0-d so it lives in _state too
@@ -246,7 +278,7 @@ class Adam(Optimizer):
             "t": self._t,
         }
 
-    def step(self, params: NamedArrays, grads: NamedArrays, lr: float) -> None:
+    def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
         lr, beta1, beta2 = float(lr), self.beta1, self.beta2
         self._t += 1
         t = int(self._t)
@@ -254,20 +286,25 @@ class Adam(Optimizer):
         c = math.sqrt(1.0 - beta2**t)
         alpha_t = lr * c / (1.0 - beta1**t)  # alpha_t = eta c / (1 - beta1^t)
         eps_hat = self.eps * c  # eps c
+        if self.weight_decay and penalty:  # the L2 term's c W is of the weights before the decay
+            grads = {key: self._gradient(key, params[key], grads[key], penalty, False)[0] for key in self._keys}
+            penalty = 0.0
         if self.weight_decay:
             shrink = 1.0 - lr * self.weight_decay
-            for key in self._decayed:
+            for key in self._weights:
                 p = params[key]
                 p *= shrink  # p <- p - eta lambda p   (weights only, never biases)
         fast = fused.kernels()
         for key in self._keys:
-            p, g, s, m, v = params[key], grads[key], self._scratch[key], self._m[key], self._v[key]
-            if fast is not None and fused.fits(p, g, m, v):
-                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
-                for_row_blocks(partial(fused.over_rows, fast.adam, (p, g, m, v), scalars), *fused.rows_cols(p))
+            p, s, m, v = params[key], self._scratch[key], self._m[key], self._v[key]
+            compiled = fast is not None and fused.fits(p, grads[key], m, v)
+            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
+            if fast is not None and compiled:
+                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t, *decay)
+                fused.run(fast.adam, (p, g, m, v), scalars)
             else:
                 rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
-                for_row_blocks(rows, *fused.rows_cols(p))
+                for_row_blocks(rows, *rows_cols(p))
 
     def _check_loaded(self, name: str, array: np.ndarray) -> None:
         super()._check_loaded(name, array)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mlp_cli.nn.backprop import step_layout
 from mlp_cli.nn.dropout import dropout_layout
 from mlp_cli.nn.evaluation import evaluation_layout
+from mlp_cli.nn.fused import kernel_name
 from mlp_cli.nn.network import CLASSES, INPUTS
 from mlp_cli.nn.registry import OPTIMIZERS
 from mlp_cli.nn.workspace import Layout
@@ -197,13 +198,17 @@ def _memory(
     """Bytes a run keeps: the optimiser's from its registry entry, the kernels' from their layouts."""
     d, k, size, spec = INPUTS, CLASSES, ITEMSIZE[dtype], OPTIMIZERS[optimizer]
     n_params = d * h + h + h * k + k
-    step = step_layout(B, d, h, k, l2)
+    step = step_layout(B, d, h, k)
     evaluation = evaluation_layout(max(train_examples, dev_examples, 1), d, h, k)
     memory = [
         Cost("parameters W1 b1 W2 b2", "dh + h + hk + k", n_params * size),
         Cost(f"{optimizer} state", f"{spec.state_copies} × parameters" + (" + t" if spec.step_counter else ""),
              spec.state_copies * n_params * size + STEP_COUNTER_BYTES * spec.step_counter),
         Cost("optimiser scratch", f"{spec.scratch_copies} × parameters", spec.scratch_copies * n_params * size),
+    ]
+    if l2 > 0 and kernel_name(load=False) == "numpy":  # g + 2 lambda W, for the numpy form of the update
+        memory.append(Cost("L2 term: g + 2 lambda W", "dh + hk", (d * h + h * k) * size))
+    memory += [
         Cost("training step: activations, dZ2, gradients", _formula(step), _bytes(step, dtype)),
     ]
     if thinning:  # dropout's buffers (nn.dropout)

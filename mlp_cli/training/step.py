@@ -36,8 +36,9 @@ def train_step(
     """Update the parameters once from the batch (X (B, 784), y (B,)); returns its mean loss."""
     lr = state.schedule(state.step)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # judged by DivergenceGuard
-        loss, grads = loss_and_gradients(state.params, X, y, l2, workspace, masks)
-    state.optimizer.step(state.params.as_dict(), grads.as_dict(), lr)
+        loss, grads = loss_and_gradients(state.params, X, y, 0.0, workspace, masks)
+        # the L2 term's gradient 2 lambda W joins the update's pass over W (nn.optimizers)
+        state.optimizer.step(state.params.as_dict(), grads.as_dict(), lr, penalty=2.0 * l2)
     state.step += 1
     return loss
 
