@@ -83,7 +83,11 @@ def test_smoke_times_the_processes(smoke_results: dict) -> None:
 
 def test_smoke_lists_every_target_unjudged(smoke_results: dict) -> None:
     targets = smoke_results["targets"]
-    assert len(targets) == 9
+    assert len(targets) == 12
     for target in targets:
         assert set(target) == {"target", "limit", "value", "met"}
         assert target["met"] is None  # smoke numbers are never judged against the targets
+    measured = {t["target"]: t["value"] for t in targets}
+    recipes = {r["recipe"]: r["tool_vs_floor"] for r in smoke_results["recipes"]["recipes"]}
+    assert measured["recipe step best.yaml: tool / floor"] == recipes["best"]
+    assert measured["recipe step best-30.yaml: tool / floor"] == recipes["best-30"]

@@ -61,6 +61,22 @@ def test_the_last_rung_is_never_promoted_from() -> None:
     assert ladder.next_promotion(busy=()) is None
 
 
+def test_when_nothing_else_can_run_the_best_of_the_highest_rung_goes_on() -> None:
+    """Fewer finished trials than the reduction promote none by the rule: at the end of a small
+    sweep the best of the highest rung still goes on, until one trial has trained to its end."""
+    ladder = Ladder(_trials([9, 9, 9]), Prune(min_epochs=1, reduction=3))
+    ladder.finished("t0", 0, 0.5)
+    ladder.finished("t1", 0, 0.9)
+    ladder.finished("t2", 0, 0.7)
+    ladder.promote("t1", 0)
+    ladder.finished("t1", 1, 0.92)  # alone on rung 1: the rule keeps a third of one, none
+    assert ladder.next_promotion(busy=()) is None
+    assert ladder.last_resort() == ("t1", 2)  # the highest rung's best, not rung 0's next
+    ladder.promote("t1", 1)
+    ladder.end("t1")  # trained to its end: the others stay pruned
+    assert ladder.last_resort() is None
+
+
 def _sweep_file(tmp_path: Path, **changes: object) -> Path:
     document = {
         "config": "default",
@@ -158,6 +174,25 @@ def test_a_halving_sweep_prunes_the_losers_and_its_winner_is_the_run_trained_alo
         shown[row["status"]] for row in summary["trials"])
     plotted = runner.invoke(app, ["plot", str(out), "--out", str(tmp_path / "sweep.png")])
     assert plotted.exit_code == 0, plotted.output
+
+
+def test_a_small_halving_sweep_still_trains_its_best_trial_to_the_end(mnist_data_dir: Path, tmp_path: Path) -> None:
+    """Two trials and a reduction of 3: the rule promotes neither; the best goes on all the same
+    (seen: a 16-trial sweep with its best alone on the 18-epoch rung ended with none finished)."""
+    out = tmp_path / "sweep"
+    spec = _sweep_file(tmp_path, prune__reduction=3)
+    document = yaml.safe_load(spec.read_text())
+    document["grid"] = {"optimizer.lr": [0.02, 0.5]}
+    spec.write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["sweep", str(spec), "--jobs", "1", "--data-dir", str(mnist_data_dir),
+                                 "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    final = {row["trial"]: row for row in json.loads(result.stdout)["trials"]}
+    history = read_trials(out)
+    first_rung = {row["trial"]: row["best_dev_accuracy"] for row in history if row["rung"] == 0}
+    best = max(first_rung, key=lambda name: first_rung[name])
+    assert final[best]["status"] == "ok" and final[best]["epochs"] == 4
+    assert [row["status"] for row in final.values()].count("pruned") == 1
 
 
 def test_a_halving_sweep_on_dask_ships_each_rung_and_promotes_by_resuming(

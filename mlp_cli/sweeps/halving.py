@@ -6,7 +6,10 @@ best dev accuracy so far (``config.best_epoch``, the one selection rule); a tria
 next rung once it is among the best ``1/reduction`` of the trials that have finished that rung,
 so no executor waits for a whole rung: every time a worker is free the sweep promotes a trial
 if one qualifies (from the highest rung down), else starts a new one at the first rung. A trial
-never promoted stays ``pruned`` at the epoch it reached.
+never promoted stays ``pruned`` at the epoch it reached. A rung with fewer than ``reduction``
+finished trials promotes none by that rule, so a small sweep could end with no trial trained to
+its end: when nothing is left to start or running and none has finished, the best trial of the
+highest rung goes on (``last_resort``), as many times as it takes.
 
 A trial always trains with its own config, its full ``train.epochs`` included: a rung is where
 the sweep stops it (``runner.RungStop``: after that epoch, saving ``last.npz``, exactly as a
@@ -88,6 +91,7 @@ class Ladder:
         self.order: dict[str, int] = {}
         self.scores: list[dict[str, float]] = []
         self.promoted: list[set[str]] = []
+        self.ended: set[str] = set()  # trials that trained to their end (or stopped early, done)
         for trial in trials:
             self.add(trial)
 
@@ -108,6 +112,9 @@ class Ladder:
     def promote(self, name: str, rung: int) -> None:
         self.promoted[rung].add(name)
 
+    def end(self, name: str) -> None:
+        self.ended.add(name)
+
     def next_promotion(self, busy: Collection[str]) -> tuple[str, int] | None:
         """A trial among the best 1/reduction of a rung's finished trials, not yet promoted from
         it (nor running): ``(name, the rung it goes on to)``, from the highest rung down."""
@@ -116,5 +123,17 @@ class Ladder:
             ranked = sorted(table, key=lambda name: (-table[name], self.order[name]))
             for name in ranked[:len(table) // self.reduction]:
                 if name not in self.promoted[rung] and name not in busy and not self.is_last(name, rung):
+                    return name, rung + 1
+        return None
+
+    def last_resort(self) -> tuple[str, int] | None:
+        """When nothing is running or left to start: unless a trial has ended, the best trial of
+        the highest rung that has one to promote goes on (``(name, the rung it goes on to)``)."""
+        if self.ended:
+            return None
+        for rung in reversed(range(len(self.scores))):
+            table = self.scores[rung]
+            for name in sorted(table, key=lambda name: (-table[name], self.order[name])):
+                if name not in self.promoted[rung] and not self.is_last(name, rung):
                     return name, rung + 1
         return None

@@ -74,6 +74,8 @@ class PrunedPass:
             if name not in self.trials:
                 continue
             self.latest[name] = row
+            if row["status"] == "ok":
+                self.ladder.end(name)
             if rung is not None and rung < len(self.rungs[name]) - 1 and row["status"] in ("pruned", "promoted"):
                 self.ladder.finished(name, rung, row.get("best_dev_accuracy") or 0.0)
                 if row["status"] == "promoted":
@@ -104,6 +106,8 @@ class PrunedPass:
         while len(running) < self.executor.workers and not self.sweep.interrupted:
             busy = {t.name for t in running.values()} | {name for name, _ in self.queue}
             promotion = self.ladder.next_promotion(busy)
+            if promotion is None and not running and not self.queue and not self._can_propose():
+                promotion = self.ladder.last_resort()  # else the search could end with no trial finished
             if promotion is not None:
                 name, rung = promotion
                 self.ladder.promote(name, rung - 1)
@@ -115,13 +119,16 @@ class PrunedPass:
                 self.sweep.observer.on_promoted(promoted)
             elif self.queue:
                 name, rung = self.queue.pop(0)
-            elif self.spec.search == "tpe" and len(self.trials) < self.spec.trials:
+            elif self._can_propose():
                 name, rung = self._propose(), 0
             else:
                 return
             trial = self.trials[name]
             future = self.executor.submit(run_trial, self.sweep._task(trial, self._stop_at(name, rung)))
             running[future], self.rung_of[future] = trial, rung
+
+    def _can_propose(self) -> bool:
+        return self.spec.search == "tpe" and len(self.trials) < self.spec.trials
 
     def _propose(self) -> str:
         """A new trial, proposed by TPE from every trial's latest row so far."""
@@ -170,6 +177,8 @@ class PrunedPass:
         if row["status"] == "ok" and reached and not self.ladder.is_last(trial.name, rung):
             row["status"] = "pruned"  # until a promotion says otherwise
             self.ladder.finished(trial.name, rung, row.get("best_dev_accuracy") or 0.0)
+        elif row["status"] == "ok":
+            self.ladder.end(trial.name)
         self._append(row)
 
     def _append(self, row: dict[str, Any]) -> None:
