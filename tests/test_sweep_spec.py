@@ -130,6 +130,28 @@ def test_dry_run_lists_the_trials_of_a_shipped_sweep() -> None:
     assert all(t["overrides"].get("model.hidden", 300) == 300 for t in listed["trials"])
 
 
+SHIPPED_SWEEPS = sorted((Path(__file__).resolve().parent.parent / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_plans_its_trials(path: Path) -> None:
+    result = runner.invoke(app, ["sweep", path.stem, "--dry-run", "--json", "--out", "unused"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trials"]
+
+
+def test_the_fashion_recipe_is_the_winner_of_its_sweep() -> None:
+    """configs/fashion-800.yaml says it won configs/sweeps/fashion.yaml: it is one of its trials."""
+    from mlp_cli.config_file import load_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    plan = plan_trials(read_sweep_file(configs / "sweeps" / "fashion.yaml"))
+    shipped = load_config(configs / "fashion-800.yaml").to_dict()
+    shipped.pop("run")
+    trials = [t.config.to_dict() for t in plan]
+    assert sum({k: v for k, v in trial.items() if k != "run"} == shipped for trial in trials) == 1
+
+
 def test_usage_errors_of_the_command(tmp_path: Path) -> None:
     both = runner.invoke(app, ["sweep", "tiny", "--config", "best"])
     assert both.exit_code == 2 and "not both" in both.stderr
