@@ -15,7 +15,8 @@ The same holds for the backward pass's dZ1 = dA1 * M1 * A1 (1 - A1): dropout's m
 and the sigmoid's derivative, five numpy passes over (B, h), in one.
 
 The L2 term rides in the optimiser's loop: ``g + c p`` per entry before the update, so penalty,
-momentum and step are one pass over the weight matrix instead of three arrays' worth more.
+momentum and step are one pass over the weight matrix (numpy needs two more: ``c p``, then the
+sum).
 
 The kernels run on the calling thread. Splitting them over the cores the products use was
 measured and left out: a Python thread pool costs some 50 us a call on a 2-vCPU machine (the
@@ -42,6 +43,7 @@ import numpy as np
 Kernel = Callable[..., None]
 
 KERNELS_VARIABLE = "MLP_KERNELS"  # "numpy" forces the reference forms
+
 
 @dataclass(frozen=True)
 class Kernels:
