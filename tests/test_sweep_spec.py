@@ -140,15 +140,17 @@ def test_every_shipped_sweep_file_plans_its_trials(path: Path) -> None:
     assert json.loads(result.stdout)["trials"]
 
 
-def test_the_fashion_recipe_is_the_winner_of_its_sweep() -> None:
-    """configs/fashion-800.yaml says it won configs/sweeps/fashion.yaml: it is one of its trials."""
+@pytest.mark.parametrize(("recipe", "sweep"), [("fashion-800", "fashion"), ("record", "record"),
+                                             ("record", "record-longer")])
+def test_a_searched_recipe_is_a_trial_of_the_sweep_that_chose_it(recipe: str, sweep: str) -> None:
+    """A shipped config that says a sweep chose it is one of that sweep's trials."""
     from mlp_cli.config_file import load_config
 
     configs = Path(__file__).resolve().parent.parent / "configs"
-    plan = plan_trials(read_sweep_file(configs / "sweeps" / "fashion.yaml"))
-    shipped = load_config(configs / "fashion-800.yaml").to_dict()
+    assert f"configs/sweeps/{sweep}.yaml" in (configs / f"{recipe}.yaml").read_text()
+    shipped = load_config(configs / f"{recipe}.yaml").to_dict()
     shipped.pop("run")
-    trials = [t.config.to_dict() for t in plan]
+    trials = [t.config.to_dict() for t in plan_trials(read_sweep_file(configs / "sweeps" / f"{sweep}.yaml"))]
     assert sum({k: v for k, v in trial.items() if k != "run"} == shipped for trial in trials) == 1
 
 
