@@ -25,6 +25,7 @@ from mlp_cli.nn.backprop import (
     add_penalty,
     backprop,
     hidden_backward,
+    hidden_into,
     inplace_sigmoid,
     loss_and_gradients,
     sigmoid_form,
@@ -157,6 +158,28 @@ def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dty
     np.testing.assert_array_equal(results[1], results[0])
     expected = dA1 * (masks.M1 if rate else 1) * A1 * (1 - A1)
     np.testing.assert_allclose(results[0], expected, rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_hidden_layer_is_bit_identical_to_numpy(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training pass's A1 = sigmoid(X W1 + b1) in the tanh form: compiled passes around numpy's
+    tanh, the same bits as the five numpy passes (which evaluation keeps)."""
+    need_numba()
+    from mlp_cli.nn import backprop as module
+
+    monkeypatch.setitem(module._chosen, "sigmoid", "tanh")
+    monkeypatch.setenv(fused.KERNELS_VARIABLE, "")
+    params = init_params(17, np.random.default_rng(9), dtype=dtype)
+    params.b1[:] = np.random.default_rng(10).standard_normal(17).astype(dtype)
+    X = (np.random.default_rng(11).standard_normal((33, 784)) * 3).astype(dtype)
+    results = []
+    for fast in (None, fused.kernels()):
+        A1 = np.full((33, 17), np.nan, dtype=dtype)
+        hidden_into(params, X, A1, fast)
+        results.append(A1)
+    assert fused.kernels() is not None
+    np.testing.assert_array_equal(results[1], results[0])
+    assert 0.01 < results[0].std() and np.all((results[0] >= 0) & (results[0] <= 1))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -76,6 +76,15 @@ def test_the_fused_kernel_equals_the_plain_loss_in_float64(B: int, k: int, scale
     np.testing.assert_allclose(fused, CROSS_ENTROPY.gradient(Z2, y), rtol=1e-12, atol=1e-17)
 
 
+def test_the_fused_kernel_refuses_a_label_past_the_classes() -> None:
+    """A label of k would put the one-hot 1 outside Z2's memory: an IndexError, nothing written."""
+    Z2, y = scores(6, 10, 1.0)
+    y[3] = 10
+    buf = Workspace().get(StepBuffers, {"B": 6, "d": 1, "h": 1, "k": 10}, np.dtype(np.float64))
+    with pytest.raises(IndexError):
+        inplace_softmax_minus_onehot(Z2.copy(order="F"), y, buf)
+
+
 @pytest.mark.parametrize(("n", "k", "scale"), [(1, 10, 1.0), (25, 10, 4.0), (40, 3, 80.0)])
 def test_the_evaluation_sum_equals_the_plain_loss_in_float64(n: int, k: int, scale: float) -> None:
     Z2, y = scores(n, k, scale, seed=n)

@@ -153,10 +153,17 @@ def forward_into(params: Params, X: np.ndarray, A1: np.ndarray, A1W2: np.ndarray
     scores_into(params, A1, A1W2, Z2)
 
 
-def hidden_into(params: Params, X: np.ndarray, A1: np.ndarray) -> None:
-    """A1 = sigmoid(X @ W1 + b1) (n, h), into the given buffer."""
+def hidden_into(params: Params, X: np.ndarray, A1: np.ndarray, fast: fused.Kernels | None = None) -> None:
+    """A1 = sigmoid(X @ W1 + b1) (n, h), into the given buffer; with ``fast`` (``fused.kernels()``,
+    which training passes and evaluation does not, to start without numba) the tanh form's
+    passes around tanh are compiled, bit-identical."""
     np.matmul(X, params.W1, out=A1)  # X @ W1                                              (n, h)
-    for_row_blocks(partial(_bias_sigmoid_rows, A1, params.b1), *A1.shape)
+    if fast is not None and sigmoid_form() == "tanh" and fused.fits(A1, params.b1):
+        fused.run(fast.bias_halve, (A1, params.b1), (0.5,))  # Z1 / 2 = (X @ W1 + b1) / 2
+        np.tanh(A1, out=A1)
+        fused.run(fast.shift_halve, (A1,), (1.0, 0.5))  # A1 = (1 + tanh(Z1 / 2)) / 2
+    else:
+        for_row_blocks(partial(_bias_sigmoid_rows, A1, params.b1), *A1.shape)
 
 
 def _bias_sigmoid_rows(A1: np.ndarray, b1: np.ndarray, rows: slice) -> None:
@@ -269,7 +276,7 @@ def loss_and_gradients(
 
     if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
         X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X)
-    hidden_into(params, X, A1)  # A1 = sigmoid(X @ W1 + b1)                                     (B, h)
+    hidden_into(params, X, A1, fused.kernels())  # A1 = sigmoid(X @ W1 + b1)                    (B, h)
     H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
     if masks.hidden is not None:
         H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1)

@@ -107,3 +107,20 @@ def dropout_sigmoid_backward(d, keep, a, scale, one, zero):
         s = one - a[i]
         s = s * a[i]
         d[i] = x * s
+
+
+@jit
+def bias_halve(z, b, half):
+    # z <- (z + b) half, z (n, h) flattened, b (h,): the sigmoid's first two numpy passes
+    h = b.size
+    for r in range(z.size // h):
+        base = r * h
+        for j in range(h):
+            z[base + j] = (z[base + j] + b[j]) * half
+
+
+@jit
+def shift_halve(z, one, half):
+    # z <- (z + 1) half: the sigmoid's last two passes, after tanh
+    for i in range(z.size):
+        z[i] = (z[i] + one) * half

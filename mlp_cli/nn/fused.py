@@ -12,7 +12,8 @@ or from reassociating (``fastmath`` off). So the results are bit-identical to nu
 float32 and a float64 test hold.
 
 The same holds for the backward pass's dZ1 = dA1 * M1 * A1 (1 - A1): dropout's mask and scale
-and the sigmoid's derivative, five numpy passes over (B, h), in one.
+and the sigmoid's derivative, five numpy passes over (B, h), in one; and for the training pass's
+A1 = 0.5 (1 + tanh((X W1 + b1) / 2)), five passes in three (numpy's tanh in the middle).
 
 The L2 term rides in the optimiser's loop: ``g + c p`` per entry before the update, so penalty,
 momentum and step are one pass over the weight matrix (numpy needs two more: ``c p``, then the
@@ -59,6 +60,8 @@ class Kernels:
     thin: Kernel  # (out, a, keep, scale, one, zero): out <- (a keep) scale, dropout's A * M
     sigmoid_backward: Kernel  # (d, a, one): d <- d (1 - a) a
     dropout_sigmoid_backward: Kernel  # (d, keep, a, scale, one, zero): d <- ((d keep) scale) ((1 - a) a)
+    bias_halve: Kernel  # (z, b, half): z <- (z + b) half, b broadcast over the rows of z
+    shift_halve: Kernel  # (z, one, half): z <- (z + 1) half
 
 
 _state: dict[str, Kernels | None] = {}

@@ -98,13 +98,17 @@ def inplace_softmax_minus_onehot(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers
     cells = Z2.reshape(-1, order="F")  # a view: entry (i, j) is cells[i + B j]
     np.multiply(y, B, out=buf.flat_index)
     buf.flat_index += buf.rows  # i + B y_i
-    np.take(cells, buf.flat_index, out=buf.true_score, mode="clip")  # Z2[i, y_i] (subtract.at checks)
+    np.take(cells, buf.flat_index, out=buf.true_score, mode="clip")  # Z2[i, y_i] (the put below checks)
     np.exp(Z2, out=Z2)  # exp(Z2)                                                              (B, k)
     np.sum(Z2, axis=1, keepdims=True, out=buf.row_sum)  # sum_j exp(Z2[i, j])                  (B, 1)
     np.log(buf.row_sum, out=buf.log_row_sum)
     loss = float(buf.log_row_sum.sum() - buf.true_score.sum()) / B  # J
     Z2 /= buf.row_sum  # P = softmax(Z2)                                                       (B, k)
-    np.subtract.at(cells, buf.flat_index, 1.0)  # P - Y: 1 off the true class of each row
+    # P - Y: 1 off the true class of each row, through the (B,) buffer the loss no longer needs
+    # (np.subtract.at computes the same and took 45 us at B = 1000, this 4 us)
+    np.take(cells, buf.flat_index, out=buf.true_score, mode="clip")  # P[i, y_i] (a raising take copies)
+    buf.true_score -= 1.0
+    np.put(cells, buf.flat_index, buf.true_score)  # an index out of range raises
     Z2 /= B  # (P - Y) / B: the loss is a mean over the batch                                  (B, k)
     return loss
 
