@@ -31,7 +31,8 @@ def sgd(p, g, lr, c, decay):
 
 
 @jit
-def momentum(p, g, v, mu, lr, c, decay):
+def momentum(p, g, v, mu, lr, c, decay, nesterov):
+    # nn.optimizers.momentum_rows, entry by entry
     for i in range(p.size):
         gi = g[i]
         if decay:
@@ -39,22 +40,11 @@ def momentum(p, g, v, mu, lr, c, decay):
         vi = v[i] * mu
         vi = vi + gi
         v[i] = vi
-        p[i] = p[i] - vi * lr
-
-
-@jit
-def nesterov(p, g, v, mu, lr, c, decay):
-    for i in range(p.size):
-        gi = g[i]
-        if decay:
-            gi = gi + p[i] * c
-        vi = v[i] * mu
-        vi = vi + gi
-        v[i] = vi
-        s = vi * mu
-        s = s + gi
-        s = s * lr
-        p[i] = p[i] - s
+        s = vi
+        if nesterov:
+            s = vi * mu
+            s = s + gi
+        p[i] = p[i] - s * lr
 
 
 @jit

@@ -53,8 +53,7 @@ class Kernels:
     ``decay`` (a bool) adds the L2 term first: g <- g + p c."""
 
     sgd: Kernel  # (p, g, lr, c, decay): p <- p - g lr
-    momentum: Kernel  # (p, g, v, mu, lr, c, decay): v <- v mu + g; p <- p - v lr
-    nesterov: Kernel  # (p, g, v, mu, lr, c, decay): v <- v mu + g; p <- p - (v mu + g) lr
+    momentum: Kernel  # (p, g, v, mu, lr, c, decay, nesterov): v <- v mu + g; p <- p - v lr, or (v mu + g) lr
     add_scaled: Kernel  # (a, b, c): a <- a + b c
     adam: Kernel  # (p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps c, alpha_t, c, decay): Adam's moments and step
     thin: Kernel  # (out, a, keep, scale, one, zero): out <- (a keep) scale, dropout's A * M

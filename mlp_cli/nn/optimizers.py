@@ -247,8 +247,7 @@ class Momentum(Optimizer):
             compiled = fast is not None and fused.fits(p, grads[key], v)
             g, decay = self._gradient(key, p, grads[key], penalty, compiled)
             if fast is not None and compiled:
-                kernel = fast.nesterov if self.nesterov else fast.momentum
-                fused.run(kernel, (p, g, v), (mu, lr, *decay))
+                fused.run(fast.momentum, (p, g, v), (mu, lr, *decay, self.nesterov))
             else:
                 for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *rows_cols(p))
 
