@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 def resolve_models(paths: list[Path]) -> list[Path]:
     """Checkpoint files as given; a run directory means its best.npz."""
     from mlp_cli.atomic import check_output
+    from mlp_cli.reports.eval_record import record_path
     from mlp_cli.training.checkpoint import model_checkpoint
 
     models = [model_checkpoint(path) for path in paths]
 
     for path in models:  # where the result will be recorded can take it: refused before any work
-        if (path.parent / "config.yaml").is_file() or (path.parent / "metrics.jsonl").is_file():
-            check_output(path.parent / "eval.json")
+        record = record_path(path)
+        if record is not None:
+            check_output(record)
     return models
 
 

@@ -93,6 +93,15 @@ def _finite(value: Any) -> bool:
     return _number(value) and value >= 0
 
 
+def record_path(checkpoint: Path) -> Path | None:
+    """Where an evaluation of ``checkpoint`` is recorded: its run directory's eval.json, or None
+    when the checkpoint does not lie in a run directory (no config.yaml, no metrics.jsonl)."""
+    run_dir = checkpoint.parent
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.jsonl").is_file():
+        return None
+    return run_dir / EVAL_FILE
+
+
 def record_evaluation(checkpoint: Path, epoch: int, split: str, loss: float, accuracy: float,
                       examples: int) -> tuple[Path | None, str | None]:
     """File this result under ``split`` in the checkpoint's run directory's eval.json, keeping
@@ -103,12 +112,12 @@ def record_evaluation(checkpoint: Path, epoch: int, split: str, loss: float, acc
 
     from mlp_cli.atomic import atomic_write_text
 
-    run_dir = checkpoint.parent
-    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.jsonl").is_file():
+    path = record_path(checkpoint)
+    if path is None:
         return None, None
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}")
-    path = run_dir / EVAL_FILE
+    run_dir = path.parent
     try:
         with FileLock(str(run_dir / EVAL_LOCK), timeout=LOCK_SECONDS):
             try:
