@@ -92,13 +92,7 @@ class Model:
 
     def predict(self, images: Any) -> np.ndarray:
         """The most likely class of each image (n,), computed BATCH images at a time."""
-        pixels = _pixel_rows(images)
-        classes = np.empty(len(pixels), dtype=np.int64)
-        with np.errstate(over="ignore"):
-            for start in range(0, len(pixels), BATCH):
-                P = forward(self.params, self._batch_inputs(pixels, start))  # (batch, k)
-                classes[start : start + BATCH] = P.argmax(axis=1)
-        return classes
+        return self.predict_proba(images).argmax(axis=1).astype(np.int64, copy=False)
 
     def evaluate(self, images: Any, labels: Any) -> Evaluation:
         """Mean loss and accuracy on labelled images (the evaluation training and ``mlp eval`` use)."""
