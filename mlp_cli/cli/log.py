@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from mlp_cli.cli.app import app
-from mlp_cli.cli.options import draw_curves
-from mlp_cli.errors import UsageError
+from mlp_cli.cli.options import complete_from, draw_curves, one_of
 from mlp_cli.nn.registry import listed
 from mlp_cli.training.loggers.registry import LOGGERS
 
@@ -24,15 +23,14 @@ Examples:
 
 @app.command("log", epilog=EXAMPLES_LOG)
 def log_command(
-    logger: Annotated[str, typer.Argument(metavar="LOGGER", help=f"{listed(LOGGERS)}.")],
+    logger: Annotated[str, typer.Argument(metavar="LOGGER", help=f"{listed(LOGGERS)}.", callback=one_of(LOGGERS),
+                                          autocompletion=complete_from(LOGGERS))],
     dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep directories.")],
 ) -> None:
     """Log finished runs (or a sweep's trials) as if they had been trained with --log LOGGER."""
     from mlp_cli.sweeps.records import is_sweep_dir, trial_dirs
     from mlp_cli.training.loggers.base import backfill
 
-    if logger not in LOGGERS:
-        raise UsageError(f"unknown logger {logger!r}; expected {listed(LOGGERS)}")
     runs = [trial for path in dirs for trial in (trial_dirs(path) if is_sweep_dir(path) else [path])]
     for run_dir in runs:
         epochs = backfill(logger, run_dir, draw_curves)
