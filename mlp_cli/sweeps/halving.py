@@ -115,13 +115,17 @@ class Ladder:
     def end(self, name: str) -> None:
         self.ended.add(name)
 
+    def ranked(self, rung: int) -> list[str]:
+        """The trials that finished ``rung``, best score first (ties: the earlier trial)."""
+        table = self.scores[rung]
+        return sorted(table, key=lambda name: (-table[name], self.order[name]))
+
     def next_promotion(self, busy: Collection[str]) -> tuple[str, int] | None:
         """A trial among the best 1/reduction of a rung's finished trials, not yet promoted from
         it (nor running): ``(name, the rung it goes on to)``, from the highest rung down."""
         for rung in reversed(range(len(self.scores))):
-            table = self.scores[rung]
-            ranked = sorted(table, key=lambda name: (-table[name], self.order[name]))
-            for name in ranked[:len(table) // self.reduction]:
+            ranked = self.ranked(rung)
+            for name in ranked[:len(ranked) // self.reduction]:
                 if name not in self.promoted[rung] and name not in busy and not self.is_last(name, rung):
                     return name, rung + 1
         return None
@@ -132,8 +136,7 @@ class Ladder:
         if self.ended:
             return None
         for rung in reversed(range(len(self.scores))):
-            table = self.scores[rung]
-            for name in sorted(table, key=lambda name: (-table[name], self.order[name])):
+            for name in self.ranked(rung):
                 if name not in self.promoted[rung] and not self.is_last(name, rung):
                     return name, rung + 1
         return None
