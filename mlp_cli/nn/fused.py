@@ -68,7 +68,7 @@ _state: dict[str, Kernels | None] = {}
 
 def kernels() -> Kernels | None:
     """The compiled kernels, or None where numba is absent or ``MLP_KERNELS=numpy``."""
-    if os.environ.get(KERNELS_VARIABLE, "").strip().lower() == "numpy":
+    if _numpy_asked():
         return None
     if "kernels" not in _state:
         _state["kernels"] = _build()
@@ -79,9 +79,12 @@ def kernel_name(load: bool = True) -> str:
     """Which form the optimiser updates run in this process: "numba" or "numpy". ``load=False``
     tells it without importing numba (0.15 s), from whether it is installed (``mlp info``)."""
     if not load and "kernels" not in _state:
-        told = os.environ.get(KERNELS_VARIABLE, "").strip().lower() == "numpy"
-        return "numpy" if told or importlib.util.find_spec("numba") is None else "numba"
+        return "numpy" if _numpy_asked() or importlib.util.find_spec("numba") is None else "numba"
     return "numpy" if kernels() is None else "numba"
+
+
+def _numpy_asked() -> bool:
+    return os.environ.get(KERNELS_VARIABLE, "").strip().lower() == "numpy"
 
 
 def fits(*arrays: np.ndarray) -> bool:
