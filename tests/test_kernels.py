@@ -22,12 +22,14 @@ from mlp_cli.config_file import load_config
 from mlp_cli.nn import fused, parallel
 from mlp_cli.nn.backprop import (
     SIGMOID_FORMS,
+    StepBuffers,
     add_penalty,
     backprop,
     hidden_backward,
     hidden_into,
     inplace_sigmoid,
     loss_and_gradients,
+    output_delta,
     sigmoid_form,
     thin,
     thin_into,
@@ -67,13 +69,18 @@ def arrays(dtype: type, seed: int, shape: tuple[int, ...] = (37, 23)) -> dict[st
 def run_updates(name: str, dtype: type, kernels: str, monkeypatch: pytest.MonkeyPatch,
                 penalty: float = 0.0) -> dict[str, np.ndarray]:
     """Five updates of ``name`` from fixed parameters and gradients; the parameters and state after.
-    The gradients must come out untouched, the L2 term (``penalty``) included."""
+    The gradients must come out untouched, the L2 term (``penalty``) included. They arrive as
+    training hands them: refilled in the same arrays (three steps), then in others (two), which the
+    optimiser's cached flat views of the arrays must follow."""
     monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
     settings = load_config(None, {"optimizer.name": name, **OPTIMIZERS[name]}).optimizer
     params = arrays(dtype, 0)
     optimizer = make_optimizer(settings, params)
+    buffers = [arrays(dtype, 0), arrays(dtype, 0)]
     for step in range(5):
-        grads = arrays(dtype, step + 1)
+        grads = buffers[step // 3]
+        for key, g in arrays(dtype, step + 1).items():
+            np.copyto(grads[key], g)
         optimizer.step(params, grads, 0.1 / (step + 1), penalty=penalty)
         for key, g in arrays(dtype, step + 1).items():
             np.testing.assert_array_equal(grads[key], g, err_msg=f"the step wrote to the gradient {key}")
@@ -123,6 +130,42 @@ def test_the_l2_term_in_the_update_equals_it_in_the_gradient(name: str, kernels:
         results.append({**params.as_dict(), **optimizer.state_dict()})
     for key in results[0]:
         np.testing.assert_array_equal(results[1][key], results[0][key], err_msg=key)
+
+
+@pytest.mark.parametrize("B", [1, 2, 50, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_output_delta_is_bit_identical_to_numpy(B: int, dtype: type) -> None:
+    """J and dZ2 = (P - Y) / B with subnormals flushed: the compiled passes around numpy's exp
+    and log give numpy's bits, for confident rows (subnormal and zero entries), rows holding NaN
+    or an infinity, and one row (which numpy sums in another order: the numpy form runs; 64
+    draws, as the two orders often agree)."""
+    need_numba()
+    for seed in range(64 if B == 1 else 1):
+        rng = np.random.default_rng([B, seed])
+        Z2 = (rng.standard_normal((B, 10)) * rng.choice([1.0, 40.0, 300.0], (B, 1))).astype(dtype)
+        if B > 2:
+            Z2[1, 3], Z2[2, 0], Z2[2, 5] = np.nan, np.inf, -np.inf
+        y = rng.integers(0, 10, B)
+        buf = Workspace().get(StepBuffers, {"B": B, "d": 1, "h": 1, "k": 10}, np.dtype(dtype))
+        results = []
+        for fast in (None, fused.kernels()):
+            out = Z2.copy(order="F")
+            with np.errstate(all="ignore"):
+                results.append((output_delta(out, y, buf, fast), out))
+        (J, reference), (J_fast, compiled) = results
+        assert J_fast == J or (np.isnan(J) and np.isnan(J_fast))
+        np.testing.assert_array_equal(compiled, reference)
+        assert np.array_equal(np.signbit(compiled), np.signbit(reference))
+    if B == 1000:  # the data reach every branch: zeros from the flush, and a NaN row
+        assert (reference == 0).any() and np.isnan(reference).any()
+
+
+def test_the_compiled_output_delta_refuses_a_label_past_the_classes() -> None:
+    need_numba()
+    y = np.array([0, 10, 3])
+    buf = Workspace().get(StepBuffers, {"B": 3, "d": 1, "h": 1, "k": 10}, np.dtype(np.float32))
+    with pytest.raises(IndexError, match="label 10 of row 1"):
+        output_delta(np.zeros((3, 10), np.float32, order="F"), y, buf, fused.kernels())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

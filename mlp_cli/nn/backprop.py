@@ -234,6 +234,27 @@ def flush_subnormals(A: np.ndarray, magnitude: np.ndarray, mask: np.ndarray) -> 
     return A
 
 
+def output_delta(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers, fast: fused.Kernels | None) -> float:
+    """J, and Z2 <- dZ2 = (P - Y) / B with its subnormal entries flushed to 0: ``nn.loss``'s
+    ``inplace_softmax_minus_onehot`` and ``flush_subnormals``, or with ``fast`` the same float
+    operations in two compiled passes around numpy's exp and log (bit-identical; a test)."""
+    B = Z2.shape[0]
+    # one row is also C-contiguous, and numpy then sums it pairwise, not column by column
+    if fast is None or B < 2 or not (Z2.flags.f_contiguous and Z2.dtype == buf.row_sum.dtype):
+        loss = inplace_softmax_minus_onehot(Z2, y, buf)
+        flush_subnormals(Z2, buf.magnitude, buf.subnormal)
+        return loss
+    cells, cast = Z2.reshape(-1, order="F"), Z2.dtype.type  # entry (i, j) at i + B j
+    row_sum = buf.row_sum.reshape(-1)
+    bad = fast.softmax_shift(cells, B, y, buf.row_max.reshape(-1), buf.true_score)  # Z2 - max; Z2[i, y_i]
+    if bad >= 0:
+        raise IndexError(f"label {y[bad]} of row {bad} is out of range for {Z2.shape[1]} classes")
+    np.exp(Z2, out=Z2)  # exp(Z2)                                                              (B, k)
+    fast.softmax_minus_onehot(cells, B, y, row_sum, cast(B), cast(1.0), cast(0.0), np.finfo(Z2.dtype).tiny)
+    np.log(buf.row_sum, out=buf.log_row_sum)  # log sum_j exp(Z2[i, j])
+    return float(buf.log_row_sum.sum() - buf.true_score.sum()) / B  # J
+
+
 def add_penalty(grad: np.ndarray, weight: np.ndarray, c: float, scratch: np.ndarray) -> None:
     """grad <- grad + c W (the L2 term's gradient, c = 2 lambda), in row blocks on every thread.
 
@@ -276,13 +297,14 @@ def loss_and_gradients(
 
     if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
         X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X)
-    hidden_into(params, X, A1, fused.kernels())  # A1 = sigmoid(X @ W1 + b1)                    (B, h)
+    fast = fused.kernels()
+    hidden_into(params, X, A1, fast)  # A1 = sigmoid(X @ W1 + b1)                    (B, h)
     H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
     if masks.hidden is not None:
         H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1)
     scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
-    loss = inplace_softmax_minus_onehot(Z2, y, buf)  # J; Z2 <- (P - Y) / B (nn.loss's fused kernel)
-    dZ2 = flush_subnormals(Z2, buf.magnitude, buf.subnormal)  # dZ2 = (P - Y) / B             (B, k)
+    loss = output_delta(Z2, y, buf, fast)  # J; Z2 <- dZ2 = (P - Y) / B, subnormals flushed       (B, k)
+    dZ2 = Z2
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)

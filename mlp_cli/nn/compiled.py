@@ -114,3 +114,45 @@ def shift_halve(z, one, half):
     # z <- (z + 1) half: the sigmoid's last two passes, after tanh
     for i in range(z.size):
         z[i] = (z[i] + one) * half
+
+
+@jit
+def softmax_shift(z, rows, y, row_max, true_score):
+    # z: a column-major (B, k) Z2, flat (entry (i, j) at i + B j). Each row minus its max (numpy's
+    # max: a NaN wins), then Z2[i, y_i]. Returns -1, or the first row whose label is out of range.
+    k = z.size // rows
+    for i in range(rows):
+        m = z[i]
+        for j in range(1, k):
+            v = z[i + rows * j]
+            if v > m or v != v:
+                m = v
+        row_max[i] = m
+        for j in range(k):
+            z[i + rows * j] = z[i + rows * j] - m
+        label = y[i]
+        if label < 0 or label >= k:
+            return i
+        true_score[i] = z[i + rows * label]
+    return -1
+
+
+@jit
+def softmax_minus_onehot(e, rows, y, row_sum, batch, one, zero, tiny):
+    # e: exp(Z2 shifted), flat column-major as above. row_sum[i] = sum_j e[i, j] in numpy's order
+    # (column by column), then e <- ((e / row_sum) - [j == y_i]) / B, and |entries| < tiny -> 0:
+    # inplace_softmax_minus_onehot's last passes and flush_subnormals, entry by entry.
+    k = e.size // rows
+    for i in range(rows):
+        s = e[i]
+        for j in range(1, k):
+            s = s + e[i + rows * j]
+        row_sum[i] = s
+        for j in range(k):
+            x = e[i + rows * j] / s
+            if j == y[i]:
+                x = x - one
+            x = x / batch
+            if abs(x) < tiny:
+                x = zero
+            e[i + rows * j] = x

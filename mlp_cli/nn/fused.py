@@ -13,7 +13,9 @@ float32 and a float64 test hold.
 
 The same holds for the backward pass's dZ1 = dA1 * M1 * A1 (1 - A1): dropout's mask and scale
 and the sigmoid's derivative, five numpy passes over (B, h), in one; and for the training pass's
-A1 = 0.5 (1 + tanh((X W1 + b1) / 2)), five passes in three (numpy's tanh in the middle).
+A1 = 0.5 (1 + tanh((X W1 + b1) / 2)), five passes in three (numpy's tanh in the middle); and for
+the loss unit's J and dZ2 = (P - Y) / B with its subnormal entries flushed, some fifteen numpy
+calls over the small (B, k) scores in two loops around numpy's exp and log (``backprop.output_delta``).
 
 The L2 term rides in the optimiser's loop: ``g + c p`` per entry before the update, so penalty,
 momentum and step are one pass over the weight matrix (numpy needs two more: ``c p``, then the
@@ -42,6 +44,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 Kernel = Callable[..., None]
+Check = Callable[..., int]  # a kernel that returns -1, or the first index it refused
 
 KERNELS_VARIABLE = "MLP_KERNELS"  # "numpy" forces the reference forms
 
@@ -61,6 +64,9 @@ class Kernels:
     dropout_sigmoid_backward: Kernel  # (d, keep, a, scale, one, zero): d <- ((d keep) scale) ((1 - a) a)
     bias_halve: Kernel  # (z, b, half): z <- (z + b) half, b broadcast over the rows of z
     shift_halve: Kernel  # (z, one, half): z <- (z + 1) half
+    # z and e: a column-major (B, k) array, flat. Rows minus their max, then Z2[i, y_i]; -1 or a bad row:
+    softmax_shift: Check  # (z, B, y, row_max, true_score)
+    softmax_minus_onehot: Kernel  # (e, B, y, row_sum, B, one, zero, tiny): e <- (e / row sum - Y) / B, |e| < tiny to 0
 
 
 _state: dict[str, Kernels | None] = {}

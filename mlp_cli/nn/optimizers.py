@@ -56,6 +56,8 @@ moments, step count) as a flat dict of arrays, so that a resumed run continues b
 from __future__ import annotations
 
 import math
+import operator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -126,6 +128,24 @@ def adam_rows(
     p -= s  # p <- p - s
 
 
+@dataclass(frozen=True, eq=False)
+class Flat:
+    """One parameter's arrays as the compiled kernels take them: flat views, scalars of their dtype."""
+
+    arrays: tuple[np.ndarray, ...]  # p, g, then the optimiser's state for p
+    cast: type  # the arrays' float type: a Python float becomes a scalar of it
+    c: np.floating  # the L2 term's c = 2 lambda (0 for a bias)
+    decay: bool  # whether the kernel adds c p to g first
+
+    @classmethod
+    def of(cls, arrays: tuple[np.ndarray, ...], c: float) -> Flat | None:
+        """None where an array does not fit the kernels (``fused.fits``)."""
+        if not fused.fits(*arrays):
+            return None
+        cast = arrays[0].dtype.type
+        return cls(tuple(a.reshape(-1) for a in arrays), cast, cast(c), c != 0.0)
+
+
 class Optimizer:
     """Base class: owns the state arrays and their (de)serialisation; subclasses own ``step``.
 
@@ -147,24 +167,43 @@ class Optimizer:
         self._scratch: NamedArrays = {key: np.empty_like(p) for key, p in params.items()}
         self._penalised: NamedArrays = {}  # g + c W for the numpy forms, allocated at the first penalty
         self._state: NamedArrays = {}
+        self._flat: tuple[float, tuple[tuple[np.ndarray, ...], ...], list[Flat] | None] | None = None
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
         """Update every array in ``params`` in place from ``grads`` (left untouched); ``penalty``
         c > 0 adds the L2 term's gradient c W to each weight matrix's gradient first."""
         raise NotImplementedError
 
-    def _gradient(self, key: str, p: np.ndarray, g: np.ndarray, penalty: float, compiled: bool) -> tuple[
-            np.ndarray, tuple[float, bool]]:
-        """The gradient the numpy form reads, and the kernels' (c, decay): the L2 term goes into
-        the compiled loop, or into ``g + c p`` in a buffer for the numpy form."""
+    def _gradient(self, key: str, p: np.ndarray, g: np.ndarray, penalty: float) -> np.ndarray:
+        """The gradient the numpy form reads: g, or for a weight matrix with ``penalty`` c > 0,
+        ``g + c p`` in a buffer of its own (the compiled kernels add c p inside their loop)."""
         c = penalty if key in self._weights else 0.0
-        if c == 0.0 or compiled:
-            return g, (c, c != 0.0)
+        if c == 0.0:
+            return g
         out = self._penalised.get(key)
         if out is None:
             out = self._penalised[key] = np.empty_like(p)
         for_row_blocks(partial(penalised_rows, p, g, c, out), *rows_cols(p))
-        return out, (0.0, False)
+        return out
+
+    def _compiled(self, params: NamedArrays, grads: NamedArrays, penalty: float, *states: NamedArrays) -> tuple[
+            fused.Kernels, list[Flat]] | None:
+        """The kernels and each key's arrays as they take them (p, g, then ``states``' arrays, flat,
+        with the L2 term's scalars), or None where numba is absent or an array does not fit them.
+
+        Built once for a set of arrays and kept: a step with the same arrays (every step but a
+        smaller last batch's, whose gradients live elsewhere) pays only the identity check."""
+        fast = fused.kernels()
+        if fast is None:
+            return None
+        arrays = tuple((params[key], grads[key], *(s[key] for s in states)) for key in self._keys)
+        cached = self._flat
+        if cached is None or cached[0] != penalty or not all(map(_same, arrays, cached[1])):
+            flats = [Flat.of(row, penalty if key in self._weights else 0.0)
+                     for key, row in zip(self._keys, arrays, strict=True)]
+            fit = [f for f in flats if f is not None]
+            cached = self._flat = (penalty, arrays, fit if len(fit) == len(flats) else None)
+        return None if cached[2] is None else (fast, cached[2])
 
     def arrays(self) -> NamedArrays:
         """Every array the optimiser allocated, state and scratch (for accounting)."""
@@ -217,15 +256,17 @@ class SGD(Optimizer):
     name = "sgd"
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
-        lr, fast = float(lr), fused.kernels()
+        lr = float(lr)
+        compiled = self._compiled(params, grads, penalty)
+        if compiled is not None:
+            fast, flats = compiled
+            for f in flats:
+                fast.sgd(*f.arrays, f.cast(lr), f.c, f.decay)
+            return
         for key in self._keys:
             p, s = params[key], self._scratch[key]
-            compiled = fast is not None and fused.fits(p, grads[key])
-            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
-            if fast is not None and compiled:
-                fused.run(fast.sgd, (p, g), (lr, *decay))
-            else:
-                for_row_blocks(partial(sgd_rows, p, g, s, lr), *rows_cols(p))
+            g = self._gradient(key, p, grads[key], penalty)
+            for_row_blocks(partial(sgd_rows, p, g, s, lr), *rows_cols(p))
 
 
 class Momentum(Optimizer):
@@ -241,15 +282,17 @@ class Momentum(Optimizer):
         self._state = {f"velocity.{key}": v for key, v in self._velocity.items()}
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
-        lr, mu, fast = float(lr), self.momentum, fused.kernels()
+        lr, mu = float(lr), self.momentum
+        compiled = self._compiled(params, grads, penalty, self._velocity)
+        if compiled is not None:
+            fast, flats = compiled
+            for f in flats:
+                fast.momentum(*f.arrays, f.cast(mu), f.cast(lr), f.c, f.decay, self.nesterov)
+            return
         for key in self._keys:
             p, v, s = params[key], self._velocity[key], self._scratch[key]
-            compiled = fast is not None and fused.fits(p, grads[key], v)
-            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
-            if fast is not None and compiled:
-                fused.run(fast.momentum, (p, g, v), (mu, lr, *decay, self.nesterov))
-            else:
-                for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *rows_cols(p))
+            g = self._gradient(key, p, grads[key], penalty)
+            for_row_blocks(partial(momentum_rows, p, g, v, s, mu, lr, self.nesterov), *rows_cols(p))
 
 
 class Nesterov(Momentum):
@@ -286,24 +329,25 @@ class Adam(Optimizer):
         alpha_t = lr * c / (1.0 - beta1**t)  # alpha_t = eta c / (1 - beta1^t)
         eps_hat = self.eps * c  # eps c
         if self.weight_decay and penalty:  # the L2 term's c W is of the weights before the decay
-            grads = {key: self._gradient(key, params[key], grads[key], penalty, False)[0] for key in self._keys}
+            grads = {key: self._gradient(key, params[key], grads[key], penalty) for key in self._keys}
             penalty = 0.0
         if self.weight_decay:
             shrink = 1.0 - lr * self.weight_decay
             for key in self._weights:
                 p = params[key]
                 p *= shrink  # p <- p - eta lambda p   (weights only, never biases)
-        fast = fused.kernels()
+        compiled = self._compiled(params, grads, penalty, self._m, self._v)
+        if compiled is not None:
+            fast, flats = compiled
+            for f in flats:
+                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
+                fast.adam(*f.arrays, *(f.cast(x) for x in scalars), f.c, f.decay)
+            return
         for key in self._keys:
             p, s, m, v = params[key], self._scratch[key], self._m[key], self._v[key]
-            compiled = fast is not None and fused.fits(p, grads[key], m, v)
-            g, decay = self._gradient(key, p, grads[key], penalty, compiled)
-            if fast is not None and compiled:
-                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t, *decay)
-                fused.run(fast.adam, (p, g, m, v), scalars)
-            else:
-                rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
-                for_row_blocks(rows, *rows_cols(p))
+            g = self._gradient(key, p, grads[key], penalty)
+            rows = partial(adam_rows, p, g, s, m, v, (beta1, beta2, eps_hat, alpha_t))
+            for_row_blocks(rows, *rows_cols(p))
 
     def _check_loaded(self, name: str, array: np.ndarray) -> None:
         super()._check_loaded(name, array)
@@ -323,6 +367,10 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(params, beta1=beta1, beta2=beta2, eps=eps)
         self.weight_decay = weight_decay
+
+
+def _same(new: tuple[np.ndarray, ...], old: tuple[np.ndarray, ...]) -> bool:
+    return all(map(operator.is_, new, old))
 
 
 # The classes the registry's entries name (``OptimizerSpec.implementation``): a mapping that mypy
