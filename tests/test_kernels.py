@@ -251,6 +251,24 @@ def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.Monk
     assert run_updates("nesterov", np.float32, "", monkeypatch)["W1"].dtype == np.float32
 
 
+def test_the_warm_up_readies_the_kernels_on_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlp train`` calls it before loading the data: the first step then finds the kernels."""
+    need_numba()
+    monkeypatch.setenv(fused.KERNELS_VARIABLE, "")
+    monkeypatch.setattr(fused, "_state", {})
+    thread = fused.warm_up()
+    assert thread is not None and thread.daemon and thread is not threading.current_thread()
+    thread.join(timeout=120)
+    assert isinstance(fused._state.get("kernels"), fused.Kernels)
+    assert fused.warm_up() is None  # ready: nothing more to start
+
+
+def test_no_warm_up_where_the_numpy_forms_are_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(fused.KERNELS_VARIABLE, "numpy")
+    monkeypatch.setattr(fused, "_state", {})
+    assert fused.warm_up() is None and "kernels" not in fused._state
+
+
 def test_row_blocks_cover_every_row_once() -> None:
     for rows in (1, 2, 7, 784):
         for count in (1, 2, 3, 16):

@@ -156,9 +156,11 @@ def _until_done_or_stopped(request: TrainRequest) -> tuple[TrainResult, Session]
 
 def _train(stop: StopOnSignals, request: TrainRequest) -> tuple[TrainResult, Session]:
     from mlp_cli.cli.signals import run_checkpoint_remains
+    from mlp_cli.nn import fused
     from mlp_cli.training.session import load_inputs, run_session
 
     session = _open_session(request)
+    fused.warm_up()  # the compiled kernels get ready while the data loads
     session.draw_curves = draw_curves
     stop.remains = functools.partial(run_checkpoint_remains, session.run_dir)
     with session:

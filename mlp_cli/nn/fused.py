@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -79,6 +80,25 @@ def kernels() -> Kernels | None:
     if "kernels" not in _state:
         _state["kernels"] = _build()
     return _state["kernels"]
+
+
+def warm_up() -> threading.Thread | None:
+    """Import numba and ready the kernels on a daemon thread (returned), so that the first
+    training step does not wait for it (0.3-0.5 s: the import, then LLVM's start at the first
+    call). For a command that loads data first; None where the numpy forms are asked for, numba
+    is absent or the kernels are ready."""
+    if _numpy_asked() or "kernels" in _state or importlib.util.find_spec("numba") is None:
+        return None
+    thread = threading.Thread(target=_ready, name="mlp-kernels-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _ready() -> None:
+    fast = kernels()
+    if fast is not None:  # one call starts LLVM and loads the cached code; the rest load in ms
+        one = np.ones(1, np.float32)
+        fast.shift_halve(one, np.float32(1.0), np.float32(0.5))
 
 
 def kernel_name(load: bool = True) -> str:
