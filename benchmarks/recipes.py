@@ -115,12 +115,18 @@ def torch_step(config: Config, threads: int) -> Step:
     return step
 
 
-def time_contenders(steps: dict[str, Step], per_block: int, rounds: int) -> dict[str, dict[str, Any]]:
-    """Median ms per step of each contender over ``rounds`` interleaved blocks of ``per_block`` steps."""
+def time_contenders(steps: dict[str, Step], per_block: int, rounds: int, settle: float = 0.0) -> dict[
+        str, dict[str, Any]]:
+    """Median ms per step of each contender over ``rounds`` interleaved blocks of ``per_block`` steps.
+
+    Before each block the process sleeps ``settle`` seconds, as the epoch timings do: the worker
+    threads of the contender before (OpenBLAS's, PyTorch's OpenMP) spin for a while after their
+    last call, and a block started among them runs on a core they still hold."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
     counter = 0
     for _ in range(rounds):
         for name, step in steps.items():
+            time.sleep(settle)
             step(counter)  # warm
             start = time.perf_counter()
             for i in range(per_block):
@@ -133,14 +139,14 @@ def time_contenders(steps: dict[str, Step], per_block: int, rounds: int) -> dict
 def measure(smoke: bool = False, with_torch: bool = True) -> dict[str, Any]:
     """Every recipe's step: the tool, its floor and PyTorch (if installed and asked for)."""
     threads = machine.numpy_blas_threads()
-    per_block, rounds = (5, 1) if smoke else (200, 7)
+    per_block, rounds, settle = (5, 1, 0.0) if smoke else (200, 7, 0.3)
     results = []
     for name in RECIPES:
         config = recipe(name)
         steps = {"tool": tool_step(config), "floor": floor_step(config)}
         if with_torch:
             steps["torch"] = torch_step(config, threads)
-        timed = time_contenders(steps, per_block, rounds)
+        timed = time_contenders(steps, per_block, rounds, settle)
         entry: dict[str, Any] = {"recipe": name, "batch": config.train.batch_size, "hidden": config.model.hidden,
                                  "optimizer": config.optimizer.name, "l2": config.train.l2,
                                  "dropout": config.train.dropout, "input_dropout": config.train.input_dropout,
