@@ -23,7 +23,6 @@ from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import ExecutorLost
 from mlp_cli.sweeps.halving import Ladder
 from mlp_cli.sweeps.runner import run_trial
-from mlp_cli.sweeps.sweep import base_config
 
 if TYPE_CHECKING:
     from mlp_cli.sweeps.spec import Trial
@@ -40,7 +39,7 @@ class PrunedPass:
         self.sweep, self.executor, self.spec = sweep, sweep.executor, sweep.plan.spec
         self.trials = {t.name: t for t in sweep.plan.trials}
         self.ladder = Ladder(sweep.plan.trials, self.spec.prune)
-        self.base = base_config(self.spec) if self.spec.search == "tpe" else {}
+        self.base = sweep.plan.base or {}  # a model-based search's base config (sweep.plan_sweep)
         self.rungs = self.ladder.rungs
         self.latest: dict[str, dict[str, Any]] = {}
         self.rung_of: dict[Any, int] = {}  # future -> the rung its trial trains to

@@ -150,6 +150,9 @@ def _drop_torn_tail(path: Path) -> None:
             return  # append_line refuses it
         with open(path, "rb+") as handle:
             size = end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(size - 1, 0))
+            if handle.read(1) in (b"", b"\n"):
+                return  # empty, or whole: the common case reads one byte
             keep = 0
             while end > 0:
                 start = max(0, end - 65536)

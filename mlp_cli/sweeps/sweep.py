@@ -43,6 +43,7 @@ class SweepPlan:
     fingerprint: str  # of the trials' names and configs (before their run.dir is set)
     named: bool = False  # the directory is the user's --out (else chosen here, and created anew)
     log: tuple[str, ...] = ()  # run.log of every trial (--log), proposed ones included
+    base: dict[str, Any] | None = None  # a model-based search's base config, as fingerprinted: its proposals' base
 
 
 @dataclass
@@ -85,10 +86,12 @@ class SweepObserver:
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
     trials = plan_trials(spec)
-    fingerprint = records.fingerprint(trials) if spec.search != "tpe" else records.fingerprint_of(
-        [spec.to_dict(), base_config(spec)])  # the search itself: its trials are proposed as it goes
+    base = base_config(spec) if spec.search == "tpe" else None  # read once: what is fingerprinted is what runs
+    fingerprint = records.fingerprint(trials) if base is None else records.fingerprint_of(
+        [spec.to_dict(), base])  # the search itself: its trials are proposed as it goes
     directory, continued = _choose_directory(spec, fingerprint, out)
-    return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None)
+    return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None,
+                     base=base)
 
 
 def base_config(spec: SweepSpec) -> dict[str, Any]:
