@@ -193,6 +193,12 @@ def test_a_small_halving_sweep_still_trains_its_best_trial_to_the_end(mnist_data
     best = max(first_rung, key=lambda name: first_rung[name])
     assert final[best]["status"] == "ok" and final[best]["epochs"] == 4
     assert [row["status"] for row in final.values()].count("pruned") == 1
+    shown = runner.invoke(app, ["sweep", str(spec), "--jobs", "1", "--data-dir", str(mnist_data_dir),
+                                "--out", str(tmp_path / "shown")])
+    assert shown.exit_code == 0, shown.output
+    # three runs in all, two trials: the header says where the third comes from
+    assert "running 2 on 1 local process" in shown.output and "[3/3]" in shown.output
+    assert "then the trials promoted to their next rung" in shown.output
 
 
 def test_a_halving_sweep_on_dask_ships_each_rung_and_promotes_by_resuming(

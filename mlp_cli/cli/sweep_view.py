@@ -45,6 +45,12 @@ def planned(plan: SweepPlan) -> int:
     return len(plan.trials) if plan.spec.search != "tpe" else plan.spec.trials
 
 
+def promotions(plan: SweepPlan) -> str:
+    """What a pruned sweep's header adds: its count grows as trials go on to their next rung (a
+    rerun whose trials all stopped at a rung may run none new and still promote one)."""
+    return "; then the trials promoted to their next rung" if plan.spec.prune is not None else ""
+
+
 class PlainSweepObserver(SweepObserver):
     """A line when the sweep starts, then one per finished trial with the overall count and ETA."""
 
@@ -58,7 +64,7 @@ class PlainSweepObserver(SweepObserver):
         settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
         print(f"sweep {plan.directory}: {plural(planned(plan), 'trial')}{again}; "
-              f"running {todo} on {executor.description}",
+              f"running {todo} on {executor.description}{promotions(plan)}",
               file=self.stream, flush=True)
 
     def on_trial(self, row: dict[str, Any]) -> None:
@@ -102,7 +108,7 @@ class RichSweepObserver(PlainSweepObserver):
         settled = planned(plan) - todo
         again = f", {settled} already done" if settled else ""
         self.console.print(f"[bold]Sweep[/] {escape(str(plan.directory))}: {plural(planned(plan), 'trial')}{again}; "
-                           f"running {todo} on {escape(executor.description)}")
+                           f"running {todo} on {escape(executor.description)}{promotions(plan)}")
         self.task = self.progress.add_task("trials", total=todo, info=self._info())
 
     def on_trial(self, row: dict[str, Any]) -> None:
