@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import threading
 
@@ -251,16 +252,19 @@ def test_without_numba_or_when_told_the_numpy_forms_run(monkeypatch: pytest.Monk
     assert run_updates("nesterov", np.float32, "", monkeypatch)["W1"].dtype == np.float32
 
 
-def test_the_warm_up_readies_the_kernels_on_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``mlp train`` calls it before loading the data: the first step then finds the kernels."""
+def test_the_warm_up_starts_numba_on_a_thread_of_its_own() -> None:
+    """``mlp train`` calls it before loading the data. In a fresh process: the thread imports the
+    kernels and loads one for float32, and leaves ``kernels()``'s cache to the caller's thread."""
     need_numba()
-    monkeypatch.setenv(fused.KERNELS_VARIABLE, "")
-    monkeypatch.setattr(fused, "_state", {})
-    thread = fused.warm_up()
-    assert thread is not None and thread.daemon and thread is not threading.current_thread()
-    thread.join(timeout=120)
-    assert isinstance(fused._state.get("kernels"), fused.Kernels)
-    assert fused.warm_up() is None  # ready: nothing more to start
+    code = ("import sys; from mlp_cli.nn import fused\n"
+            "thread = fused.warm_up(); assert thread is not None and thread.daemon; thread.join(120)\n"
+            "compiled = sys.modules['mlp_cli.nn.compiled']\n"
+            "print(len(compiled.shift_halve.signatures), len(compiled.momentum.signatures), fused._state)\n"
+            "assert isinstance(fused.kernels(), fused.Kernels) and fused.warm_up() is None")
+    env = {k: v for k, v in os.environ.items() if k != fused.KERNELS_VARIABLE}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0", "{}"]
 
 
 def test_no_warm_up_where_the_numpy_forms_are_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,22 +83,25 @@ def kernels() -> Kernels | None:
 
 
 def warm_up() -> threading.Thread | None:
-    """Import numba and ready the kernels on a daemon thread (returned), so that the first
-    training step does not wait for it (0.3-0.5 s: the import, then LLVM's start at the first
-    call). For a command that loads data first; None where the numpy forms are asked for, numba
-    is absent or the kernels are ready."""
+    """Import numba and start LLVM on a daemon thread (returned), so that the first training step
+    does not wait for them (0.3-0.5 s). For a command that loads data first; None where the numpy
+    forms are asked for, numba is absent or the kernels are ready. The thread only imports and
+    calls: ``kernels()`` builds its cache on the caller's thread, so nothing the thread does
+    decides it."""
     if _numpy_asked() or "kernels" in _state or importlib.util.find_spec("numba") is None:
         return None
-    thread = threading.Thread(target=_ready, name="mlp-kernels-warm-up", daemon=True)
+    thread = threading.Thread(target=_start_llvm, name="mlp-kernels-warm-up", daemon=True)
     thread.start()
     return thread
 
 
-def _ready() -> None:
-    fast = kernels()
-    if fast is not None:  # one call starts LLVM and loads the cached code; the rest load in ms
-        one = np.ones(1, np.float32)
-        fast.shift_halve(one, np.float32(1.0), np.float32(0.5))
+def _start_llvm() -> None:
+    try:
+        compiled = importlib.import_module("mlp_cli.nn.compiled")  # imports numba
+    except Exception:  # as in _build: the first step will find the numpy forms
+        return
+    one = np.ones(1, np.float32)  # the first call starts LLVM and loads the cached code; others take ms
+    compiled.shift_halve(one, np.float32(1.0), np.float32(0.5))
 
 
 def kernel_name(load: bool = True) -> str:
