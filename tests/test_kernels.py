@@ -343,6 +343,20 @@ def test_one_thread_or_two_give_the_same_parameters(kernels: str, small_blocks: 
         np.testing.assert_array_equal(two[key], one[key], err_msg=key)
 
 
+def test_training_steps_with_the_compiled_kernels_equal_the_numpy_forms_bit_for_bit(
+        small_blocks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every compiled pass of best.yaml's step at once (thinning, the hidden layer, the loss
+    unit's output, dZ1, Nesterov with its L2 term), through train_step: the same bits."""
+    need_numba()
+    results = []
+    for kernels in ("numpy", ""):
+        monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
+        results.append(best_steps(1))
+    assert fused.kernel_name() == "numba"
+    for key in results[0]:
+        np.testing.assert_array_equal(results[1][key], results[0][key], err_msg=key)
+
+
 def test_the_thread_count_follows_the_blas_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in parallel.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
