@@ -298,12 +298,12 @@ def loss_and_gradients(
     if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
         X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X)
     fast = fused.kernels()
-    hidden_into(params, X, A1, fast)  # A1 = sigmoid(X @ W1 + b1)                    (B, h)
+    hidden_into(params, X, A1, fast)  # A1 = sigmoid(X @ W1 + b1)                               (B, h)
     H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
     if masks.hidden is not None:
         H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1)
     scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
-    loss = output_delta(Z2, y, buf, fast)  # J; Z2 <- dZ2 = (P - Y) / B, subnormals flushed       (B, k)
+    loss = output_delta(Z2, y, buf, fast)  # J; Z2 <- dZ2 = (P - Y) / B, subnormals flushed     (B, k)
     dZ2 = Z2
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
