@@ -56,7 +56,6 @@ moments, step count) as a flat dict of arrays, so that a resumed run continues b
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -177,7 +176,7 @@ class Optimizer:
     def _gradient(self, key: str, p: np.ndarray, g: np.ndarray, penalty: float) -> np.ndarray:
         """The gradient the numpy form reads: g, or for a weight matrix with ``penalty`` c > 0,
         ``g + c p`` in a buffer of its own (the compiled kernels add c p inside their loop)."""
-        c = penalty if key in self._weights else 0.0
+        c = self._penalty(key, penalty)
         if c == 0.0:
             return g
         out = self._penalised.get(key)
@@ -198,12 +197,24 @@ class Optimizer:
             return None
         arrays = tuple((params[key], grads[key], *(s[key] for s in states)) for key in self._keys)
         cached = self._flat
-        if cached is None or cached[0] != penalty or not all(map(_same, arrays, cached[1])):
-            flats = [Flat.of(row, penalty if key in self._weights else 0.0)
-                     for key, row in zip(self._keys, arrays, strict=True)]
-            fit = [f for f in flats if f is not None]
-            cached = self._flat = (penalty, arrays, fit if len(fit) == len(flats) else None)
+        if cached is None or cached[0] != penalty or not all(
+                a is b for new, old in zip(arrays, cached[1], strict=True) for a, b in zip(new, old, strict=True)):
+            cached = self._flat = (penalty, arrays, self._flats(arrays, penalty))
         return None if cached[2] is None else (fast, cached[2])
+
+    def _flats(self, arrays: tuple[tuple[np.ndarray, ...], ...], penalty: float) -> list[Flat] | None:
+        """Each key's ``Flat``, or None as soon as one key's arrays do not fit the kernels."""
+        flats = []
+        for key, row in zip(self._keys, arrays, strict=True):
+            flat = Flat.of(row, self._penalty(key, penalty))
+            if flat is None:
+                return None
+            flats.append(flat)
+        return flats
+
+    def _penalty(self, key: str, penalty: float) -> float:
+        """The L2 term's c for ``key``: ``penalty`` for a weight matrix, 0 for a bias."""
+        return penalty if key in self._weights else 0.0
 
     def arrays(self) -> NamedArrays:
         """Every array the optimiser allocated, state and scratch (for accounting)."""
@@ -339,8 +350,8 @@ class Adam(Optimizer):
         compiled = self._compiled(params, grads, penalty, self._m, self._v)
         if compiled is not None:
             fast, flats = compiled
+            scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
             for f in flats:
-                scalars = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps_hat, alpha_t)
                 fast.adam(*f.arrays, *(f.cast(x) for x in scalars), f.c, f.decay)
             return
         for key in self._keys:
@@ -367,10 +378,6 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(params, beta1=beta1, beta2=beta2, eps=eps)
         self.weight_decay = weight_decay
-
-
-def _same(new: tuple[np.ndarray, ...], old: tuple[np.ndarray, ...]) -> bool:
-    return all(map(operator.is_, new, old))
 
 
 # The classes the registry's entries name (``OptimizerSpec.implementation``): a mapping that mypy
