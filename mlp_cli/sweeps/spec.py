@@ -301,6 +301,12 @@ def short_key(key: str) -> str:
 
 def plan_trials(spec: SweepSpec) -> list[Trial]:
     """Build and validate every trial's config; the first bad one is a ConfigError naming it."""
+    return plan_search(spec)[0]
+
+
+def plan_search(spec: SweepSpec) -> tuple[list[Trial], dict[str, Any]]:
+    """``plan_trials``, and the base config it built them on (read once: a model-based sweep
+    fingerprints it and proposes its trials on it)."""
     base = resolve_config_path(spec.config)
     swept = list(spec.grid) + list(spec.random)
     for key in [*spec.fixed, *swept]:
@@ -318,11 +324,11 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
             trial = make_trial(spec, base_config, 0, overrides)
             if spec.prune is not None:
                 check_prunable(spec.name, [trial], spec.prune)
-        return []
+        return [], base_config
     trials = [make_trial(spec, base_config, index, overrides) for index, overrides in enumerate(expand(spec))]
     if spec.prune is not None:
         check_prunable(spec.name, trials, spec.prune)
-    return trials
+    return trials, base_config
 
 
 def make_trial(spec: SweepSpec, base_config: dict[str, Any], index: int, overrides: dict[str, Any]) -> Trial:

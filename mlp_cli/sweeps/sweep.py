@@ -27,7 +27,7 @@ from mlp_cli.errors import RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor, ExecutorLost
 from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, attempt_key, run_trial
-from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_trials
+from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_search
 from mlp_cli.training.run_dir import BOOKKEEPING, RunLock
 
 SWEEPS_ROOT = Path("sweeps")
@@ -85,19 +85,13 @@ class SweepObserver:
 
 
 def plan_sweep(spec: SweepSpec, out: Path | None = None) -> SweepPlan:
-    trials = plan_trials(spec)
-    base = base_config(spec) if spec.search == "tpe" else None  # read once: what is fingerprinted is what runs
+    trials, read = plan_search(spec)  # the base config, read once: what is fingerprinted is what runs
+    base = read if spec.search == "tpe" else None
     fingerprint = records.fingerprint(trials) if base is None else records.fingerprint_of(
         [spec.to_dict(), base])  # the search itself: its trials are proposed as it goes
     directory, continued = _choose_directory(spec, fingerprint, out)
     return SweepPlan(spec, _placed(trials, directory), directory, continued, fingerprint, named=out is not None,
                      base=base)
-
-
-def base_config(spec: SweepSpec) -> dict[str, Any]:
-    from mlp_cli.config_file import load_config, resolve_config_path
-
-    return load_config(resolve_config_path(spec.config)).to_dict()
 
 
 def _placed(trials: list[Trial], directory: Path) -> list[Trial]:
