@@ -182,7 +182,7 @@ def test_the_compiled_l2_term_is_bit_identical_to_numpy(dtype: type, monkeypatch
     for kernels in ("numpy", ""):
         monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
         out = grad.copy()
-        add_penalty(out, weight, 2.0 * 1e-4, np.empty_like(out))
+        add_penalty(out, weight, 2.0 * 1e-4, np.empty_like(out), fused.kernels())
         results.append(out)
     np.testing.assert_array_equal(results[1], results[0])
     assert not np.array_equal(results[0], grad)
@@ -202,7 +202,7 @@ def test_the_compiled_hidden_backward_is_bit_identical_to_numpy(rate: float, dty
     for kernels in ("numpy", ""):
         monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
         dZ1 = dA1.copy()
-        hidden_backward(A1, dZ1, masks, np.empty_like(dZ1))
+        hidden_backward(A1, dZ1, masks, np.empty_like(dZ1), fused.kernels())
         results.append(dZ1)
     np.testing.assert_array_equal(results[1], results[0])
     expected = dA1 * (masks.M1 if rate else 1) * A1 * (1 - A1)
@@ -240,7 +240,7 @@ def test_the_compiled_thinning_is_bit_identical_to_numpy(dtype: type, monkeypatc
     results = []
     for kernels in ("numpy", ""):
         monkeypatch.setenv(fused.KERNELS_VARIABLE, kernels)
-        results.append(thin(X, masks.inputs, masks.input_scale, np.full_like(X, np.nan)))
+        results.append(thin(X, masks.inputs, masks.input_scale, np.full_like(X, np.nan), fused.kernels()))
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[0], thin_into(X, masks.inputs, masks.input_scale, np.empty_like(X)))
     assert (results[0] == 0).mean() == pytest.approx(0.3, abs=0.03)

@@ -172,10 +172,11 @@ def _bias_sigmoid_rows(A1: np.ndarray, b1: np.ndarray, rows: slice) -> None:
     inplace_sigmoid(block)  # A1 = sigmoid(Z1); Z1 is not needed again                       (n, h)
 
 
-def hidden_backward(A1: np.ndarray, dZ1: np.ndarray, masks: Masks, S: np.ndarray) -> None:
+def hidden_backward(A1: np.ndarray, dZ1: np.ndarray, masks: Masks, S: np.ndarray, fast: fused.Kernels | None) -> None:
     """dZ1 <- dA1 * M1 * A1 (1 - A1) in place (M1 = 1 without hidden dropout): through the mask,
-    then the sigmoid. In row blocks on every thread; one pass with ``nn.fused`` (bit-identical)."""
-    keep, fast = masks.hidden, fused.kernels()
+    then the sigmoid. In row blocks on every thread; one pass with ``fast`` (``fused.kernels()``,
+    bit-identical)."""
+    keep = masks.hidden
     one = (1.0,)
     if fast is not None and fused.fits(dZ1, A1) and keep is None:
         fused.run(fast.sigmoid_backward, (dZ1, A1), one)
@@ -205,9 +206,8 @@ def thin_into(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) ->
     return out
 
 
-def thin(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
-    """``thin_into`` in row blocks on every thread, or in one compiled pass (bit-identical)."""
-    fast = fused.kernels()
+def thin(A: np.ndarray, keep: np.ndarray, scale: float, out: np.ndarray, fast: fused.Kernels | None) -> np.ndarray:
+    """``thin_into`` in row blocks on every thread, or in one pass with ``fast`` (bit-identical)."""
     if fast is not None and fused.fits(out, A, keep):
         fused.run(fast.thin, (out, A, keep), (scale, 1.0, 0.0))
     else:
@@ -255,13 +255,14 @@ def output_delta(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers, fast: fused.Ke
     return float(buf.log_row_sum.sum() - buf.true_score.sum()) / B  # J
 
 
-def add_penalty(grad: np.ndarray, weight: np.ndarray, c: float, scratch: np.ndarray) -> None:
+def add_penalty(
+    grad: np.ndarray, weight: np.ndarray, c: float, scratch: np.ndarray, fast: fused.Kernels | None
+) -> None:
     """grad <- grad + c W (the L2 term's gradient, c = 2 lambda), in row blocks on every thread.
 
     In numpy two passes (``scratch = W c``, ``grad += scratch``); one with ``nn.fused``'s compiled
-    kernel, which computes the same two roundings per entry (bit-identical).
+    kernel (``fast``), which computes the same two roundings per entry (bit-identical).
     """
-    fast = fused.kernels()
     if fast is not None and fused.fits(grad, weight):
         fused.run(fast.add_scaled, (grad, weight), (c,))
     else:
@@ -295,24 +296,24 @@ def loss_and_gradients(
     masks = masks or NO_MASKS
     sizes_thin = {"B": sizes["B"], "d": sizes["d"], "h": sizes["h"]}  # the dropout buffers' sizes
 
+    fast = fused.kernels()  # the compiled kernels, or None: the numpy forms
     if masks.inputs is not None:  # X~ = X * M0 = (X * keep0) / (1 - p0)                        (B, d)
-        X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X)
-    fast = fused.kernels()
+        X = thin(X, masks.inputs, masks.input_scale, ws.get(InputMaskBuffers, sizes_thin, W1.dtype).X, fast)
     hidden_into(params, X, A1, fast)  # A1 = sigmoid(X @ W1 + b1)                               (B, h)
     H = A1  # A1~ = A1 * M1, or A1 without hidden dropout                                       (B, h)
     if masks.hidden is not None:
-        H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1)
+        H = thin(A1, masks.hidden, masks.hidden_scale, ws.get(HiddenMaskBuffers, sizes_thin, W1.dtype).A1, fast)
     scores_into(params, H, buf.A1W2, Z2)  # Z2 = A1~ @ W2 + b2                                 (B, k)
     loss = output_delta(Z2, y, buf, fast)  # J; Z2 <- dZ2 = (P - Y) / B, subnormals flushed     (B, k)
     dZ2 = Z2
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
     np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)
-    hidden_backward(A1, dZ1, masks, buf.S)  # dZ1 = dA1 * M1 * A1 * (1 - A1)                   (B, h)
+    hidden_backward(A1, dZ1, masks, buf.S, fast)  # dZ1 = dA1 * M1 * A1 * (1 - A1)             (B, h)
     np.matmul(X.T, dZ1, out=dW1)  # dW1 = X~.T @ dZ1                                           (d, h)
     np.matmul(buf.ones, dZ1, out=db1)  # db1 = 1^T dZ1: the row sum as a BLAS product          (h,)
     if l2 > 0.0:
         penalty = ws.get(L2Buffers, sizes, W1.dtype)
-        add_penalty(dW1, W1, 2.0 * l2, penalty.W1)  # dW1 += 2 lambda W1                         (d, h)
-        add_penalty(dW2, W2, 2.0 * l2, penalty.W2)  # dW2 += 2 lambda W2                         (h, k)
+        add_penalty(dW1, W1, 2.0 * l2, penalty.W1, fast)  # dW1 += 2 lambda W1                   (d, h)
+        add_penalty(dW2, W2, 2.0 * l2, penalty.W2, fast)  # dW2 += 2 lambda W2                   (h, k)
     return loss, Params(W1=dW1, b1=db1, W2=dW2, b2=db2)
