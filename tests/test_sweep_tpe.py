@@ -106,3 +106,30 @@ def test_tpe_proposes_from_the_results_once_past_its_random_start(tmp_path: Path
     informed = propose(spec, rows, 10)
     assert informed != propose(spec, [], 10)
     assert 0.01 <= informed["optimizer.lr"] <= 2.0 and informed["optimizer.name"] in ("sgd", "momentum")
+
+
+def test_a_base_config_edited_mid_search_changes_no_trial(mnist_data_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search fingerprints its base config when it starts and proposes every trial on that
+    read: an edit to the file after the first trial is recorded reaches none of the later ones."""
+    from mlp_cli.sweeps import records
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model": {"hidden": 8}}))
+    path = _sweep_file(tmp_path, trials=3)
+    document = yaml.safe_load(path.read_text())
+    document["config"] = str(base)
+    del document["set"]["model.hidden"]
+    path.write_text(yaml.safe_dump(document))
+    recorded = records.append_trial
+
+    def record_then_edit(sweep: Path, row: dict) -> None:
+        recorded(sweep, row)
+        base.write_text(yaml.safe_dump({"model": {"hidden": 9}}))  # after the first trial, before the next
+
+    monkeypatch.setattr(records, "append_trial", record_then_edit)
+    out = tmp_path / "sweep"
+    names = [row["trial"] for row in _sweep(path, mnist_data_dir, out)["trials"]]
+    assert len(names) == 3 and base.read_text().strip() == "model:\n  hidden: 9"
+    for name in names:
+        assert yaml.safe_load((out / "trials" / name / "config.yaml").read_text())["model"]["hidden"] == 8
