@@ -122,7 +122,8 @@ def _read_text(path: Path) -> str:
     from mlp_cli.record_files import read_record_text
 
     return read_record_text(path, MAX_CONFIG_BYTES, "config", error=ConfigError, too_large="a config is a few lines",
-                            not_found=f"config file {path} not found (the shipped ones are in configs/)")
+                            not_found=f"config file {path} not found (the shipped ones are in configs/)",
+                            follow_links=True)  # a config the user names: a link there is theirs
 
 
 def _load_yaml(text: str, what: str) -> Any:

@@ -2,15 +2,17 @@
 
 ``metrics.jsonl``, ``eval.json``, ``parent.json``, ``config.yaml`` and ``spec.yaml`` are read
 the same way: a regular file only (opened without blocking, so a FIFO put in its place is
-refused instead of hanging the reader; a link to ``/dev/zero`` is a device, refused too), at
-most ``max_bytes`` of it, as UTF-8, then parsed with nesting bounded (JSON and YAML parsers
-recurse once per level: 200 KB of ``[`` is a one-line error, not a RecursionError) and YAML
-without aliases. Each reader then checks its fields' types and ranges. Every failure is one
-``MlpError`` naming the file.
+refused instead of hanging the reader; a device such as ``/dev/zero`` is refused too), never
+through a symbolic link (the tool writes none: one in a run's place may point at any file, a
+secret among them), refused by its size before a byte is read, at most ``max_bytes`` of it, as
+UTF-8, then parsed with nesting bounded (JSON and YAML parsers recurse once per level: 200 KB of
+``[`` is a one-line error, not a RecursionError) and YAML without aliases. Each reader then
+checks its fields' types and ranges. Every failure is one ``MlpError`` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -21,10 +23,13 @@ from mlp_cli.errors import MlpError
 
 
 def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
-                     too_large: str = "not a record this tool wrote", not_found: str | None = None) -> str:
+                     too_large: str = "not a record this tool wrote", not_found: str | None = None,
+                     follow_links: bool = False) -> str:
     """The text of the file ``path`` (``what`` names it in errors: "eval record", "config"), every
-    failure one ``error``: the one bounded reader of the files the tool reads back, config files too."""
-    data = read_record_bytes(path, max_bytes, what, error=error, too_large=too_large, not_found=not_found)
+    failure one ``error``: the one bounded reader of the files the tool reads back, config files too
+    (``follow_links`` for a file the user names, such as a config: their link is theirs to make)."""
+    data = read_record_bytes(path, max_bytes, what, error=error, too_large=too_large, not_found=not_found,
+                             follow_links=follow_links)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -32,19 +37,27 @@ def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type
 
 
 def read_record_bytes(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
-                      too_large: str = "not a record this tool wrote", not_found: str | None = None) -> bytes:
+                      too_large: str = "not a record this tool wrote", not_found: str | None = None,
+                      follow_links: bool = False) -> bytes:
     """The bytes of the file ``path``, read as ``read_record_text`` reads (TensorBoard's event files)."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        descriptor = os.open(path, flags)
     except FileNotFoundError:
         raise error(not_found or f"{what} {path} not found") from None
     except OSError as err:
+        if err.errno == errno.ELOOP and not follow_links:
+            raise error(f"{what} {path} is a symbolic link; mlp reads only the files it wrote, not what a "
+                        "link points to: put the file itself there") from None
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
     try:
         with open(descriptor, "rb", closefd=True) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
                 raise error(f"{what} {path} is not a regular file")
+            if status.st_size > max_bytes:  # refused by its size, before reading it
+                raise error(f"{what} {path} is larger than {_size(max_bytes)}; {too_large}")
             data = handle.read(max_bytes + 1)
     except OSError as err:
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None

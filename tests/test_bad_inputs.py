@@ -293,7 +293,8 @@ def test_resume_with_a_different_architecture_is_refused_and_writes_nothing(
 
 def test_resume_with_a_mangled_metrics_file_names_it(good_checkpoint, mnist_data_dir):
     metrics = good_checkpoint.parent / "metrics.jsonl"
-    metrics.write_text('{"epoch": 1, "step": 20}\n{"epoch": 2, "st\n')
+    first = '{"epoch": 1, "step": 20, "train_loss": 0.5, "train_accuracy": 0.8}'  # a good row, then a torn one
+    metrics.write_text(first + '\n{"epoch": 2, "st\n')
 
     line = error_line(mlp("train", "--resume", good_checkpoint, "--data-dir", mnist_data_dir, "-q"), 1)
 

@@ -67,18 +67,36 @@ def test_a_run_name_that_would_leave_runs_or_is_too_long_is_refused_before_work(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"] and cache_is_empty()
 
 
+def _bad_row(**fields: object) -> str:
+    """A good row of epoch 2 with some fields replaced (None: removed)."""
+    row = {**json.loads(good_row(2)), **fields}
+    return json.dumps({key: value for key, value in row.items() if value is not None})
+
+
 @pytest.mark.parametrize(
     ("row", "fragment"),
     [
-        ('{"epoch": "two"}', "'epoch' = 'two' is not a whole number"),
-        ('{"epoch": 2, "dev_accuracy": "high"}', "'dev_accuracy' = 'high' is not a finite number"),
-        ('{"epoch": 2, "train_loss": NaN}', "'train_loss' = 'nan' is not a finite number"),
-        ('{"epoch": 2, "train_loss": true}', "'train_loss' = 'True' is not a finite number"),
+        (_bad_row(epoch="two"), "'epoch' = 'two' is not a whole number"),
+        (_bad_row(dev_accuracy="high"), "'dev_accuracy' = 'high' is not a number from 0 to 1"),
+        (_bad_row(dev_accuracy=1.5), "'dev_accuracy' = '1.5' is not a number from 0 to 1"),
+        (_bad_row(train_loss=float("nan")), "'train_loss' = 'nan' is not a number"),
+        (_bad_row(train_loss=True), "'train_loss' = 'True' is not a number"),
+        (_bad_row(step=None), "it has no 'step'"),
+        (_bad_row(step=2.5), "'step' = '2.5' is not a whole number"),
+        (_bad_row(lr=1e39), "'lr' = '1e+39' is not a number"),  # past float32, which the loggers write
+        (_bad_row(elapsed="abc"), "'elapsed' = 'abc' is not a number"),
+        (_bad_row(elapsed=-1e308), "'elapsed' = '-1e+308' is not a number"),
+        (_bad_row(elapsed=10**400), "'elapsed' = '" + "1" + "0" * 19 + "' is not a number"),
+        (_bad_row(stopped_early="yes"), "'stopped_early' = 'yes' is not true or false"),
+        (_bad_row(changes=[1, 2]), "'changes' is not a mapping"),
+        (_bad_row(changes={"a": 5}), "'changes' is not a mapping"),
         ('[1, 2]', "expected an object with an 'epoch'"),
         ('{"epoch": ' + "9" * 5000 + "}", "line 2 is not valid JSON"),
         ("[" * 100_000 + "]" * 100_000, "line 2 is not valid JSON"),
     ],
-    ids=["epoch-text", "accuracy-text", "nan", "bool", "not-object", "digits-5000", "nested-100000"],
+    ids=["epoch-text", "accuracy-text", "accuracy-past-1", "nan", "bool", "no-step", "step-fraction", "lr-past-float32",
+         "elapsed-text", "elapsed-negative", "elapsed-400-digits", "stopped-early-text", "changes-list",
+         "changes-not-pairs", "not-object", "digits-5000", "nested-100000"],
 )
 @pytest.mark.parametrize("how", ["terminal", "file"])
 def test_a_malformed_metrics_row_is_one_line(tmp_path, row, fragment, how):
@@ -130,3 +148,40 @@ def test_json_output_is_strict_even_when_scores_overflow(overflowing, mnist_data
         finished = run(*args)
         assert finished.code == 0, finished.output
         strict(finished.stdout)
+
+
+@pytest.mark.parametrize("record", ["metrics.jsonl", "config.yaml"])
+def test_a_record_that_is_a_link_is_refused_not_followed(tmp_path, record):
+    """A run's record linked to another file (a secret, say): refused by name, its target never read."""
+    run_dir = tmp_path / "run"
+    metrics_lines(run_dir / "metrics.jsonl", good_row(1), good_row(2))
+    (run_dir / "config.yaml").write_text("model:\n  hidden: 8\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("model:\n  hidden: 9\n" if record == "config.yaml" else good_row(1) + "\n")
+    (run_dir / record).unlink()
+    (run_dir / record).symlink_to(secret)
+
+    outcome = run("runs", run_dir, "--json")  # the table names the run's problem in its row
+
+    assert outcome.code == 0 and "Traceback" not in outcome.output, outcome.output
+    (row,) = strict(outcome.stdout)
+    assert f"{run_dir / record} is a symbolic link" in row["note"] and row["epochs"] == 0, row
+    if record == "metrics.jsonl":
+        line = run("plot", run_dir, "--terminal").error_line()
+        assert f"metrics file {run_dir / record} is a symbolic link" in line, line
+
+
+def test_a_huge_record_is_refused_by_its_size_before_it_is_read(tmp_path):
+    """A 2 GiB sparse metrics.jsonl: refused by its size; the reader's peak memory stays that of a
+    good run's (reading up to the 64 MiB limit first would add as much)."""
+    good, huge = tmp_path / "good", tmp_path / "huge"
+    metrics_lines(good / "metrics.jsonl", good_row(1), good_row(2))
+    huge.mkdir()
+    with open(huge / "metrics.jsonl", "wb") as handle:
+        handle.truncate(2 * GiB)
+
+    baseline, outcome = run("plot", good, "--terminal"), run("plot", huge, "--terminal")
+
+    assert baseline.code == 0, baseline.output
+    assert "larger than 64 MiB" in outcome.error_line() and outcome.code != 0
+    assert outcome.peak_mib < baseline.peak_mib + 32, (outcome.peak_mib, baseline.peak_mib)

@@ -77,23 +77,49 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 MAX_METRICS_BYTES = 64 << 20  # 100,000 epochs of ~300-byte rows fit in 30 MB
-_NUMBERS = ("step", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "lr", "seconds",
-            "examples_per_second")
+MAX_STEP = 10**15  # far past any run: 10^9 epochs of 60,000 one-image batches
+# Every number a row may hold, with its range: inside float32's (about 3.4e38), since the
+# loggers send rows on as float32, and no negative loss, rate or time.
+_RANGES = {"train_loss": (0.0, 1e30), "train_accuracy": (0.0, 1.0), "dev_loss": (0.0, 1e30),
+           "dev_accuracy": (0.0, 1.0), "lr": (0.0, 1e30), "seconds": (0.0, 1e12),
+           "examples_per_second": (0.0, 1e30), "elapsed": (0.0, 1e12)}
+_REQUIRED = ("step", "train_loss", "train_accuracy")  # what every reader of the rows uses; dev_* null without a dev set
 
 
 def _row_problem(row: Any) -> str | None:
     """Why ``row`` cannot be read as a metrics row, or None."""
     if not isinstance(row, dict) or "epoch" not in row:
         return "expected an object with an 'epoch'"
-    epoch = row["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= 10**9:
-        return f"'epoch' = {str(epoch)[:20]!r} is not a whole number"
-    for key in _NUMBERS:
+    missing = [key for key in _REQUIRED if key not in row]
+    if missing:
+        return f"it has no {missing[0]!r}"
+    for key, highest in (("epoch", 10**9), ("step", MAX_STEP)):
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= highest:
+            return f"{key!r} = {_shown(value)} is not a whole number from 0 to {highest:.0e}"
+    for key, (lowest, highest) in _RANGES.items():
         value = row.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not math.isfinite(value)):
-            return f"{key!r} = {str(value)[:20]!r} is not a finite number"
+        if value is None and key not in _REQUIRED:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lowest <= value <= highest:
+            return f"{key!r} = {_shown(value)} is not a number from {lowest:g} to {highest:g}"
+    if not isinstance(row.get("stopped_early", False), bool):
+        return f"'stopped_early' = {_shown(row['stopped_early'])} is not true or false"
+    return _changes_problem(row.get("changes"))
+
+
+def _changes_problem(changes: Any) -> str | None:
+    """``changes``, when present: {setting: [before, after]} (``state.changes``; a setting may be a list)."""
+    if changes is None:
+        return None
+    if not isinstance(changes, dict) or not all(isinstance(pair, list) and len(pair) == 2 for pair in changes.values()):
+        return "'changes' is not a mapping of settings to [before, after]"
     return None
+
+
+def _shown(value: Any) -> str:
+    """A value in an error: its first 20 characters (a record may hold anything)."""
+    return repr(str(value)[:20])
 
 
 def copy_metrics(source: str | Path, target: str | Path, last_epoch: int) -> None:
