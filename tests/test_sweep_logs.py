@@ -80,3 +80,32 @@ def test_every_trial_is_logged_with_its_settings(mnist_data_dir: Path, tmp_path:
     assert [c.data.tags["mlp.trial"] for c in children] == ["000-lr=0.5", "001-lr=1"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert [c.data.params["optimizer.lr"] for c in children] == ["0.5", "1.0"]
+
+
+def test_mlp_log_passes_over_a_trial_with_no_epoch_and_refuses_a_linked_trials_folder(mnist_data_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """A trial that diverged in its first epoch has no metrics.jsonl: named and passed over, the
+    others logged. A trials folder replaced by a link is refused before anything is logged."""
+    tiny = [arg.replace("optimizer.lr=0.5,1.0", "optimizer.lr=0.5,1e30") for arg in TINY]
+    out = tmp_path / "sweep"
+    done = runner.invoke(app, ["sweep", *tiny, "--jobs", "1", "--data-dir", str(mnist_data_dir), "--out", str(out),
+                               "-q"])
+    assert done.exit_code == 0, done.output
+    diverged, good = out / "trials" / "001-lr=1e+30", out / "trials" / "000-lr=0.5"
+    assert not (diverged / "metrics.jsonl").exists() and (good / "metrics.jsonl").is_file()
+
+    logged = runner.invoke(app, ["log", "tensorboard", str(out)])
+
+    assert logged.exit_code == 0, logged.output
+    assert f"{good}: 2 epochs logged to tensorboard" in logged.output
+    assert f"{diverged}: nothing to log" in logged.output
+    assert list(good.glob("events.out.tfevents.*")) and not list(diverged.glob("events.out.tfevents.*"))
+
+    moved = tmp_path / "elsewhere"
+    (out / "trials").rename(moved)
+    (out / "trials").symlink_to(moved)
+    for event_file in moved.glob("*/events.out.tfevents.*"):
+        event_file.unlink()
+    refused = runner.invoke(app, ["log", "tensorboard", str(out)])
+    assert refused.exit_code == 2 and f"{out / 'trials'} is a symbolic link" in refused.output, refused.output
+    assert not list(moved.glob("*/events.out.tfevents.*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,11 +28,20 @@ def log_command(
                                           autocompletion=complete_from(LOGGERS))],
     dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep directories.")],
 ) -> None:
-    """Log finished runs (or a sweep's trials) as if they had been trained with --log LOGGER."""
+    """Log finished runs (or a sweep's trials) as if they had been trained with --log LOGGER.
+
+    A sweep's trial that finished no epoch (it diverged in its first, say) has nothing to log: it
+    is named and passed over."""
     from mlp_cli.sweeps.records import is_sweep_dir, trial_dirs
     from mlp_cli.training.loggers.base import backfill
+    from mlp_cli.training.metrics import METRICS_FILE
 
-    runs = [trial for path in dirs for trial in (trial_dirs(path) if is_sweep_dir(path) else [path])]
-    for run_dir in runs:
+    runs: list[tuple[Path, bool]] = []  # (run directory, a sweep's trial?), every sweep listed before any logging
+    for path in dirs:
+        runs += [(trial, True) for trial in trial_dirs(path)] if is_sweep_dir(path) else [(path, False)]
+    for run_dir, is_trial in runs:
+        if is_trial and not os.path.lexists(run_dir / METRICS_FILE):
+            typer.echo(f"{run_dir}: nothing to log (it finished no epoch: no {METRICS_FILE})")
+            continue
         epochs = backfill(logger, run_dir, draw_curves)
         typer.echo(f"{run_dir}: {epochs} epochs logged to {logger}")

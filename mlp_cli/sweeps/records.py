@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_cli.atomic import append_line, atomic_write_text, file_kind, make_parents, naming
-from mlp_cli.errors import MlpError, RunDirError
+from mlp_cli.errors import MlpError, RunDirError, UsageError
 from mlp_cli.record_files import read_record_bytes, read_yaml_record
 
 SPEC_FILE = "spec.yaml"
@@ -48,9 +48,13 @@ def is_sweep_dir(path: Path) -> bool:
 
 
 def trial_dirs(sweep: Path) -> list[Path]:
-    """The trials' run directories, by name (links are not followed)."""
+    """The trials' run directories, by name (links are not followed: a trial that is a link is
+    left out, a trials folder that is one is an error, since every trial would be read through it)."""
     folder = sweep / TRIALS_DIR
-    if not folder.is_dir() or folder.is_symlink():
+    if folder.is_symlink():
+        raise UsageError(f"{folder} is a symbolic link; mlp reads only the folders its sweeps made, not what a "
+                         "link points to: put the folder itself there")
+    if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
 
