@@ -103,3 +103,32 @@ def test_numbers_out_of_range_in_the_metadata_are_refused(good, tmp_path):
     bad = meta_checkpoint(good, tmp_path / "bad.npz", json.dumps({**meta, "best_accuracy": 7.5}))
 
     refuse(["info", bad], "'best_accuracy' = 7.5; expected an accuracy in [0, 1]", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment", "command"),
+    [
+        ("changes", 5, "metadata 'changes' is not a list", "resume"),
+        ("changes", [{"epoch": 1, "step": 2, "settings": {"optimizer.lr": 5}}], "metadata 'changes' is not", "resume"),
+        ("changes", [{"epoch": -1, "step": 2, "settings": {}}], "metadata 'changes' is not", "info"),
+        ("rng", [1], "metadata 'rng' is not a mapping", "plot"),
+        ("rng", {"init": {"nested": True}}, "metadata 'rng' is not a mapping", "plot"),
+    ],
+    ids=["changes-number", "changes-not-pairs", "changes-negative-epoch", "rng-list", "rng-nested"],
+)
+def test_a_history_in_the_metadata_of_the_wrong_shape_is_refused(good, tmp_path, field, value, fragment, command):
+    """What resume carries on and plot reads (the settings changed on each resume, how the weights
+    were drawn): the wrong shape is one line when the checkpoint is read, not a traceback later."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(good) as archive:
+        meta = json.loads(bytes(np.load(archive.open("meta.npy"))))
+    bad = meta_checkpoint(good, tmp_path / "bad.npz", json.dumps({**meta, field: value}))
+    args = COMMANDS[command](bad, tmp_path)
+    if command == "plot":
+        args.append("--minus-init")
+
+    refuse(args, fragment, tmp_path)

@@ -230,6 +230,26 @@ def _check_meta(meta: dict[str, Any], bad: Any) -> None:
         Preprocessing.from_dict(meta["preprocessing"])
     except CheckpointError as err:
         raise bad(str(err)) from None
+    _check_history(meta, bad)
+
+
+def _check_history(meta: dict[str, Any], bad: Any) -> None:
+    """The optional records of how the run was drawn (``rng``) and changed (``changes``), which
+    resume carries on and plot reads (``training.state.checkpoint_meta``)."""
+    rng = meta.get("rng", {})
+    if not isinstance(rng, dict) or not all(isinstance(v, str) or _is_count(v) for v in rng.values()):
+        raise bad("metadata 'rng' is not a mapping of names to text or whole numbers")
+    changes = meta.get("changes", [])
+    if not isinstance(changes, list) or len(changes) > MAX_EPOCHS or not all(map(_is_change, changes)):
+        raise bad("metadata 'changes' is not a list of {epoch, step, settings: {key: [before, after]}}")
+
+
+def _is_change(change: Any) -> bool:
+    """One resume's record: where it took effect and the settings it changed, each [before, after]."""
+    if not isinstance(change, dict) or not _is_count(change.get("epoch")) or not _is_count(change.get("step")):
+        return False
+    settings = change.get("settings")
+    return isinstance(settings, dict) and all(isinstance(pair, list) and len(pair) == 2 for pair in settings.values())
 
 
 def _check_headers(headers: dict[str, npz.Member], config: dict[str, Any], bad: Any) -> tuple[np.dtype, int]:
