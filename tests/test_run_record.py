@@ -244,3 +244,15 @@ def test_two_quick_signals_always_end_with_a_line_naming_the_checkpoint(
     assert not any(line.startswith("error: ") for line in stderr.strip().splitlines())  # stopped, not failed
     assert f"--resume {out / 'last.npz'}" in stderr
     load_checkpoint(out / "last.npz")  # whole, whichever save the second signal met
+
+
+def test_overwrite_refuses_a_directory_in_a_products_place_before_removing_anything(v01: Path,
+                                                                                    mnist_data_dir: Path) -> None:
+    (v01 / "epoch-003.npz").mkdir()
+    before = {p.name: p.read_bytes() for p in v01.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+    line = error_line(mlp("train", "--out", v01, "--overwrite", "--epochs", "1", "--data-dir", mnist_data_dir, "-q"),
+                      2)
+
+    assert f"cannot overwrite {v01}: epoch-003.npz there is a directory" in line
+    assert {p.name: p.read_bytes() for p in v01.iterdir() if p.is_file() and not p.name.startswith(".")} == before

@@ -76,13 +76,16 @@ def make_run_dir(run_dir: Path) -> None:
 
 
 def clear_products(run_dir: Path) -> None:
-    """What ``--overwrite`` discards: every file a run writes."""
-    for name in PRODUCTS:
-        (run_dir / name).unlink(missing_ok=True)
-    for old in run_dir.glob("epoch-*.npz"):
-        old.unlink()
-    for old in event_files(run_dir):  # TensorBoard's (training/loggers/tensorboard.py)
-        old.unlink()
+    """What ``--overwrite`` discards: every file a run writes (a link in their place: the link).
+    A directory under one of their names is refused before anything is removed."""
+    doomed = [run_dir / name for name in PRODUCTS if os.path.lexists(run_dir / name)]
+    doomed += sorted(run_dir.glob("epoch-*.npz")) + event_files(run_dir)  # TensorBoard's (loggers/tensorboard.py)
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            raise RunDirError(f"cannot overwrite {run_dir}: {path.name} there is a directory, not a file a run "
+                              "writes; move it out of the run directory")
+    for path in doomed:
+        path.unlink(missing_ok=True)
 
 
 def event_files(run_dir: Path) -> list[Path]:
