@@ -19,3 +19,9 @@ def did_you_mean(word: str, options: Iterable[object]) -> str:
     lowered = {str(option).lower(): str(option) for option in options}
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
     return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escape sequences, a tab, a newline,
+    a bell) written out as its Python escape: what a record holds is shown, never obeyed."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

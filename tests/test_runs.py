@@ -206,3 +206,26 @@ def test_runs_into_a_pipe_are_tab_separated_and_columns_are_chosen_by_name(mnist
     assert typo.exit_code == 2 and "'optimzer' is not a column (did you mean optimizer?)" in typo.stderr
     assert json.loads(runner.invoke(app, ["runs", str(sweep), "--json"]).stdout)[0]["differing"].keys() == {
         "lr", "optimizer"}
+
+
+def test_runs_shows_what_a_sweep_record_says_without_obeying_it_or_following_its_links(tmp_path: Path) -> None:
+    """A trial folder replaced by a link is named, never read through; an error text holding
+    terminal escapes (set the title, clear the screen) is shown escaped, in the table and the TSV."""
+    sweep = tmp_path / "s"
+    make_run(sweep / "trials" / "000-lr=0.5", lr=0.5)
+    outside = make_run(tmp_path / "outside", lr=9.75)
+    (sweep / "trials" / "001-lr=1").symlink_to(outside)
+    append_trial(sweep, {"trial": "000-lr=0.5", "status": "ok"})
+    append_trial(sweep, {"trial": "001-lr=1", "status": "ok"})
+    append_trial(sweep, {"trial": "002-lr=2", "status": "failed", "error": "\x1b]0;PWNED\x07\x1b[2J"})
+
+    listed = runner.invoke(app, ["runs", str(sweep), "--json"])
+    table = {Path(r["name"]).name: r for r in json.loads(listed.stdout)}
+    assert table["000-lr=0.5"]["status"] == "finished"
+    assert table["001-lr=1"]["status"] == "failed" and "is a symbolic link" in table["001-lr=1"]["note"]
+    assert "9.75" not in listed.stdout
+
+    for env in ({}, {"COLUMNS": "250"}):  # tab-separated into a pipe; the rich table
+        shown = runner.invoke(app, ["runs", str(sweep)], env=env)
+        assert shown.exit_code == 0 and "\\x1b]0;PWNED\\x07\\x1b[2J" in shown.stdout, shown.stdout
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout

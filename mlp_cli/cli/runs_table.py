@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from mlp_cli.errors import UsageError
 from mlp_cli.sweeps.spec import short_key
-from mlp_cli.words import plural
+from mlp_cli.words import plural, printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -153,7 +153,7 @@ def rich_table(runs: list[RunInfo], columns: list[Column]) -> Table:
 
     folder = common_folder(runs)
     title = plural(len(runs), "run") + (f" in {folder}/" if folder else "")
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=escape(printable(title)), title_justify="left")
     for column in columns:
         wraps = column.name in ("run", "status")  # a long name or note wraps; numbers never
         table.add_column(escape(column.header), justify="left" if wraps else "right", no_wrap=not wraps,
@@ -163,20 +163,17 @@ def rich_table(runs: list[RunInfo], columns: list[Column]) -> Table:
         row = []
         for column in columns:
             if column.name == "run":
-                row.append(escape(display_name(run.name, folder)))
+                row.append(escape(printable(display_name(run.name, folder))))
             elif column.name == "status":
-                note = f" [dim]{escape(run.note)}[/]" if run.note else ""
+                note = f" [dim]{escape(printable(run.note))}[/]" if run.note else ""
                 row.append(f"[{COLOURS[run.status]}]{run.status}[/]{note}")
             else:
-                row.append(escape(column.cell(run)))
+                row.append(escape(printable(column.cell(run))))
         table.add_row(*row)
     return table
 
 
 def plain_lines(runs: list[RunInfo], columns: list[Column]) -> list[str]:
     """Tab-separated lines, a header first, nothing shortened: for a pipe or a file."""
-    def clean(text: str) -> str:  # a tab or a newline in a name would break the line into fields
-        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-    header = "\t".join(column.header for column in columns)
-    return [header, *("\t".join(clean(column.cell(run)) for column in columns) for run in runs)]
+    header = "\t".join(column.header for column in columns)  # a tab or newline in a cell would split its fields
+    return [header, *("\t".join(printable(column.cell(run)) for column in columns) for run in runs)]

@@ -89,6 +89,9 @@ def _sweep_runs(sweep: Path) -> list[tuple[Path, dict[str, Any] | None]]:
 def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
     """One run's row; problems become its note and a failed status."""
     info = RunInfo(name=str(path), status="failed")
+    if path.is_symlink():  # a sweep's trial named in trials.jsonl, its folder replaced by a link
+        info.note = f"{path} is a symbolic link; mlp reads only the folders it made, not what a link points to"
+        return info
     try:
         info.settings = _flatten(_read_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else {}
         planned = info.settings.get("train.epochs")

@@ -93,10 +93,10 @@ def _row_problem(row: Any) -> str | None:
     missing = [key for key in _REQUIRED if key not in row]
     if missing:
         return f"it has no {missing[0]!r}"
-    for key, highest in (("epoch", 10**9), ("step", MAX_STEP)):
+    for key, most in (("epoch", 10**9), ("step", MAX_STEP)):
         value = row[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= highest:
-            return f"{key!r} = {_shown(value)} is not a whole number from 0 to {highest:.0e}"
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+            return f"{key!r} = {_shown(value)} is not a whole number from 0 to {most:.0e}"
     for key, (lowest, highest) in _RANGES.items():
         value = row.get(key)
         if value is None and key not in _REQUIRED:
