@@ -11,6 +11,7 @@ from helpers import Losses, closed_port, mlp, synthetic_training_data, train_new
 pytest.importorskip("mlflow")  # the "mlflow" extra (mlflow-skinny); CI installs it (make setup)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from mlp_cli.config_file import load_config  # noqa: E402
 from mlp_cli.errors import ConfigError  # noqa: E402
 from mlp_cli.training.inputs import TrainingData  # noqa: E402
 from mlp_cli.training.loggers.base import EPOCH_TAGS  # noqa: E402
@@ -114,3 +115,160 @@ def test_mlp_train_and_mlp_log_send_the_curves_too(tmp_path: Path, store: Mlflow
     assert_metrics_match(store, again.info.run_id, tmp_path / "run")
     assert again.data.params == first.data.params
     assert {a.path for a in store.list_artifacts(again.info.run_id)} == {"config.yaml", "best.npz", "curves.png"}
+
+
+# -- what mlp log mlflow reads back from a run directory is checked before the store is touched --
+
+SECRET = "SECRET=hunter2"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, data: TrainingData) -> Path:
+    """A finished run trained without a logger (2 epochs, a last.npz), copied by ``run_copy``."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    settings: dict[str, Any] = {"run.log": [], "train.epochs": 2, "run.checkpoint_every": 1}
+    train_new(run_dir, data, **settings)
+    return run_dir
+
+
+def run_copy(finished: Path, where: Path) -> Path:
+    import shutil
+
+    shutil.copytree(finished, where / "run")
+    (where / "run" / ".lock").unlink(missing_ok=True)
+    return where / "run"
+
+
+def secret_file(tmp_path: Path) -> Path:
+    (tmp_path / "secret.txt").write_text(SECRET + "\n")
+    return tmp_path / "secret.txt"
+
+
+@pytest.mark.parametrize("planted", ["link to a checkpoint", "link to a secret", "64 MiB sparse", "not a checkpoint"])
+def test_log_sends_best_npz_only_from_a_checkpoint_file_it_can_read(tmp_path: Path, finished: Path, planted: str,
+                                                                      store: MlflowClient) -> None:
+    run_dir = run_copy(finished, tmp_path)
+    (run_dir / "best.npz").unlink()
+    if planted == "link to a checkpoint":  # a valid checkpoint, but not a file of this run directory
+        (run_dir / "best.npz").symlink_to(run_dir / "last.npz")
+    elif planted == "link to a secret":
+        (run_dir / "best.npz").symlink_to(secret_file(tmp_path))
+    elif planted == "64 MiB sparse":  # a 2 GiB one is refused as fast; this one fails fast without the bound
+        with open(run_dir / "best.npz", "wb") as handle:
+            handle.truncate(64 << 20)
+    else:
+        (run_dir / "best.npz").write_bytes(b"PK\x03\x04" + b"\0" * 1000)
+    done = mlp("log", "mlflow", run_dir)
+    assert done.exit_code == 1, done.output
+    [line] = done.stderr.strip().splitlines()
+    why = {"link to a checkpoint": "is a symbolic link", "link to a secret": "is a symbolic link",
+           "64 MiB sparse": "is larger than a checkpoint of this run's network (16 hidden units)",
+           "not a checkpoint": "is truncated or corrupt"}[planted]
+    assert line.startswith(f"error: checkpoint {run_dir / 'best.npz'} {why}") and line.endswith("not sent"), line
+    assert "hunter2" not in done.output
+    assert runs_of(store) == []  # nothing was created, nothing copied into the store
+
+
+@pytest.mark.parametrize(("planted", "why"), [
+    ("link", "is a symbolic link, not a regular file"),
+    (SECRET, "it holds a str, not a mapping of sections"),
+    ("model: {hidden: hunter2}", "model.hidden holds a str mlp does not accept there"),
+    ("hunter2: {a: 1}", "it has a section mlp does not know"),
+    ("model: {hunter2: 1}", "section model has a key mlp does not know"),
+    ("model: [hunter2", "it is not YAML text of at most 64 KiB"),
+])
+def test_a_bad_config_is_one_line_that_never_shows_its_values(tmp_path: Path, finished: Path, planted: str,
+                                                              why: str, store: MlflowClient) -> None:
+    run_dir = run_copy(finished, tmp_path)
+    (run_dir / "config.yaml").unlink()
+    if planted == "link":
+        (run_dir / "config.yaml").symlink_to(secret_file(tmp_path))
+    else:
+        (run_dir / "config.yaml").write_text(planted + "\n")
+    done = mlp("log", "mlflow", run_dir)
+    assert done.exit_code == 2, done.output
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: config {run_dir / 'config.yaml'} ") and why in line, line
+    assert "hunter2" not in done.output
+    assert runs_of(store) == []
+
+
+def test_the_config_artifact_is_the_validated_config_not_the_file(tmp_path: Path, finished: Path,
+                                                                 store: MlflowClient) -> None:
+    run_dir = run_copy(finished, tmp_path)
+    with open(run_dir / "config.yaml", "a") as handle:
+        handle.write(f"# {SECRET}\n")  # a comment: the config is valid, its text is not what is sent
+    done = mlp("log", "mlflow", run_dir)
+    assert done.exit_code == 0, done.output
+    [run] = runs_of(store)
+    sent = Path(store.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "hunter2" not in sent
+    assert load_config(Path(tmp_path) / "config.yaml") == load_config(run_dir / "config.yaml")
+
+
+@pytest.mark.parametrize(("planted", "why"), [
+    ("row", "metrics.jsonl line 1 is not a metrics row"),
+    ("record", "mlflow.json is a directory, not a regular file"),
+])
+def test_a_bad_record_is_named_before_any_mlflow_run_exists(tmp_path: Path, finished: Path, planted: str, why: str,
+                                                           store: MlflowClient) -> None:
+    run_dir = run_copy(finished, tmp_path)
+    if planted == "row":
+        (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    else:
+        (run_dir / "mlflow.json").mkdir()
+    for _ in range(2):  # each attempt: nothing left behind
+        done = mlp("log", "mlflow", run_dir)
+        assert done.exit_code == 2, done.output
+        [line] = done.stderr.strip().splitlines()
+        assert why in line and "could not log" not in line, line
+    assert runs_of(store) == []
+
+
+@pytest.mark.parametrize("planted", ["directory", "FIFO"])
+def test_a_resume_that_cannot_record_its_mlflow_run_creates_none(tmp_path: Path, finished: Path, planted: str,
+                                                                  data: TrainingData, store: MlflowClient) -> None:
+    import os
+
+    run_dir = run_copy(finished, tmp_path)
+    (run_dir / "mlflow.json").mkdir() if planted == "directory" else os.mkfifo(run_dir / "mlflow.json")
+    settings: dict[str, Any] = {"train.epochs": 3, "run.log": ["mlflow"]}
+    train_resumed(run_dir / "last.npz", data, **settings)
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]  # the training went on
+    assert runs_of(store) == []
+
+
+@pytest.mark.parametrize(("failure", "said"), [
+    ("store", "mlflow: could not log to file:"), ("bug", "mlflow: logging stopped by an unexpected KeyError"),
+])
+def test_a_failure_after_the_mlflow_run_was_created_ends_it_failed(tmp_path: Path, finished: Path, failure: str,
+                                                                  said: str, store: MlflowClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    def broken(*args: Any) -> None:
+        raise MlflowException("the store is full") if failure == "store" else KeyError(SECRET)
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", broken)
+    done = mlp("log", "mlflow", run_copy(finished, tmp_path))
+    assert done.exit_code == 1, done.output
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {said}") and "hunter2" not in line, line
+    [run] = runs_of(store)
+    assert run.info.status == "FAILED"
+
+
+def test_a_training_run_whose_best_npz_became_a_link_sends_it_not(tmp_path: Path, finished: Path,
+                                                                  store: MlflowClient) -> None:
+    from mlp_cli.training.loggers.base import RunStart
+    from mlp_cli.training.loggers.mlflow_logger import MlflowLogger
+
+    run_dir = run_copy(finished, tmp_path)
+    logger = MlflowLogger()
+    logger.begin(RunStart(load_config(run_dir / "config.yaml"), run_dir))
+    (run_dir / "best.npz").unlink()
+    (run_dir / "best.npz").symlink_to(secret_file(tmp_path))
+    problem = logger.close()
+    assert problem is not None and "best.npz is a symbolic link" in problem and "hunter2" not in problem
+    [run] = runs_of(store)
+    assert run.info.status == "FAILED" and store.list_artifacts(run.info.run_id) == []

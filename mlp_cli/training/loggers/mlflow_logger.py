@@ -10,26 +10,42 @@ starts a new MLflow run holding the history metrics.jsonl keeps.
 
 MLflow is imported only here, only when asked for (the ``mlflow`` extra: ``mlflow-skinny``). The
 tracking store never stops the training: the first failure (a server that cannot be reached)
-ends the logging, and ``close`` returns it as one line.
+ends the logging and the MLflow run, as FAILED, and ``close`` returns it as one line.
+
+What is sent is read from the run directory, so it is checked before the store is touched: the
+metrics rows, ``mlflow.json``'s place, and best.npz: a regular file, not a link (``O_NOFOLLOW``),
+no larger than a checkpoint of the run's network, copied and read as a checkpoint before it is
+sent. ``config.yaml`` goes as the validated config, never the raw file; its errors name keys and
+types, never values.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_cli.atomic import atomic_write_text
-from mlp_cli.errors import ConfigError, MlpError
-from mlp_cli.record_files import read_json_record
+from mlp_cli.atomic import atomic_write_text, check_destination, file_kind
+from mlp_cli.config import SECTIONS, build_config
+from mlp_cli.config_file import MAX_CONFIG_BYTES, load_config
+from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError, MlpError, UsageError
+from mlp_cli.nn.network import CLASSES, INPUTS
+from mlp_cli.record_files import read_json_record, read_yaml_record
+from mlp_cli.training import npz
+from mlp_cli.training.checkpoint import MAX_MEMBERS, MAX_META_BYTES, load_checkpoint
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
+from mlp_cli.training.run_dir import RunLock
 
 if TYPE_CHECKING:
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     from mlp_cli.config import Config
@@ -41,6 +57,8 @@ NO_URI = ("--log mlflow needs a tracking store: set MLFLOW_TRACKING_URI, e.g. ht
           "(an MLflow server), or file:///ABSOLUTE/PATH/mlruns with MLFLOW_ALLOW_FILE_STORE=true")
 INSTALL_HINT = "pip install -e '.[mlflow]' (in the mlp checkout), or pip install mlflow-skinny"
 BATCH_KEY = "batch_loss"
+RESTORE_CONFIG = "put back the config.yaml mlp train wrote there"
+_NOFOLLOW, _NONBLOCK = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_NONBLOCK", 0)
 
 
 def check() -> None:
@@ -68,9 +86,18 @@ class _Guarded:
             return
         try:
             action(*args)
+            return
+        except MlpError as err:  # a record or file of the run, named as such: not the store's fault
+            self.problem = f"mlflow: {err}; {self.advice}"
         except Exception as err:  # noqa: BLE001  any failure of the store (network, server, disk): log no more
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            self.problem = f"mlflow: could not log to {os.environ.get(URI_ENV)}: {first}; {self.advice}"
+            if isinstance(err, OSError) or type(err).__module__.startswith("mlflow"):
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                self.problem = f"mlflow: could not log to {os.environ.get(URI_ENV)}: {first}; {self.advice}"
+            else:  # not the store's: a bug, named by its type only (its text may quote a record)
+                self.problem = f"mlflow: logging stopped by an unexpected {type(err).__name__}; {self.advice}"
+        if self.client is not None and self.run_id is not None:  # nothing is left RUNNING
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(self.run_id, status="FAILED")
 
     def _connect(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
@@ -83,9 +110,11 @@ class _Guarded:
 
 
 class MlflowLogger(_Guarded, RunLogger):
-    def __init__(self) -> None:
+    def __init__(self, staged: list[Path] | None = None) -> None:
+        """``staged``: the artifacts, checked already (``mlp log``); else they are checked at close."""
         self._start: RunStart | None = None
         self._pending: list[tuple[int, float]] = []  # batch losses, sent with the epoch
+        self._staged = staged
 
     def begin(self, start: RunStart) -> None:
         self._start = start
@@ -107,9 +136,10 @@ class MlflowLogger(_Guarded, RunLogger):
         return self.problem
 
     def _open(self, start: RunStart) -> None:
+        rows = run_records(start.run_dir)  # what can be refused is refused before an MLflow run exists
+        check_destination(start.run_dir / RECORD_FILE)
         client, uri = self._connect(), os.environ[URI_ENV].strip()
         self.run_id = _continued_run(start, uri)
-        rows = read_metrics(start.run_dir / METRICS_FILE) if (start.run_dir / METRICS_FILE).exists() else []
         if self.run_id is not None:
             client.update_run(self.run_id, status="RUNNING")
             logged = {metric.step for metric in client.get_metric_history(self.run_id, "train_loss")}
@@ -130,8 +160,7 @@ class MlflowLogger(_Guarded, RunLogger):
             return
         now = int(time.time() * 1000)
         metrics = [Metric(BATCH_KEY, float(loss), now, step) for step, loss in self._pending]
-        metrics += [Metric(key, float(row[key]), now, int(row["step"]))
-                    for row in rows for key in EPOCH_TAGS if row.get(key) is not None]
+        metrics += epoch_metrics(rows, now)
         for at in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a call
             self.client.log_batch(self.run_id, metrics=metrics[at:at + 1000])
         self._pending = []
@@ -139,19 +168,12 @@ class MlflowLogger(_Guarded, RunLogger):
     def _finish(self, completed: bool) -> None:
         if self.client is None or self.run_id is None or self._start is None:
             return
-        run_dir = self._start.run_dir
-        for name in ("config.yaml", "best.npz"):
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        if self._start.draw_curves is not None and (run_dir / METRICS_FILE).exists():
-            with tempfile.TemporaryDirectory() as folder:
-                picture = Path(folder) / "curves.png"
-                try:
-                    self._start.draw_curves(run_dir, picture)
-                except MlpError:  # no matplotlib (the plot extra): the run goes without its picture
-                    pass
-                else:
-                    self.client.log_artifact(self.run_id, str(picture))
+        with tempfile.TemporaryDirectory() as folder:
+            start, staged = self._start, self._staged
+            if staged is None:  # a training run's: checked now that they are written
+                staged = stage_artifacts(start.run_dir, start.config, Path(folder), start.draw_curves)
+            for path in staged:
+                self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, status="FINISHED" if completed else "KILLED")
 
 
@@ -182,7 +204,7 @@ class SweepParent(_Guarded):
         """``directory``: the sweep's, as it was created (a taken name gets a -2)."""
         if self.client is not None and self.run_id is not None:
             if directory.is_dir() and self.problem is None:
-                _record(directory, os.environ[URI_ENV].strip(), self.run_id)
+                self._guard(_record, directory, os.environ[URI_ENV].strip(), self.run_id)
                 self._guard(self.client.set_tag, self.run_id, "mlp.sweep_dir", str(directory))
             self._guard(self.client.set_terminated, self.run_id, "FINISHED" if completed else "KILLED")
         return self.problem
@@ -236,20 +258,131 @@ def _text(value: Any) -> str:
 
 def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = None) -> int:
     """Log a finished run from its files (``mlp log mlflow``): a new MLflow run holding its
-    config, every epoch of metrics.jsonl and its artifacts. Returns the number of epochs."""
-    from mlp_cli.config_file import load_config
-    from mlp_cli.errors import MissingFileError
-
+    config, every epoch of metrics.jsonl and its artifacts. Everything is read and checked before
+    the MLflow run is created. Returns the number of epochs."""
     check()
     if not (run_dir / METRICS_FILE).is_file():
         raise MissingFileError(f"{run_dir} is not a run directory: it has no {METRICS_FILE}")
-    from mlp_cli.training.run_dir import RunLock
-
-    config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else load_config()
-    logger = MlflowLogger()
-    with RunLock(run_dir):
-        logger.begin(RunStart(config, run_dir, draw_curves=draw_curves))
+    with RunLock(run_dir), tempfile.TemporaryDirectory() as folder:
+        config = run_config(run_dir)
+        epochs = len(run_records(run_dir))
+        check_destination(run_dir / RECORD_FILE)
+        staged = stage_artifacts(run_dir, config or load_config(), Path(folder), draw_curves, config is not None)
+        logger = MlflowLogger(staged)
+        logger.begin(RunStart(config or load_config(), run_dir, draw_curves=draw_curves))
         problem = logger.close()
     if problem:
         raise MlpError(problem)
-    return len(read_metrics(run_dir / METRICS_FILE))
+    return epochs
+
+
+def run_records(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows (none without the file), checked by its reader (``training.metrics``:
+    a step and the losses in range in each); a bad record is a ``UsageError`` naming it."""
+    path = run_dir / METRICS_FILE
+    if not os.path.lexists(path):
+        return []
+    try:
+        return read_metrics(path)
+    except MlpError as err:
+        raise UsageError(f"{err}; mlp log sends only the records mlp train wrote") from None
+
+
+def epoch_metrics(rows: list[dict[str, Any]], now: int) -> list[Metric]:
+    """The rows' numbers as MLflow metrics at each row's step."""
+    from mlflow.entities import Metric
+
+    return [Metric(key, float(row[key]), now, int(row["step"]))
+            for row in rows for key in EPOCH_TAGS if row.get(key) is not None]
+
+
+def run_config(run_dir: Path) -> Config | None:
+    """The run's config.yaml, validated; None when there is none. Its values are never shown in an
+    error (a file in a run directory may hold anything, a secret too)."""
+    path = run_dir / "config.yaml"
+    if not os.path.lexists(path):
+        return None
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"config {path} is {file_kind(mode)}, not a regular file (mlp follows no link "
+                          f"it did not make); {RESTORE_CONFIG}")
+    try:
+        return load_config(path)
+    except ConfigError:
+        raise ConfigError(f"config {path} is not a config mlp can log: {_config_fault(path)} (its values "
+                          f"are not shown); {RESTORE_CONFIG}") from None
+
+
+def _config_fault(path: Path) -> str:
+    """What is wrong with a config that did not load: mlp's own names and the types found, no text."""
+    try:
+        raw = read_yaml_record(path, MAX_CONFIG_BYTES, "config")
+    except MlpError:
+        return f"it is not YAML text of at most {MAX_CONFIG_BYTES >> 10} KiB"
+    if not isinstance(raw, dict):
+        return f"it holds a {type(raw).__name__}, not a mapping of sections"
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            return "it has a section mlp does not know"
+        if values is not None and not isinstance(values, dict):
+            return f"section {section} holds a {type(values).__name__}, not a mapping of keys to values"
+        known = set(SECTIONS[section].__dataclass_fields__)  # type: ignore[attr-defined]
+        for key, value in (values or {}).items():
+            if key not in known:
+                return f"section {section} has a key mlp does not know"
+            try:
+                build_config({section: {key: value}})
+            except ConfigError:
+                return f"{section}.{key} holds a {type(value).__name__} mlp does not accept there"
+    return "its settings do not fit together"
+
+
+def stage_artifacts(run_dir: Path, config: Config, folder: Path, draw_curves: Callable[[Path, Path], None] | None,
+                    with_config: bool = True) -> list[Path]:
+    """The artifacts, written to ``folder`` (a fresh private directory): ``config`` as config.yaml
+    (``with_config``: the run had one), a checked copy of best.npz, and the learning curves."""
+    if with_config:
+        (folder / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    staged = [folder / "config.yaml"] if with_config else []
+    if os.path.lexists(run_dir / "best.npz"):
+        staged.append(_checked_checkpoint(run_dir / "best.npz", folder / "best.npz", config.model.hidden))
+    if draw_curves is not None and (run_dir / METRICS_FILE).exists():
+        with contextlib.suppress(MlpError):  # no matplotlib (the plot extra): the run goes without its picture
+            draw_curves(run_dir, folder / "curves.png")
+            staged.append(folder / "curves.png")
+    return staged
+
+
+def checkpoint_limit(hidden: int) -> int:
+    """The most bytes a checkpoint of ``hidden`` units can take: its parameters and as many optimiser
+    arrays as the reader admits, each at most W1's size, in float64, its metadata and headers."""
+    params, W1 = INPUTS * hidden + hidden + hidden * CLASSES + CLASSES, INPUTS * hidden
+    return 8 * (params + (MAX_MEMBERS - 5) * W1) + MAX_META_BYTES + MAX_MEMBERS * (npz.MAX_HEADER + 1024)
+
+
+def _checked_checkpoint(source: Path, target: Path, hidden: int) -> Path:
+    """``source`` copied to ``target`` (a regular file, never through a link, at most the size a
+    checkpoint of the run's network can be), then read as a checkpoint."""
+    limit = checkpoint_limit(hidden)
+    try:
+        descriptor = os.open(source, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    except OSError as err:
+        why = "is a symbolic link (mlp follows no link it did not make)" if err.errno == errno.ELOOP else \
+            f"cannot be read ({err.strerror or err})"
+        raise CheckpointError(f"checkpoint {source} {why}; not sent") from None
+    with open(descriptor, "rb") as handle, open(target, "xb") as copy:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            raise CheckpointError(f"checkpoint {source} is {file_kind(found.st_mode)}, not a regular file; not sent")
+        copied = 0
+        while found.st_size <= limit and (block := handle.read(min(1 << 20, limit + 1 - copied))):
+            copied += len(block)  # counted too: the file may grow while it is copied
+            copy.write(block)
+        if max(copied, found.st_size) > limit:
+            raise CheckpointError(f"checkpoint {source} is larger than a checkpoint of this run's network "
+                                  f"({hidden} hidden units) can be ({limit} bytes); not sent")
+    try:
+        load_checkpoint(target)
+    except MlpError as err:
+        raise CheckpointError(str(err).replace(str(target), str(source)) + "; not sent") from None
+    return target
