@@ -257,3 +257,121 @@ def test_mlp_log_refuses_what_is_not_a_finished_run(tmp_path: Path, data: Traini
     os.mkfifo(tmp_path / "run" / "events.out.tfevents.1.host.1.mlp")  # hostile: must not hang the reader
     done = mlp("log", "tensorboard", tmp_path / "run")
     assert done.exit_code == 1 and done.stderr.strip().endswith("is not a regular file"), done.output
+
+
+# --------------------------------------------------------------------------------------------
+# Event files as input: malformed, huge or hostile ones are one-line errors, in bounded time
+
+
+def test_a_varint_is_read_in_at_most_ten_bytes() -> None:
+    assert events._read_varint(events._varint(2**64 - 1), 0) == (2**64 - 1, 10)
+    for data, reason in [(b"\xff" * 1_000_000 + b"\x01", "longer than 10 bytes"),
+                         (b"\xff" * 9 + b"\x7f", "beyond 64 bits"), (b"\xff" * 3, "truncated")]:
+        with pytest.raises(events.MalformedEvent, match=reason):
+            events._read_varint(data, 0)
+
+
+def test_the_numpy_crc_is_the_bytewise_crc() -> None:
+    assert events.crc32c(b"123456789") == 0xE3069283  # the check value of CRC-32C
+    rng = np.random.default_rng(0)
+    for size in [0, 1, 63, 64, 65, 8191, 8192, 8193, 70_001, 1 << 18]:
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert events.crc32c_chunked(data) == events.crc32c_bytewise(data), size
+
+
+def _run_with_record(tmp_path: Path, data: TrainingData, payload: bytes) -> Path:
+    train_new(tmp_path / "run", data, **{"train.epochs": 2})
+    with open(event_files(tmp_path / "run")[0], "ab") as handle:
+        handle.write(events.frame(payload))  # a valid CRC around bytes that are no Event
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("payload", [events._key(1, 0) + b"\xff" * 12 + b"\x01", bytes([0x0B]) + b"abc", b"\x08\xff",
+                                     events._key(2, 0) + b"\xff" * 100_000 + b"\x01", events._bytes(5, b"\x0a\x05ab")],
+                         ids=["overflow", "wire-type-3", "truncated", "long-varint", "field-past-end"])
+def test_a_malformed_event_is_one_line_naming_the_file(tmp_path: Path, data: TrainingData, payload: bytes) -> None:
+    from helpers import mlp
+
+    from mlp_cli.errors import MlpError
+
+    run = _run_with_record(tmp_path, data, payload)
+    [path] = event_files(run)
+    done = mlp("log", "tensorboard", run)
+    assert done.exit_code == 1 and "not a TensorBoard event" in done.stderr and path.name in done.stderr, done.output
+    with pytest.raises(MlpError, match="not a TensorBoard event"):
+        train_resumed(run / "last.npz", data, **{"train.epochs": 3})
+
+
+def test_event_files_too_large_are_refused_before_any_is_read(tmp_path: Path, data: TrainingData,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import mlp
+
+    from mlp_cli.training.loggers import tensorboard
+
+    train_new(tmp_path / "run", data, **{"train.epochs": 2})
+    os.truncate(event_files(tmp_path / "run")[0], 2 << 30)  # sparse: 2 GB on paper
+    monkeypatch.setattr(tensorboard, "read_record_bytes", lambda *a, **k: pytest.fail("read"))
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 1 and "2048 MiB, more than the 48 MiB" in done.stderr, done.output
+
+
+def test_a_huge_record_is_checked_quickly(tmp_path: Path, data: TrainingData) -> None:
+    import time
+
+    run = _run_with_record(tmp_path, data, events._bytes(7, b"a" * (32 << 20)))  # a field no reader uses
+    start = time.perf_counter()
+    assert len(tensorboard_read(run)) > 0
+    assert time.perf_counter() - start < 2  # byte by byte in Python: about 4 s; in numpy: 0.3 s
+
+
+def tensorboard_read(run: Path) -> list[events.Event]:
+    from mlp_cli.training.loggers.tensorboard import read_events
+
+    return read_events(event_files(run))
+
+
+def test_the_backfilled_config_is_validated(tmp_path: Path, data: TrainingData) -> None:
+    from helpers import mlp
+
+    train_new(tmp_path / "run", data, **{"run.log": [], "train.epochs": 1})
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text('data:\n  x: "\\ud800"\n')
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 2 and "unknown key 'data.x'" in done.stderr and event_files(tmp_path / "run") == []
+    (tmp_path / "secret.yaml").write_text("data:\n  password: hunter2\n")
+    saved.unlink()
+    saved.symlink_to(tmp_path / "secret.yaml")
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code != 0 and "symbolic link" in done.stderr and event_files(tmp_path / "run") == []
+    saved.unlink()
+    saved.write_text("data:\n  limit: " + "9" * 400 + "\n")  # past any dataset, and a double
+    done = mlp("log", "tensorboard", tmp_path / "run")
+    assert done.exit_code == 2 and "data.limit" in done.stderr and event_files(tmp_path / "run") == []
+
+
+def test_foreign_names_in_the_run_are_refused_or_left_alone(tmp_path: Path, data: TrainingData) -> None:
+    from helpers import mlp
+
+    from mlp_cli.errors import OutputPathError
+    from mlp_cli.training.loggers.tensorboard import new_file_name, remove_event_files
+
+    run = tmp_path / "run"
+    train_new(run, data, **{"train.epochs": 1})
+    (run / ".tensorboard-history.999.tmp").mkdir()  # not a half-written file of ours: left alone
+    (run / f".tensorboard-history.{os.getpid()}.tmp").mkdir()  # where this process writes: refused
+    done = mlp("log", "tensorboard", run)
+    assert done.exit_code == 2 and "is in the way" in done.stderr, done.output
+    (run / f".tensorboard-history.{os.getpid()}.tmp").rmdir()
+    assert mlp("log", "tensorboard", run).exit_code == 0 and (run / ".tensorboard-history.999.tmp").is_dir()
+    for odd in ["0²³", "0" + "9" * 225]:
+        (run / f"events.out.tfevents.{odd}.x").touch()
+        assert new_file_name(run) > max(p.name for p in event_files(run))
+        (run / f"events.out.tfevents.{odd}.x").unlink()
+    (run / "events.out.tfevents.99999999999.x").touch()  # TensorBoard would read it after a new one
+    with pytest.raises(OutputPathError, match="99999999999"):
+        new_file_name(run)
+    (run / "events.out.tfevents.99999999999.x").rename(run / "events.out.tfevents.123.evil")
+    (run / "events.out.tfevents.124.evil").mkdir()
+    with pytest.raises(OutputPathError, match="not a regular file"):
+        remove_event_files(run)
+    assert (run / "events.out.tfevents.124.evil").is_dir()

@@ -18,17 +18,21 @@ run trained without logging the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlp_cli.atomic import naming
+from mlp_cli.config import TrainConfig
+from mlp_cli.errors import ConfigError, MlpError, OutputPathError
 from mlp_cli.record_files import read_record_bytes, read_yaml_record
 from mlp_cli.training.loggers import events
-from mlp_cli.training.loggers.base import BATCH_TAG, RunLogger, RunStart, epoch_values, flat_settings
+from mlp_cli.training.loggers.base import BATCH_TAG, EPOCH_TAGS, RunLogger, RunStart, epoch_values, flat_settings
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 from mlp_cli.training.run_dir import event_files
 
@@ -36,28 +40,66 @@ if TYPE_CHECKING:
     from mlp_cli.training.metrics import EpochMetrics
 
 CONFIG_TAG, CHANGES_TAG = "config", "resume/changes"
-MAX_EVENTS_BYTES = 256 << 20  # 48 bytes an event: a million batch losses fit in 50 MB
+MAX_EPOCHS = next(f.metadata["hi"] for f in dataclasses.fields(TrainConfig) if f.name == "epochs")  # 100,000
+# The most bytes of events one epoch logs (EPOCH_TAGS at the largest step a varint holds): 341.
+EPOCH_BYTES = sum(len(events.frame(events.scalar_event(0.0, 2**63 - 1, tag, 0.0))) for tag in EPOCH_TAGS.values())
+# A run's event files together, read back whole: every epoch of the longest run config.py allows
+# (100,000 epochs: 34 MB), and 16 MiB more for the header, resume notes and the batch losses
+# (48 bytes each: about 350,000 of them; a run logging more than that, batch_size 1 and
+# log_every 1 for weeks, cannot be resumed with --log tensorboard). Reading costs 10-20 us an
+# event (measured), so this bounds reading to ~20 s at worst (a cap full of the smallest events);
+# the CRC of one record as large as the cap takes under a second.
+MAX_EVENTS_BYTES = MAX_EPOCHS * EPOCH_BYTES + (16 << 20)
 _TMP_PREFIX = ".tensorboard-history."  # no "tfevents" in it: TensorBoard never reads a half-written one
 
 
 def remove_event_files(run_dir: Path) -> None:
     for path in event_files(run_dir):
-        path.unlink()
+        if _regular_size(path) is None:
+            raise OutputPathError(f"{path} is named like a TensorBoard event file but is not a regular file "
+                                  "(a directory, link or device the tool did not write); move it out of the run")
+        path.unlink(missing_ok=True)
+
+
+def _regular_size(path: Path) -> int | None:
+    """``path``'s size if it is a regular file (a link is not followed), else None."""
+    try:
+        status = path.lstat()
+    except FileNotFoundError:  # gone since it was listed
+        return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def read_events(paths: list[Path], upto_step: int | None = None) -> list[events.Event]:
     """The events of ``paths`` in order, each (tag, step) once, none past ``upto_step``."""
+    total = 0  # sizes first: nothing is read of files too large
+    for path in paths:
+        size = _regular_size(path)
+        if size is None:
+            raise MlpError(f"event file {path} is not a regular file")
+        total += size
+    if total > MAX_EVENTS_BYTES:
+        raise MlpError(f"the event files {', '.join(map(str, paths))} hold {total >> 20} MiB, more than the "
+                       f"{MAX_EVENTS_BYTES >> 20} MiB this tool writes; move them out of the run")
     seen: set[tuple[str | None, int]] = set()
     kept = []
     for path in paths:
-        for data in events.read_records(read_record_bytes(path, MAX_EVENTS_BYTES, "event file")):
-            event = events.parse_event(data)
+        for event in _parsed(path):
             key = (event.tag, event.step)
             if event.tag is None or key in seen or (upto_step is not None and event.step > upto_step):
                 continue
             seen.add(key)
             kept.append(event)
     return kept
+
+
+def _parsed(path: Path) -> list[events.Event]:
+    blob = read_record_bytes(path, MAX_EVENTS_BYTES, "event file")
+    try:
+        return [events.parse_event(data) for data in events.read_records(blob)]
+    except events.MalformedEvent as err:
+        raise MlpError(f"event file {path} holds a record that is not a TensorBoard event ({err}); move the "
+                       "file out of the run (mlp log tensorboard rebuilds the curves from metrics.jsonl)") from None
 
 
 class TensorBoardLogger(RunLogger):
@@ -183,11 +225,18 @@ def _replace_event_files(run_dir: Path, records: list[bytes]) -> Path | None:
         return None
     target = old[0] if old else run_dir / new_file_name(run_dir)
     data = events.frame(events.file_version_event(time.time())) + b"".join(map(events.frame, records))
-    for orphan in run_dir.glob(f"{_TMP_PREFIX}*"):  # a rewrite killed half-way
-        orphan.unlink(missing_ok=True)
+    for orphan in run_dir.glob(f"{_TMP_PREFIX}*"):  # a rewrite killed half-way (only files: ours)
+        if stat.S_ISREG(orphan.lstat().st_mode):
+            orphan.unlink(missing_ok=True)
     tmp = run_dir / f"{_TMP_PREFIX}{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as handle:
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        raise OutputPathError(f"{tmp} is in the way (not a file this tool wrote); move it out of the run") from None
+    except OSError as err:
+        raise naming(err, tmp) from err
+    try:
+        with open(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -203,27 +252,40 @@ def _replace_event_files(run_dir: Path, records: list[bytes]) -> Path | None:
 
 def new_file_name(run_dir: Path) -> str:
     """A name that sorts after the run's existing event files (TensorBoard reads them by name)."""
-    stamps = [int(part) for path in event_files(run_dir)
-              for part in path.name.split(".")[3:4] if part.isdigit()]
+    existing = event_files(run_dir)
+    stamps = [int(part) for path in existing for part in path.name.split(".")[3:4]
+              if part.isascii() and part.isdigit() and len(part) <= 10]  # ours: seconds, 10 digits
     stamp = max([int(time.time()), *[s + 1 for s in stamps]])
-    host = socket.gethostname().replace(".", "-") or "host"
-    return f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.mlp"
+    host = (socket.gethostname().replace(".", "-") or "host")[:64]
+    name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.mlp"
+    if existing and name <= existing[-1].name:
+        raise OutputPathError(f"{existing[-1]} is not an event file this tool named, and TensorBoard would read "
+                              "it after the new one; rename or remove it")
+    return name
 
 
 def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = None) -> int:
     """Write ``run_dir``'s event files from its metrics.jsonl and config.yaml (a run trained
     without ``--log tensorboard``; events already there are kept, none twice). Taken under the
     run's lock, so a run being trained is refused. Returns the number of epochs in the stream."""
-    from mlp_cli.config_file import MAX_CONFIG_BYTES
     from mlp_cli.errors import MissingFileError
     from mlp_cli.training.run_dir import RunLock
 
     if not (run_dir / METRICS_FILE).is_file():
         raise MissingFileError(f"{run_dir} is not a run directory: it has no {METRICS_FILE}")
     saved = run_dir / "config.yaml"
-    raw = read_yaml_record(saved, MAX_CONFIG_BYTES, "config") if saved.exists() else {}
-    raw = raw if isinstance(raw, dict) else {}
-    config = {str(section): values for section, values in raw.items() if isinstance(values, dict)}
+    config = _saved_config(saved) if os.path.lexists(saved) else None
     with RunLock(run_dir):
         rewrite_history(run_dir, run_dir, None, config)
     return len(read_metrics(run_dir / METRICS_FILE))
+
+
+def _saved_config(saved: Path) -> dict[str, dict[str, Any]]:
+    """The run's config.yaml, validated as a config file is (it becomes the header events)."""
+    from mlp_cli.config_file import MAX_CONFIG_BYTES, load_config
+
+    raw = read_yaml_record(saved, MAX_CONFIG_BYTES, "config")
+    try:
+        return load_config(base=raw).to_dict()
+    except ConfigError as err:
+        raise ConfigError(f"config {saved}: {err}") from None
