@@ -29,6 +29,9 @@ INITS = ("normal", "xavier", "glorot")
 DTYPES = ("float32", "float64")
 
 
+MAX_COUNT = 10**9  # rows, batch sizes, steps: far past any dataset (a 400-digit number is a typo, not a setting)
+
+
 def _range(
     lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
 ) -> dict:
@@ -42,10 +45,10 @@ def _choices(*options: str) -> dict:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = field(default="mnist", metadata=_choices(*DATASETS))  # the registry's names
-    dev_size: int = field(default=10_000, metadata=_range(0))
+    dev_size: int = field(default=10_000, metadata=_range(0, MAX_COUNT))
     split_seed: int = field(default=100, metadata=_range(0, 2**32 - 1))
     preprocess: str = field(default="standardize", metadata=_choices(*PREPROCESSING))
-    limit: int | None = field(default=None, metadata=_range(1))  # use only the first N train rows
+    limit: int | None = field(default=None, metadata=_range(1, MAX_COUNT))  # use only the first N train rows
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = field(default=30, metadata=_range(1, 100_000))
-    batch_size: int = field(default=1000, metadata=_range(1))
+    batch_size: int = field(default=1000, metadata=_range(1, MAX_COUNT))
     seed: int = field(default=0, metadata=_range(0, 2**32 - 1))
     shuffle: bool = True
     l2: float = field(default=0.0, metadata=_range(0.0))
@@ -86,13 +89,13 @@ class ScheduleConfig:
     """The schedule (one of mlp_cli.nn.registry.SCHEDULES) and every field one of them reads."""
 
     name: str = field(default="constant", metadata=_choices(*SCHEDULES))
-    step_size: int = field(default=10, metadata=_range(1))
+    step_size: int = field(default=10, metadata=_range(1, MAX_COUNT))
     gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
     min_lr: float = field(default=0.0, metadata=_range(0.0))
-    warmup_epochs: int = field(default=0, metadata=_range(0))
+    warmup_epochs: int = field(default=0, metadata=_range(0, 100_000))
     # plateau: multiply the rate by plateau_factor once dev accuracy has not risen by more than
     # plateau_min_delta for plateau_patience epochs in a row (never below min_lr)
-    plateau_patience: int = field(default=5, metadata=_range(1))
+    plateau_patience: int = field(default=5, metadata=_range(1, 100_000))
     plateau_factor: float = field(default=0.5, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))
     plateau_min_delta: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
