@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     if head != ZIP_MAGIC:  # checked here: numpy would take any other file for a pickle
-        what = "is empty (0 bytes)" if not head else f"is not a .npz archive (it starts with {head!r})"
+        what = "is empty (0 bytes)" if not head else "is not a .npz archive (not a zip file)"  # its bytes never shown
         raise CheckpointError(f"checkpoint {path} {what}")
 
     def bad(reason: str) -> CheckpointError:
