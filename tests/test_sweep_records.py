@@ -264,3 +264,15 @@ def test_a_checkpoint_of_another_config_in_a_trial_directory_is_trained_over_not
     assert rows_of(mine)["000"]["status"] == "ok"
     for name in ("last.npz", "best.npz"):
         assert load_checkpoint(mine / "trials" / "000" / name).params.W1.shape == (784, 16)
+
+
+def test_a_whole_row_without_its_newline_is_torn_for_the_reader_as_for_the_writer(tmp_path):
+    """The writer cuts off a last line without its newline before appending: the reader must not
+    count it either (a trial read as done, then cut off, would vanish from the record)."""
+    first, second = ({"trial": name, "status": "ok", "index": i} for i, name in enumerate(NAMES))
+    path = tmp_path / records.TRIALS_FILE
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second))  # valid JSON, its newline never written
+
+    assert [row["trial"] for row in read_trials(tmp_path)] == [NAMES[0]]
+    records.append_trial(tmp_path, {"trial": NAMES[1], "status": "ok", "index": 1})
+    assert [row["trial"] for row in read_trials(tmp_path)] == list(NAMES)

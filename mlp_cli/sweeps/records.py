@@ -208,7 +208,8 @@ def _read_lines(path: Path) -> list[str]:
     if path.is_symlink():
         raise MlpError(f"{path} is a link, not a regular file; remove it (or choose another sweep directory)")
     data = read_record_bytes(path, MAX_BYTES, "sweep record", too_large="not a sweep's record")
-    return data.decode("utf-8", errors="replace").splitlines()
+    whole = data[: data.rfind(b"\n") + 1]  # a last line without its newline is torn: the next append cuts it off
+    return whole.decode("utf-8", errors="replace").splitlines()
 
 
 def _is_name(value: Any) -> bool:
