@@ -150,7 +150,7 @@ _LOADER: Any = None
 
 
 def _loader() -> Any:
-    """SafeLoader less timestamps, refusing aliases (built once, on first use)."""
+    """SafeLoader less timestamps, refusing aliases and a key given twice (built once, on first use)."""
     global _LOADER
     if _LOADER is None:
         import yaml
@@ -163,6 +163,16 @@ def _loader() -> Any:
                         None, None, "aliases (*name) are not allowed in a config", mark
                     )
                 return super().compose_node(parent, index)
+
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                seen: set[Any] = set()  # PyYAML keeps the last of two equal keys: the first would do nothing
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    if isinstance(key, str | int | float | bool) and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"the key {str(key)[:40]!r} is given twice; keep one", key_node.start_mark)
+                    seen.add(key if isinstance(key, str | int | float | bool) else id(key_node))
+                return super().construct_mapping(node, deep)
 
         Loader.yaml_implicit_resolvers = {
             first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]

@@ -39,6 +39,19 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     assert f"config {bomb} line 4, column 9" in line  # the first alias, *a
 
 
+@pytest.mark.parametrize(("text", "where"), [
+    ("model:\n  hidden: 8\n  hidden: 9\n", "line 3, column 3: YAML syntax error: the key 'hidden' is given twice"),
+    ("model:\n  hidden: 8\nmodel:\n  init: xavier\n", "line 3, column 1: YAML syntax error: the key 'model' is given"),
+], ids=["key", "section"])
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path, text, where):
+    """PyYAML keeps the last of two equal keys: the first would be a setting that does nothing."""
+    config = tmp_path / "twice.yaml"
+    config.write_text(text)
+
+    line = refused(train("--config", config), 2, where)
+    assert f"config {config}" in line
+
+
 def test_an_alias_in_a_set_value_is_refused(tmp_path):
     refused(train("--set", "model.hidden=[&a [1, 1], *a, *a]"), 2, "--set model.hidden")
 
