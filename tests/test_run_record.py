@@ -256,3 +256,25 @@ def test_overwrite_refuses_a_directory_in_a_products_place_before_removing_anyth
 
     assert f"cannot overwrite {v01}: epoch-003.npz there is a directory" in line
     assert {p.name: p.read_bytes() for p in v01.iterdir() if p.is_file() and not p.name.startswith(".")} == before
+
+
+@pytest.mark.parametrize("product", ["best.npz", "metrics.jsonl"])
+def test_a_resume_refuses_a_product_that_is_not_a_file_before_training(v01: Path, mnist_data_dir: Path,
+                                                                      product: str) -> None:
+    """best.npz a FIFO (replaced at the first better epoch), metrics.jsonl a directory: refused at
+    once, by name, with nothing trained (it was an epoch's work, then a refusal)."""
+    (v01 / product).unlink()
+    os.mkfifo(v01 / product) if product == "best.npz" else (v01 / product).mkdir()
+    before = {p.name: p.read_bytes() for p in v01.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+    line = error_line(mlp("train", "--resume", v01 / "last.npz", "--epochs", "5", "--data-dir", mnist_data_dir, "-q"),
+                      2)
+
+    kind = "a FIFO" if product == "best.npz" else "a directory"
+    assert f"{v01 / product} is {kind}, not a regular file" in line, line
+    assert {p.name: p.read_bytes() for p in v01.iterdir() if p.is_file() and not p.name.startswith(".")} == before
+    if product == "metrics.jsonl":  # read, it is named as what it is (not as a run directory without metrics)
+        from mlp_cli.errors import MlpError
+
+        with pytest.raises(MlpError, match=f"metrics file {v01 / product}: Is a directory"):
+            read_metrics(v01 / product)

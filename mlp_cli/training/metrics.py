@@ -58,7 +58,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path} not found: expected a run directory or its {METRICS_FILE}")
-    if path.is_dir():
+    if path.is_dir() and path.name != METRICS_FILE:  # a run directory; a directory named so is refused below
         path = path / METRICS_FILE
     elif path.suffix == ".npz":
         raise MlpError(f"{path} is a checkpoint, not a run's metrics: give its run directory "

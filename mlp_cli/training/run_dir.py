@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlp_cli.atomic import atomic_write_text, make_parents
+from mlp_cli.atomic import atomic_write_text, check_destination, make_parents
 from mlp_cli.errors import MlpError, RunDirError
 from mlp_cli.record_files import read_json_record
 from mlp_cli.training.metrics import METRICS_FILE
@@ -86,6 +86,13 @@ def clear_products(run_dir: Path) -> None:
                               "writes; move it out of the run directory")
     for path in doomed:
         path.unlink(missing_ok=True)
+
+
+def check_products(run_dir: Path) -> None:
+    """Before any work: each file a run writes can be replaced where it lies (nothing there, a
+    regular file or a link; a FIFO or a directory under its name is refused, not met an epoch later)."""
+    for name in PRODUCTS:
+        check_destination(run_dir / name)
 
 
 def event_files(run_dir: Path) -> list[Path]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from mlp_cli.atomic import atomic_write_text
 from mlp_cli.config import Config
+from mlp_cli.errors import MlpError
 from mlp_cli.training.checkpoint import Checkpoint
 from mlp_cli.training.inputs import TrainingData, prepare_data
 from mlp_cli.training.loggers.base import Fanout, RunStart, check_loggers, close_loggers, open_loggers
@@ -25,6 +26,7 @@ from mlp_cli.training.resume import ResumePlan, changed_settings, check_resumabl
 from mlp_cli.training.run_dir import (
     RunLock,
     check_free,
+    check_products,
     clear_products,
     make_run_dir,
     planned_run_dir,
@@ -80,6 +82,11 @@ def resumed_session(
     session = Session(_with_run_dir(config, plan.run_dir), plan.run_dir, overwrite, checkpoint, plan)
     if plan.run_dir.is_dir():
         session.lock = RunLock(plan.run_dir).acquire()
+        try:
+            check_products(plan.run_dir)  # the run's files are replaced as it goes: a FIFO there is refused now
+        except MlpError:
+            session.lock.release()
+            raise
     return session
 
 
