@@ -237,6 +237,8 @@ BAD_CHECKPOINTS = [
     ("no-preprocessing", with_meta(preprocessing=None), "preprocessing record is malformed"),
     ("bad-preprocessing", with_meta(preprocessing={"method": "scale", "mean": 0, "std": 0}),
      "preprocessing record is invalid"),
+    ("huge-preprocessing", with_meta(preprocessing={"method": "x" * 900_000, "mean": 0, "std": 1}),
+     "preprocessing record is invalid: {'method': 'xxx"),  # and the line stays short: see the test
 ]
 
 
@@ -250,6 +252,7 @@ def test_bad_checkpoint_is_one_line_naming_the_file(good_checkpoint, tmp_path, c
     line = error_line(mlp(*args), 1)
 
     assert f"checkpoint {bad}" in line and fragment in line
+    assert len(line) < 1000  # what the file holds is quoted, not echoed whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "run"] and cache_is_empty()
 
 

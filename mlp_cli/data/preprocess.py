@@ -47,10 +47,16 @@ class Preprocessing:
         try:
             method, mean, std = data["method"], float(data["mean"]), float(data["std"])
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"preprocessing record is malformed: {data!r}") from None
+            raise CheckpointError(f"preprocessing record is malformed: {_shown(data)}") from None
         if method not in ("standardize", "scale", "none") or not np.isfinite([mean, std]).all() or std <= 0:
-            raise CheckpointError(f"preprocessing record is invalid: {data!r}")
+            raise CheckpointError(f"preprocessing record is invalid: {_shown(data)}")
         return cls(method=method, mean=mean, std=std)
+
+
+def _shown(data: Any) -> str:
+    """A record in an error: at most 200 characters of it (a file may hold a megabyte there)."""
+    text = repr(data)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text):,} characters)"
 
 
 def fit_preprocessing(method: str, train_images: np.ndarray) -> Preprocessing:
