@@ -278,3 +278,17 @@ def test_a_resume_refuses_a_product_that_is_not_a_file_before_training(v01: Path
 
         with pytest.raises(MlpError, match=f"metrics file {v01 / product}: Is a directory"):
             read_metrics(v01 / product)
+
+
+def test_a_lock_file_replaced_by_a_link_is_refused_and_its_target_never_made(v01: Path, tmp_path: Path,
+                                                                             mnist_data_dir: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (v01 / ".lock").unlink(missing_ok=True)
+    (v01 / ".lock").symlink_to(target)
+    before = snapshot(v01)
+
+    line = error_line(mlp("train", "--resume", v01 / "last.npz", "--epochs", "5", "--data-dir", mnist_data_dir, "-q"),
+                      2)
+
+    assert f"cannot lock run directory {v01}: its .lock is a symbolic link" in line
+    assert not target.exists() and snapshot(v01) == before

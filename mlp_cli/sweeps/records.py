@@ -207,7 +207,8 @@ def _read_lines(path: Path) -> list[str]:
         return []
     if path.is_symlink():
         raise MlpError(f"{path} is a link, not a regular file; remove it (or choose another sweep directory)")
-    data = read_record_bytes(path, MAX_BYTES, "sweep record", too_large="not a sweep's record")
+    data = read_record_bytes(path, MAX_BYTES, "sweep record", too_large="not a record mlp sweep wrote; move it out "
+                             "of the sweep directory, or choose another --out")
     whole = data[: data.rfind(b"\n") + 1]  # a last line without its newline is torn: the next append cuts it off
     return whole.decode("utf-8", errors="replace").splitlines()
 

@@ -9,6 +9,7 @@ that a second writer is refused at once with one line naming the live one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -120,6 +121,9 @@ class RunLock:
         except Timeout:
             raise RunDirError(being_written(self.run_dir, self.what)) from None
         except OSError as err:
+            if err.errno == errno.ELOOP:  # opened without following links: one is in the lock file's place
+                raise RunDirError(f"cannot lock {self.what} directory {self.run_dir}: its {LOCK_FILE} is a symbolic "
+                                  "link, not a file mlp made; remove the link") from None
             raise MlpError(f"cannot lock {self.what} directory {self.run_dir}: {err.strerror or err}") from None
         writer = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now().isoformat(timespec="seconds")}
