@@ -116,3 +116,47 @@ def test_a_malformed_scheduler_address_is_a_usage_error(address: str, tmp_path: 
     result = runner.invoke(app, [*SWEEP, "--scheduler", address, "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "is not a Dask address" in result.stderr and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("signum", "extra"), [(signal.SIGTERM, ()), (signal.SIGINT, ()),
+                                               (signal.SIGTERM, ("--prune", "halving"))],
+                         ids=["SIGTERM", "SIGINT", "pruned"])
+def test_a_stop_while_no_worker_ever_joined_ends_the_sweep_at_once(
+    scheduler: tuple[subprocess.Popen, str], tmp_path: Path, signum: int, extra: tuple[str, ...]
+) -> None:
+    """The stop goes once the scheduler holds the sweep's trials (none can start: no worker; a
+    pruned sweep submits one per worker it knows of, so one); the sweep ends then, its trials
+    cancelled and not recorded (never started), not after the no-workers timeout."""
+    import distributed
+
+    _, address = scheduler
+    out = tmp_path / "sweep"
+    sweep = start_sweep(*SWEEP, *extra, "--scheduler", address, "--no-workers-timeout", "600", "--out", out)
+    submitted = 1 if extra else 4
+    try:
+        with distributed.Client(address, timeout=30) as client:
+            deadline = time.monotonic() + 60  # a bound on a broken sweep, not a step of the test
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) < submitted:
+                assert sweep.poll() is None and time.monotonic() < deadline, finish(sweep, timeout=1)
+                time.sleep(0.05)
+        os.killpg(sweep.pid, signum)
+        _, stderr = finish(sweep, timeout=60)  # the timeout is 600 s: a sweep that waits for it fails here
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 128 + signum and "Traceback" not in stderr, stderr
+    assert "run the same command again to continue" in stderr
+    assert read_trials(out) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executor", "dask", "--no-workers-timeout", "nan"], "--no-workers-timeout nan; expected a number of seconds"),
+    (["--executor", "dask", "--no-workers-timeout", "inf"], "--no-workers-timeout inf; expected a number of seconds"),
+    (["--no-workers-timeout", "1"], "--no-workers-timeout goes with --executor dask"),
+    (["--no-workers-timeout", "300"], "--no-workers-timeout goes with --executor dask"),
+])
+def test_a_no_workers_timeout_that_would_do_nothing_is_a_usage_error(tmp_path: Path, args: list[str],
+                                                                     message: str) -> None:
+    result = runner.invoke(app, ["sweep", "tiny", "--dry-run", "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

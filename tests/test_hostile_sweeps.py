@@ -276,3 +276,122 @@ def test_a_trial_config_that_is_an_alias_bomb_is_not_its_config_and_costs_little
     outcome = run_limited(python_command(HOLDS, trial), memory=1 * GiB, seconds=60)
     assert outcome.code == 0 and outcome.stdout.strip() == "False", outcome.output[-2000:]
     assert outcome.peak_mib < 300, outcome.peak_mib
+
+
+class Remote:
+    """An executor that shares no filesystem with the sweep (as Dask's): it keeps each task it is
+    given and runs none (each future: stopped before it started)."""
+
+    shares_files, workers, description = False, 1, "nowhere"
+
+    def __init__(self) -> None:
+        self.tasks: list = []
+
+    def placement(self, resume_files: dict[str, bytes]):
+        from mlp_cli.sweeps.runner import DaskPlacement
+
+        return DaskPlacement("stop", "topic", resume_files)
+
+    def submit(self, fn, task):
+        from concurrent.futures import Future
+
+        from mlp_cli.sweeps.runner import TrialOutcome
+
+        self.tasks.append(task)
+        future: Future = Future()
+        future.set_result(TrialOutcome(task.name, None))
+        return future
+
+    def as_completed(self, futures):
+        return iter(list(futures))
+
+    def attempts(self, trial: str) -> list[str]:
+        return []
+
+    def lost(self, future) -> None:
+        return None
+
+    def request_stop(self, futures) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("name", "prune"), [("best.npz", False), ("last.npz", False), ("metrics.jsonl", False),
+                                             ("config.yaml", False), ("best.npz", True)])
+def test_a_trial_file_too_large_to_be_the_trial_s_is_refused_unread_not_shipped(tmp_path: Path, name: str,
+                                                                                prune: bool) -> None:
+    """An interrupted trial's files go to a remote worker as bytes: each is refused by its size
+    (a sparse file one byte past what the trial's network can write), the trial recorded as failed
+    with one line, and the other trials still sent."""
+    from mlp_cli.sweeps.records import read_trials
+    from mlp_cli.sweeps.spec import spec_from_sets
+    from mlp_cli.sweeps.sweep import SweepRun, plan_sweep, shipped_limits
+
+    sets = ["model.hidden=8", "data.limit=500", "data.dev_size=100", "train.epochs=3", "optimizer.lr=0.1,0.2"]
+    spec = spec_from_sets("default", sets, prune="halving" if prune else None)
+    plan = plan_sweep(spec, tmp_path / "sweep")
+    trial = plan.trials[0]
+    folder = Path(trial.config.run.dir or "")
+    folder.mkdir(parents=True)
+    (folder / "last.npz").write_bytes(b"an interrupted trial's checkpoint")
+    with open(folder / name, "ab") as handle:  # sparse: no disk and, unread, no memory spent
+        handle.truncate(shipped_limits(trial.config)[name] + 1)
+    executor = Remote()
+    SweepRun(plan, executor).run()
+    assert [task.name for task in executor.tasks] == [plan.trials[1].name]
+    (row,) = read_trials(tmp_path / "sweep")
+    assert row["trial"] == trial.name and row["status"] == "failed", row
+    assert f"trial file {folder / name} is larger than" in row["error"], row["error"]
+    assert row["error"].endswith(f"more than trial {trial.name} (model.hidden = 8) can have written; remove it "
+                                 "and run the same command again")
+
+
+def test_the_checkpoint_bound_holds_a_float64_adam_checkpoint(tmp_path: Path) -> None:
+    """The largest checkpoint a config can write (float64, Adam's two state arrays) is within it."""
+    import numpy as np
+
+    from mlp_cli.config import build_config
+    from mlp_cli.config_file import load_config
+    from mlp_cli.nn.network import init_params
+    from mlp_cli.nn.optimizers import make_optimizer
+    from mlp_cli.sweeps.sweep import shipped_limits
+    from mlp_cli.training.checkpoint import save_checkpoint
+
+    settings = load_config(None).to_dict()
+    settings["model"].update(hidden=8, dtype="float64")
+    settings["optimizer"].update(name="adam")
+    config = build_config(settings)
+    params = init_params(8, np.random.default_rng(0), dtype="float64")
+    state = make_optimizer(config.optimizer, params.as_dict()).state_dict()
+    save_checkpoint(tmp_path / "last.npz", params, state, {"config": config.to_dict()})
+    shaped = [*params.as_dict().values(), *(a for a in state.values() if a.ndim)]  # Adam's step count: overhead
+    arrays = sum(a.nbytes for a in shaped)
+    limit = shipped_limits(config)["last.npz"]
+    assert limit >= 3 * arrays and limit >= (tmp_path / "last.npz").stat().st_size  # three such, as Adam has
+
+
+@pytest.mark.parametrize(("how", "fragment"), [
+    ("fifo", "spec.yaml is not a regular file; choose another --out (or remove it)"),
+    ("huge", "spec.yaml is larger than 16 MiB; not a record this tool wrote; choose another --out"),
+])
+def test_a_spec_file_made_to_hang_or_flood_is_named_as_such(tmp_path: Path, how: str, fragment: str) -> None:
+    """--out with a spec.yaml that is a FIFO or a 2 GB (sparse) file: one line that names the file's
+    problem, not "holds something else than this sweep"; the file is left as it was."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    if how == "fifo":
+        os.mkfifo(out / "spec.yaml")
+    else:
+        with open(out / "spec.yaml", "wb") as handle:
+            handle.truncate(2 << 30)
+    outcome = run("sweep", *TINY, "--out", out, seconds=60)
+    line = outcome.error_line()
+    assert outcome.code == 2 and f"{out}/{fragment}" in line, outcome.output[-2000:]
+    assert stat.S_ISFIFO(os.lstat(out / "spec.yaml").st_mode) if how == "fifo" else \
+        (out / "spec.yaml").stat().st_size == 2 << 30
+    assert sorted(p.name for p in out.iterdir()) == ["spec.yaml"]

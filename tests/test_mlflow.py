@@ -12,7 +12,7 @@ pytest.importorskip("mlflow")  # the "mlflow" extra (mlflow-skinny); CI installs
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mlp_cli.config_file import load_config  # noqa: E402
-from mlp_cli.errors import ConfigError  # noqa: E402
+from mlp_cli.errors import ConfigError, OutputPathError  # noqa: E402
 from mlp_cli.training.inputs import TrainingData  # noqa: E402
 from mlp_cli.training.loggers.base import EPOCH_TAGS  # noqa: E402
 from mlp_cli.training.metrics import read_metrics  # noqa: E402
@@ -233,8 +233,9 @@ def test_a_resume_that_cannot_record_its_mlflow_run_creates_none(tmp_path: Path,
     run_dir = run_copy(finished, tmp_path)
     (run_dir / "mlflow.json").mkdir() if planted == "directory" else os.mkfifo(run_dir / "mlflow.json")
     settings: dict[str, Any] = {"train.epochs": 3, "run.log": ["mlflow"]}
-    train_resumed(run_dir / "last.npz", data, **settings)
-    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]  # the training went on
+    with pytest.raises(OutputPathError, match=f"mlflow.json is a {planted}"):  # refused before any work
+        train_resumed(run_dir / "last.npz", data, **settings)
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2]
     assert runs_of(store) == []
 
 

@@ -121,7 +121,24 @@ def test_the_sweep_starts_no_more_workers_than_trials(monkeypatch: pytest.Monkey
     monkeypatch.setattr("mlp_cli.sweeps.executors.make_executor", fake_executor)
     trials = default_jobs() + 2
     rates = ",".join(str(0.1 * (i + 1)) for i in range(trials))
-    result = runner.invoke(app, ["sweep", "--set", f"optimizer.lr={rates}", "--jobs", "500", "--out",
+    result = runner.invoke(app, ["sweep", "--set", f"optimizer.lr={rates}", "--jobs", "256", "--out",
                                  str(tmp_path / "s")])
     assert started == [trials] and result.exit_code == 2, (result.output, result.exception)
-    assert f"note: --jobs 500: this machine has {default_jobs()} core" in result.stderr
+    assert f"note: --jobs 256: this machine has {default_jobs()} core" in result.stderr
+
+
+def test_jobs_above_the_maximum_are_refused_before_any_process_starts(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    from mlp_cli.sweeps.executors import MAX_JOBS
+
+    assert plan_jobs(MAX_JOBS, "local", None, 10 * MAX_JOBS)[0] == MAX_JOBS
+    with pytest.raises(UsageError, match=f"--jobs {MAX_JOBS + 1}; expected 1 to {MAX_JOBS}"):
+        plan_jobs(MAX_JOBS + 1, "local", None, 3)  # whatever the trials: a typo, not a plan
+    started: list[int] = []
+    monkeypatch.setattr("mlp_cli.sweeps.executors.make_executor", lambda kind, jobs, *args: started.append(jobs))
+    result = runner.invoke(app, ["sweep", "--set", "optimizer.lr=0.1,0.2", "--jobs", "100000", "--out",
+                                 str(tmp_path / "s")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.strip() == f"error: --jobs 100000; expected 1 to {MAX_JOBS} (trials at once, each a " \
+                                    "process of its own)"
+    assert started == [] and not (tmp_path / "s").exists()

@@ -176,3 +176,33 @@ def test_sweep_takes_train_shortcut_flags_as_their_set_keys(tmp_path) -> None:
     assert twice.exit_code == 2 and "optimizer.lr" in twice.stderr
     with_file = mlp("sweep", "tiny", "--epochs", "1")
     assert with_file.exit_code == 2 and "--set goes with --config (so do --hidden" in with_file.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["tiny", "--trials", "5"], "--trials goes with a random search (random: in the sweep file, or --search tpe"),
+    (["tiny", "--seed", "7"], "--seed goes with a random search (random: in the sweep file, or --search tpe"),
+    (["--config", "default", "--lr", "0.1,0.2", "--seed", "9"], "--seed goes with a random search, which only a "
+     "sweep file can describe"),
+    (["--config", "default", "--lr", "0.1,0.2", "--trials", "1"], "--trials goes with a random search"),
+    (["grid", "--trials", "2"], "--trials goes with a random search"),  # the file's key is refused by itself too
+    (["grid"], "trials: goes with random: (the draws it counts or seeds), which this file lacks"),
+    (["seeded"], "seed: goes with random: (the draws it counts or seeds), which this file lacks"),
+])
+def test_draws_asked_of_a_sweep_without_random_axes_are_refused(tmp_path: Path, args: list[str],
+                                                                message: str) -> None:
+    """--trials and --seed (and the file's trials: and seed:) count and seed the random draws: a
+    grid has none, so each is a one-line usage error, not an option that silently does nothing."""
+    (tmp_path / "grid.yaml").write_text("grid: {optimizer.lr: [0.1, 0.2]}\ntrials: 5\n")
+    (tmp_path / "seeded.yaml").write_text("grid: {optimizer.lr: [0.1, 0.2]}\nseed: 3\n")
+    args = [str(tmp_path / f"{a}.yaml") if a in ("grid", "seeded") else a for a in args]
+    result = runner.invoke(app, ["sweep", *args, "--dry-run", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_trials_and_seed_still_go_with_random_axes(tmp_path: Path) -> None:
+    path = write(tmp_path, "random: {optimizer.lr: {loguniform: [0.01, 1.0]}}\ntrials: 2\nseed: 1\n")
+    result = runner.invoke(app, ["sweep", str(path), "--trials", "3", "--seed", "4", "--dry-run", "--json",
+                                 "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["trials"]) == 3

@@ -133,3 +133,55 @@ def test_a_base_config_edited_mid_search_changes_no_trial(mnist_data_dir: Path, 
     assert len(names) == 3 and base.read_text().strip() == "model:\n  hidden: 9"
     for name in names:
         assert yaml.safe_load((out / "trials" / name / "config.yaml").read_text())["model"]["hidden"] == 8
+
+
+def test_a_recorded_proposal_outside_the_space_or_the_count_is_never_trained(mnist_data_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """trials.jsonl is an input: rows naming a 4th trial of a 3-trial search, a value outside an
+    axis, or an index another trial holds are not trials of the search; the rerun trains none of
+    them, and the trial left to run is the one TPE proposes."""
+    from mlp_cli.sweeps.spec import trial_name
+
+    path = _sweep_file(tmp_path, trials=3, random={"optimizer.lr": {"loguniform": [0.01, 2.0]},
+                                                   "train.seed": {"int": [0, 9]}})
+    names = [row["trial"] for row in _sweep(path, mnist_data_dir, tmp_path / "a")["trials"]]
+    out = tmp_path / "cut"
+    shutil.copytree(tmp_path / "a", out)
+    lines = (out / "trials.jsonl").read_text().splitlines(keepends=True)
+    shutil.rmtree(out / "trials" / names[2])
+    forged = [(3, 0.5, 5), (2, 0.5, 4000), (2, 5.0, 5), (1, 0.5, 5)]  # past the count, off two axes, taken
+    rows = []
+    for index, lr, seed in forged:  # each named as the trial it claims to be
+        overrides = {"optimizer.lr": lr, "train.seed": seed}
+        rows.append({"trial": trial_name(index, overrides), "index": index, "overrides": overrides, "status": "failed"})
+    (out / "trials.jsonl").write_text("".join(lines[:2]) + "".join(json.dumps(row) + "\n" for row in rows))
+    again = _sweep(path, mnist_data_dir, out)
+    assert again["skipped"] == 2 and [row["trial"] for row in again["trials"]] == names
+    assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(names)
+
+    gap = tmp_path / "gap"  # the middle trial unrecorded: it is the one proposed, at its own index
+    shutil.copytree(tmp_path / "a", gap)
+    (gap / "trials.jsonl").write_text(lines[0] + lines[2])
+    shutil.rmtree(gap / "trials" / names[1])
+    filled = _sweep(path, mnist_data_dir, gap)["trials"]
+    assert sorted(row["index"] for row in filled) == [0, 1, 2] and names[0] in [row["trial"] for row in filled]
+
+
+def test_a_model_based_search_is_bounded_like_a_grid(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sweep", str(_sweep_file(tmp_path)), "--search", "tpe", "--trials", "2000000000",
+                                 "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "has 2,000,000,000 trials; at most 10,000 are allowed" in result.stderr
+
+
+@pytest.mark.parametrize("seed", [5000, 2**32 - 1])
+def test_every_allowed_seed_proposes_and_small_seeds_keep_their_proposals(mnist_data_dir: Path, tmp_path: Path,
+                                                                          seed: int) -> None:
+    from mlp_cli.sweeps.tpe import SEED_STRIDE, propose, sampler_seed
+
+    assert [sampler_seed(0, 3), sampler_seed(7, 2), sampler_seed(4294, 9999)] == [3, 7 * SEED_STRIDE + 2,
+                                                                                  4294 * SEED_STRIDE + 9999]
+    spec = read_sweep_file(_sweep_file(tmp_path, trials=2, seed=seed), search="tpe")
+    assert propose(spec, [], 1) == propose(spec, [], 1) != propose(spec, [], 0)  # drawn anew, reproducibly
+    result = _sweep(_sweep_file(tmp_path, trials=2), mnist_data_dir, tmp_path / "s", "--seed", str(seed))
+    assert len(result["trials"]) == 2 and {row["status"] for row in result["trials"]} == {"ok"}

@@ -90,6 +90,7 @@ JsonTrials = Annotated[bool, typer.Option("--json", help="Print the trials and t
 
 @app.command("sweep", epilog=EXAMPLES_SWEEP)
 def sweep_command(
+    ctx: typer.Context,
     spec: SweepName = None,
     config: BaseConfig = None,
     set_: SweepSets = None,
@@ -125,7 +126,8 @@ def sweep_command(
     from mlp_cli.sweeps.executors import check_executor
     from mlp_cli.sweeps.sweep import plan_sweep
 
-    check_executor(executor, scheduler)
+    timeout = no_workers_timeout if _given(ctx, "no_workers_timeout") else None  # None: the executor's own
+    check_executor(executor, scheduler, timeout)
     if save_best is not None:  # before the sweep runs, not after
         from mlp_cli.atomic import check_output
 
@@ -137,8 +139,14 @@ def sweep_command(
     if dry_run:
         _print_plan(plan, json_output)
         return
-    where = Placement(executor, jobs, scheduler, no_workers_timeout, data_dir, tuple(mirror or ()))
+    where = Placement(executor, jobs, scheduler, timeout, data_dir, tuple(mirror or ()))
     _execute(plan, where, tuple(log or ()), save_best, quiet, json_output)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given, not left at its default (which then means the library's own)."""
+    source = ctx.get_parameter_source(name)  # Typer's own click's ParameterSource: compared by its name
+    return source is not None and source.name != "DEFAULT"
 
 
 class Placement(NamedTuple):
@@ -147,7 +155,7 @@ class Placement(NamedTuple):
     executor: str
     jobs: int | None
     scheduler: str | None
-    no_workers_timeout: float
+    no_workers_timeout: float | None  # None: not given (the executor's default)
     data_dir: Path | None
     mirrors: tuple[str, ...]
 
@@ -157,7 +165,7 @@ def _execute(plan: SweepPlan, where: Placement, log: tuple[str, ...], save_best:
     """Run the planned trials with the stop handler in place, then report (and log) the result."""
     from mlp_cli.cli.signals import StopOnSignals, sweep_remains
     from mlp_cli.cli.sweep_view import planned
-    from mlp_cli.sweeps.executors import make_executor, plan_jobs
+    from mlp_cli.sweeps.executors import NO_WORKERS_TIMEOUT, make_executor, plan_jobs
     from mlp_cli.sweeps.sweep import SweepRun
     from mlp_cli.training.loggers.sweep_logs import SweepLogs
 
@@ -165,7 +173,8 @@ def _execute(plan: SweepPlan, where: Placement, log: tuple[str, ...], save_best:
     jobs, note = plan_jobs(where.jobs, where.executor, where.scheduler, planned(plan))
     if note and not quiet:
         typer.echo(f"note: {note}", err=True)
-    pool = make_executor(where.executor, jobs, where.scheduler, where.no_workers_timeout)
+    timeout = NO_WORKERS_TIMEOUT if where.no_workers_timeout is None else where.no_workers_timeout
+    pool = make_executor(where.executor, jobs, where.scheduler, timeout)
     if pool.shares_files:  # fetch once here, not once per process
         _prefetch(plan, where.data_dir, where.mirrors, quiet or json_output)
     run = SweepRun(plan, pool, data_dir=where.data_dir, mirrors=where.mirrors,

@@ -13,13 +13,15 @@ A Dask worker lost mid-trial makes the scheduler run the trial again elsewhere; 
 logs its start as an event, so ``attempts`` tells the sweep where a trial was tried. A lost
 scheduler cancels every future (``lost`` says so), and a cluster without a single worker for
 ``no_workers_timeout`` seconds ends ``as_completed`` with ``ExecutorLost``: the sweep records the
-unfinished trials as interrupted and ends with one line, instead of waiting forever.
+unfinished trials as interrupted and ends with one line, instead of waiting forever. After a stop
+it does not wait at all for a cluster without a worker: the trials it would start are cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -35,6 +37,7 @@ from mlp_cli.words import did_you_mean
 
 DASK_HINT = "pip install -e '.[dask]' (in the mlp checkout), or pip install distributed"
 NO_WORKERS_TIMEOUT = 300.0  # seconds a Dask cluster may have no worker at all before the sweep ends
+MAX_JOBS = 256  # trials at once: a process (local) or a Dask worker each, ~100 MB apiece and a trial's data
 POLL_SECONDS = 1.0  # how often a Dask sweep looks at its cluster while no trial completes
 ADDRESS = re.compile(r"((tcp|tls|ucx|ws|wss|inproc)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?")
 
@@ -65,8 +68,8 @@ def default_jobs() -> int:
 def plan_jobs(requested: int | None, kind: str, scheduler: str | None, trials: int) -> tuple[int, str | None]:
     """Trials at once: as asked (default: the cores, or 2 Dask workers), never more than there are
     trials to run; and a note when more are asked than this machine has cores for them."""
-    if requested is not None and requested < 1:
-        raise UsageError(f"--jobs {requested}; expected at least 1")
+    if requested is not None and not 1 <= requested <= MAX_JOBS:
+        raise UsageError(f"--jobs {requested}; expected 1 to {MAX_JOBS} (trials at once, each a process of its own)")
     cores, spec = default_jobs(), EXECUTORS[kind]
     jobs = min(requested or spec.jobs or cores, max(trials, 1))
     here = not (spec.takes_scheduler and scheduler)  # a local Dask cluster runs on this machine too
@@ -144,6 +147,7 @@ class DaskExecutor:
         self._id = uuid.uuid4().hex[:12]
         self._stop_event, self._event_topic = f"mlp-stop-{self._id}", f"mlp-trials-{self._id}"
         self._cluster: Any = None
+        self._stopping = False
         self.scheduler, self.no_workers_timeout = scheduler, no_workers_timeout
         if scheduler:
             try:
@@ -173,7 +177,8 @@ class DaskExecutor:
 
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
         """Each future as it completes; ExecutorLost once the cluster has had no worker for
-        ``no_workers_timeout`` seconds (a lost scheduler cancels the futures: they complete)."""
+        ``no_workers_timeout`` seconds (a lost scheduler cancels the futures: they complete). After
+        a stop, a cluster without a worker runs none of the rest: they are cancelled, not waited for."""
         from concurrent.futures import CancelledError
 
         from distributed import wait
@@ -185,6 +190,9 @@ class DaskExecutor:
             done = [future for future in pending if future.done()]
             pending = [future for future in pending if not future.done()]
             yield from done
+            if self._stopping and pending and not self._has_workers():  # no worker: none of them started
+                self.client.cancel(pending)
+                return
             if done or self._has_workers():
                 idle_since = None
             elif idle_since is None:
@@ -219,6 +227,7 @@ class DaskExecutor:
         would kill a running trial and lose its checkpoint)."""
         from distributed import Event
 
+        self._stopping = True  # and as_completed stops waiting for a worker that would start nothing
         Event(self._stop_event, client=self.client).set()
 
     def kill(self) -> None:
@@ -249,16 +258,27 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def check_executor(kind: str, scheduler: str | None) -> None:
-    """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address."""
+def check_executor(kind: str, scheduler: str | None, no_workers_timeout: float | None = None) -> None:
+    """Usage errors (exit 2) found before any work: the executor's name, the scheduler's address,
+    a no-workers timeout (None: not given) that is a number of seconds, given to an executor that has one."""
     spec = EXECUTORS.get(kind)
     if spec is None:
         raise UsageError(f"--executor {kind!r} is not one of {', '.join(EXECUTORS)}{did_you_mean(kind, EXECUTORS)}")
+    with_scheduler = " or ".join(name for name, other in EXECUTORS.items() if other.takes_scheduler)
     if scheduler is not None and not spec.takes_scheduler:
-        with_scheduler = [name for name, other in EXECUTORS.items() if other.takes_scheduler]
-        raise UsageError(f"--scheduler goes with --executor {' or '.join(with_scheduler)}")
+        raise UsageError(f"--scheduler goes with --executor {with_scheduler}")
+    if no_workers_timeout is not None and not spec.takes_scheduler:
+        raise UsageError(f"--no-workers-timeout goes with --executor {with_scheduler} (a cluster that may lack "
+                         "workers)")
+    if no_workers_timeout is not None:
+        _check_timeout(no_workers_timeout)
     if scheduler is not None and not ADDRESS.fullmatch(scheduler):
         raise UsageError(f"--scheduler {scheduler[:80]!r} is not a Dask address; expected e.g. tcp://host:8786")
+
+
+def _check_timeout(seconds: float) -> None:
+    if not (math.isfinite(seconds) and seconds >= 1):  # NaN is never below 1: it would switch the watch off
+        raise UsageError(f"--no-workers-timeout {seconds}; expected a number of seconds, at least 1")
 
 
 # The classes the registry's entries name (``ExecutorSpec.implementation``): a mapping that mypy
@@ -271,6 +291,7 @@ IMPLEMENTATIONS: dict[str, Callable[[int, str | None, float], Executor]] = {
 def make_executor(kind: str, jobs: int, scheduler: str | None,
                   no_workers_timeout: float = NO_WORKERS_TIMEOUT) -> Executor:
     check_executor(kind, scheduler)
-    if jobs < 1:
-        raise UsageError(f"--jobs {jobs}; expected at least 1")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {jobs}; expected 1 to {MAX_JOBS}")
+    _check_timeout(no_workers_timeout)
     return IMPLEMENTATIONS[EXECUTORS[kind].implementation](jobs, scheduler, no_workers_timeout)

@@ -22,7 +22,7 @@ from mlp_cli.errors import ConfigError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import ExecutorLost
 from mlp_cli.sweeps.halving import Ladder
-from mlp_cli.sweeps.runner import run_trial
+from mlp_cli.sweeps.runner import TrialRefused, run_trial
 
 if TYPE_CHECKING:
     from mlp_cli.sweeps.spec import Trial
@@ -55,7 +55,9 @@ class PrunedPass:
         self._fill()
         try:
             while running:
-                future = next(iter(self.executor.as_completed(list(running))))
+                future = next(iter(self.executor.as_completed(list(running))), None)
+                if future is None:  # stopped, and the executor will start none of them: not recorded
+                    break
                 self._finished(future, running.pop(future), self.rung_of.pop(future))
                 self._fill()
         except ExecutorLost as err:  # no trial can finish now: each unfinished one is recorded
@@ -123,7 +125,12 @@ class PrunedPass:
             else:
                 return
             trial = self.trials[name]
-            future = self.executor.submit(run_trial, self.sweep._task(trial, self._stop_at(name, rung)))
+            try:
+                task = self.sweep._task(trial, self._stop_at(name, rung))
+            except TrialRefused as err:  # a result, not the sweep's end: the others go on
+                self._append({**self.sweep._executor_row(trial, "failed", str(err)), "rung": rung})
+                continue
+            future = self.executor.submit(run_trial, task)
             running[future], self.rung_of[future] = trial, rung
 
     def _can_propose(self) -> bool:
@@ -135,7 +142,8 @@ class PrunedPass:
         from mlp_cli.sweeps.sweep import _placed
         from mlp_cli.sweeps.tpe import propose
 
-        number = len(self.trials)
+        taken = {trial.index for trial in self.trials.values()}
+        number = next(index for index in range(self.spec.trials) if index not in taken)  # the first gap
         overrides = propose(self.spec, list(self.latest.values()), number)
         (trial,) = _placed([make_trial(self.spec, self.base, number, overrides)], self.sweep.plan.directory)
         self._add(trial)
@@ -154,11 +162,18 @@ class PrunedPass:
         self.ladder.add(trial)
 
     def _proposed(self, index: Any, overrides: Any, name: str) -> None:
-        """A recorded proposal, rebuilt (unless it is no longer the trial of that name)."""
+        """A recorded proposal, rebuilt; not when it cannot be one of this search's (an index past its
+        count or already another trial's, a value outside its space: an edited trials.jsonl), nor
+        when it is no longer the trial of that name."""
         from mlp_cli.sweeps.spec import make_trial
         from mlp_cli.sweeps.sweep import _placed
+        from mlp_cli.sweeps.tpe import in_space
 
-        if not isinstance(index, int) or not isinstance(overrides, dict) or set(overrides) != set(self.spec.random):
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < self.spec.trials:
+            return
+        if index in {trial.index for trial in self.trials.values()}:
+            return
+        if not isinstance(overrides, dict) or not in_space(self.spec, overrides):
             return
         try:
             (trial,) = _placed([make_trial(self.spec, self.base, index, overrides)], self.sweep.plan.directory)

@@ -17,7 +17,7 @@ class ExecutorSpec(NamedTuple):
     help: str  # what it is, for --executor's help
     shares_files: bool  # trials write their directories in place (else they send their files back)
     jobs: int | None = None  # trials at once when --jobs is not given (None: one per core)
-    takes_scheduler: bool = False  # --scheduler names where it runs
+    takes_scheduler: bool = False  # --scheduler names where it runs; --no-workers-timeout, how long it may lack any
 
 
 EXECUTORS: dict[str, ExecutorSpec] = {

@@ -76,6 +76,11 @@ class TrialTask:
     tags: dict[str, str] = field(default_factory=dict)  # for the loggers (run.log): a sweep's MLflow parent
 
 
+class TrialRefused(MlpError):
+    """A trial the client cannot send to its executor (a file of it larger than it could have
+    written): recorded as failed with this one line, and the others go on."""
+
+
 @dataclass
 class TrialOutcome:
     name: str

@@ -154,10 +154,26 @@ def read_sweep_file(path: str | Path, trials: int | None = None, seed: int | Non
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise ConfigError(f"{where}name = {show_value(name)}; expected letters, digits, '.', '_' or '-'")
     count = _count(raw.get("trials", 1) if trials is None else trials, "trials", where, lo=1)
+    draw_seed = _count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0)
+    _check_draws(raw, random, trials, seed, path)
     return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, random=random,
-                     trials=count if random else 1,
-                     seed=_count(raw.get("seed", 0) if seed is None else seed, "seed", where, lo=0),
+                     trials=count if random else 1, seed=draw_seed,
                      prune=pruning(raw.get("prune"), prune, where), search=search)
+
+
+def _check_draws(raw: dict[str, Any], random: dict[str, Distribution], trials: int | None, seed: int | None,
+                 path: Path) -> None:
+    """``trials`` and ``seed`` (flags or keys) count and seed the random: draws: without any, they
+    would do nothing, so they are refused."""
+    if random:
+        return
+    for key, flag in (("trials", trials), ("seed", seed)):
+        if flag is not None:
+            raise ConfigError(f"--{key} goes with a random search (random: in the sweep file, or --search tpe "
+                              f"over it); sweep {path} has no random: part")
+        if key in raw:
+            raise ConfigError(f"sweep {path}: {key}: goes with random: (the draws it counts or seeds), which this file "
+                              "lacks; remove it or add random: axes")
 
 
 def pruning(raw: Any, method: str | None, where: str) -> Prune | None:
@@ -186,10 +202,11 @@ def spec_from_sets(
             grid[key] = values
         else:
             fixed[key] = values[0]
-    if trials not in (None, 1):
-        raise ConfigError("--trials needs a random search, which only a sweep file can describe")
+    for flag, value in (("--trials", trials), ("--seed", seed)):
+        if value is not None:  # --set makes a grid: nothing to draw
+            raise ConfigError(f"{flag} goes with a random search, which only a sweep file can describe (random:)")
     name = Path(config).stem if config else "sweep"
-    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid, seed=seed or 0,
+    return SweepSpec(name=name, config=config, fixed=fixed, grid=grid,
                      prune=pruning(None, prune, "--prune: "), search=search)
 
 
@@ -257,9 +274,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     combined with every random draw."""
     import numpy as np
 
-    total = trial_count(spec)
-    if total > MAX_TRIALS:
-        raise ConfigError(f"sweep {spec.name} has {total:,} trials; at most {MAX_TRIALS:,} are allowed")
+    check_count(spec, trial_count(spec))
     points = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
     if not spec.random:
         return points
@@ -268,6 +283,11 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         rng = np.random.default_rng([spec.seed, t])
         draws.append({key: dist.draw(rng) for key, dist in spec.random.items()})
     return [{**point, **draw} for point in points for draw in draws]
+
+
+def check_count(spec: SweepSpec, total: int) -> None:
+    if total > MAX_TRIALS:
+        raise ConfigError(f"sweep {spec.name} has {total:,} trials; at most {MAX_TRIALS:,} are allowed")
 
 
 def trial_count(spec: SweepSpec) -> int:
@@ -319,6 +339,7 @@ def plan_search(spec: SweepSpec) -> tuple[list[Trial], dict[str, Any]]:
         from mlp_cli.sweeps.tpe import check_tpe
 
         check_tpe(spec)
+        check_count(spec, spec.trials)  # proposed one by one, yet each is a directory and a row
         ends = [{key: axis.values[0 if end == 0 else -1] for key, axis in spec.random.items()} for end in (0, 1)]
         for overrides in ends:
             trial = make_trial(spec, base_config, 0, overrides)

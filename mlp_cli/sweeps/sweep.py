@@ -7,7 +7,8 @@ exclusively (``-2``, ``-3``... when another sweep took the name in the same seco
 directory's lock for the whole sweep (a second sweep there is refused), submits the trials that
 are not settled (ok or diverged, with their own files still there) to an executor, writes each
 returned trial (atomically, when a Dask worker sends its files back) and appends its row to
-``trials.jsonl`` as it arrives.
+``trials.jsonl`` as it arrives. An interrupted trial's files go to a Dask worker only as large as
+the trial could have written them (``shipped_limits``): a larger one fails the trial, unread.
 ``stop()`` (the CLI's Ctrl-C) asks every running trial to save and stop; trials not yet started
 are not recorded, so the next run starts them.
 """
@@ -23,10 +24,18 @@ from typing import Any
 
 from mlp_cli.atomic import atomic_write_bytes, atomic_write_text, check_output, make_parents
 from mlp_cli.config import Config
-from mlp_cli.errors import RunDirError
+from mlp_cli.errors import MlpError, RunDirError
 from mlp_cli.sweeps import records
 from mlp_cli.sweeps.executors import Executor, ExecutorLost
-from mlp_cli.sweeps.runner import DISK_FULL, SHIPPED, TrialOutcome, TrialTask, attempt_key, run_trial
+from mlp_cli.sweeps.runner import (
+    DISK_FULL,
+    SHIPPED,
+    TrialOutcome,
+    TrialRefused,
+    TrialTask,
+    attempt_key,
+    run_trial,
+)
 from mlp_cli.sweeps.spec import SweepSpec, Trial, plan_search
 from mlp_cli.training.run_dir import BOOKKEEPING, RunLock
 
@@ -111,6 +120,7 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
         check_output(out, directory=True)  # no file where a folder above it must be
         if out.is_dir() and any(p.name not in BOOKKEEPING for p in out.iterdir()):
             if records.read_fingerprint(out) != fingerprint:
+                _check_spec_file(out)
                 raise RunDirError(f"{out} already holds something else than this sweep (other trials or "
                                   "configs, or no spec.yaml); choose another --out")
             return out, True
@@ -122,6 +132,20 @@ def _choose_directory(spec: SweepSpec, fingerprint: str, out: Path | None) -> tu
     directory = SWEEPS_ROOT / f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     check_output(directory, directory=True)  # sweeps/ itself may be a file
     return directory, False
+
+
+def _check_spec_file(directory: Path) -> None:
+    """A spec.yaml there that cannot be read (a FIFO, a device, too large, not YAML) is named as
+    such (RunDirError), rather than taken for another sweep's."""
+    from mlp_cli.record_files import read_yaml_record
+
+    path = directory / records.SPEC_FILE
+    if not os.path.lexists(path):
+        return
+    try:  # the reader of read_fingerprint, whose error it keeps to itself
+        read_yaml_record(path, records.MAX_SPEC_BYTES, "sweep spec")
+    except MlpError as err:
+        raise RunDirError(f"{err}; choose another --out (or remove it)") from None
 
 
 def _create_new(directory: Path) -> Path:
@@ -136,6 +160,34 @@ def _create_new(directory: Path) -> Path:
         except FileExistsError:
             continue
     raise RunDirError(f"cannot create a new sweep directory next to {directory}: 999 of that name exist")
+
+
+def shipped_limits(config: Config) -> dict[str, int]:
+    """The most bytes each file an interrupted trial ships to a remote worker may hold: a
+    checkpoint as large as this trial's network can make one, the records as their readers allow."""
+    from mlp_cli.config_file import MAX_CONFIG_BYTES  # local: numpy and the readers load only here
+    from mlp_cli.training.checkpoint import largest_size
+    from mlp_cli.training.metrics import MAX_METRICS_BYTES
+
+    checkpoint = largest_size(config.model.hidden)
+    limits = {"config.yaml": MAX_CONFIG_BYTES, "metrics.jsonl": MAX_METRICS_BYTES,
+              "last.npz": checkpoint, "best.npz": checkpoint}
+    return {name: limits[name] for name in SHIPPED}  # a file shipped without a limit fails here
+
+
+def shipped_files(trial_dir: Path, config: Config) -> dict[str, bytes]:
+    """The trial's files a remote worker resumes from, each refused by its size before it is read
+    (TrialRefused): a file larger than the trial could have written is not the trial's."""
+    from mlp_cli.record_files import read_record_bytes
+
+    files = {}
+    for name, limit in shipped_limits(config).items():
+        if records.is_regular(trial_dir / name):
+            files[name] = read_record_bytes(
+                trial_dir / name, limit, "trial file", error=TrialRefused,
+                too_large=f"more than trial {trial_dir.name} (model.hidden = {config.model.hidden}) can have written; "
+                          "remove it and run the same command again")
+    return files
 
 
 def save_config(trial_config: Config, path: Path) -> None:
@@ -206,7 +258,12 @@ class SweepRun:
         for trial in todo:
             if self.interrupted:
                 break
-            self._futures[self.executor.submit(run_trial, self._task(trial))] = trial
+            try:
+                task = self._task(trial)
+            except TrialRefused as err:  # a result, not the sweep's end: the others go on
+                self._append(self._executor_row(trial, "failed", str(err)))
+                continue
+            self._futures[self.executor.submit(run_trial, task)] = trial
         waiting = dict(self._futures)
         try:
             for future in self.executor.as_completed(self._futures):
@@ -253,7 +310,7 @@ class SweepRun:
         trial_dir = Path(trial.config.run.dir or "")
         resume = {}
         if not self.executor.shares_files and records.is_regular(trial_dir / "last.npz"):
-            resume = {name: (trial_dir / name).read_bytes() for name in SHIPPED if records.is_regular(trial_dir / name)}
+            resume = shipped_files(trial_dir, trial.config)
         dataset = get_spec(trial.config.data.dataset)
         env_mirrors = tuple(m for m in os.environ.get(dataset.mirror_env, "").replace(",", " ").split() if m)
         return TrialTask(

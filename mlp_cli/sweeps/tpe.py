@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 OPTUNA_HINT = "pip install -e '.[optuna]' (in the mlp checkout), or pip install optuna"
 SEED_STRIDE = 1_000_003  # seed * stride + trial number: one sampler seed per proposal
+SAMPLER_SEEDS = 2**32  # numpy's seeds, which Optuna's sampler takes: 0 to 2**32 - 1
 
 
 def check_tpe(spec: SweepSpec) -> None:
@@ -36,6 +37,23 @@ def check_tpe(spec: SweepSpec) -> None:
     if spec.grid:
         raise ConfigError(f"sweep {spec.name}: --search tpe takes no grid: ({', '.join(spec.grid)}); give those "
                           "keys as {choice: [...]} in random:")
+
+
+def in_space(spec: SweepSpec, overrides: dict[str, Any]) -> bool:
+    """Whether ``overrides`` is a point of the random: axes (a recorded proposal read back from
+    trials.jsonl, which anyone may have edited): every axis, and each value within its range."""
+    if set(overrides) != set(spec.random):
+        return False
+    for key, axis in spec.random.items():
+        value = overrides[key]
+        if axis.kind == "choice":
+            if not any(type(value) is type(choice) and value == choice for choice in axis.values):
+                return False
+            continue
+        number = int if axis.kind == "int" else (int, float)
+        if isinstance(value, bool) or not isinstance(value, number) or not axis.values[0] <= value <= axis.values[1]:
+            return False
+    return True
 
 
 def _optuna() -> Any:
@@ -63,11 +81,23 @@ def space(spec: SweepSpec) -> dict[str, BaseDistribution]:
     return distributions
 
 
+def sampler_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number``: ``seed * SEED_STRIDE + number`` while numpy takes
+    it (every seed up to 4294, for the 10,000 trials a sweep may have: the proposals they always
+    made), else one derived from both by numpy's SeedSequence (any seed up to 2**32 - 1)."""
+    import numpy as np
+
+    plain = seed * SEED_STRIDE + number
+    if plain < SAMPLER_SEEDS:
+        return plain
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def propose(spec: SweepSpec, rows: Sequence[dict[str, Any]], number: int) -> dict[str, Any]:
     """Trial ``number``'s overrides, from the latest row of each trial recorded so far."""
     optuna = _optuna()
     distributions = space(spec)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed * SEED_STRIDE + number)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec.seed, number))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for row in sorted(rows, key=lambda row: row.get("index") or 0):  # in the order they were proposed
         known = _known(row, distributions)

@@ -331,6 +331,15 @@ def _migrate(config: dict[str, Any]) -> None:
         section.pop("restore_best", None)
 
 
+def largest_size(hidden: int) -> int:
+    """The most bytes a checkpoint of ``hidden`` units the reader accepts can take: its parameters
+    and as many optimiser arrays as it admits (``MAX_MEMBERS``), each at most W1's size, in
+    float64, with its metadata and every member's headers. A larger file is not one (the bound
+    for a copy or a transfer made before the file is read)."""
+    params, W1 = INPUTS * hidden + hidden + hidden * CLASSES + CLASSES, INPUTS * hidden
+    return 8 * (params + (MAX_MEMBERS - 5) * W1) + MAX_META_BYTES + MAX_MEMBERS * (npz.MAX_HEADER + 1024)
+
+
 def _is_count(value: Any) -> bool:
     """A JSON whole number >= 0 (``true`` is an int to Python, not to us)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

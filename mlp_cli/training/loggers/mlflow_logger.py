@@ -36,10 +36,8 @@ from mlp_cli.atomic import atomic_write_text, check_destination, file_kind
 from mlp_cli.config import SECTIONS, build_config
 from mlp_cli.config_file import MAX_CONFIG_BYTES, load_config
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError, MlpError, UsageError
-from mlp_cli.nn.network import CLASSES, INPUTS
 from mlp_cli.record_files import read_json_record, read_yaml_record
-from mlp_cli.training import npz
-from mlp_cli.training.checkpoint import MAX_MEMBERS, MAX_META_BYTES, load_checkpoint
+from mlp_cli.training.checkpoint import largest_size, load_checkpoint
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
 from mlp_cli.training.run_dir import RunLock
@@ -353,17 +351,10 @@ def stage_artifacts(run_dir: Path, config: Config, folder: Path, draw_curves: Ca
     return staged
 
 
-def checkpoint_limit(hidden: int) -> int:
-    """The most bytes a checkpoint of ``hidden`` units can take: its parameters and as many optimiser
-    arrays as the reader admits, each at most W1's size, in float64, its metadata and headers."""
-    params, W1 = INPUTS * hidden + hidden + hidden * CLASSES + CLASSES, INPUTS * hidden
-    return 8 * (params + (MAX_MEMBERS - 5) * W1) + MAX_META_BYTES + MAX_MEMBERS * (npz.MAX_HEADER + 1024)
-
-
 def _checked_checkpoint(source: Path, target: Path, hidden: int) -> Path:
     """``source`` copied to ``target`` (a regular file, never through a link, at most the size a
     checkpoint of the run's network can be), then read as a checkpoint."""
-    limit = checkpoint_limit(hidden)
+    limit = largest_size(hidden)
     try:
         descriptor = os.open(source, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError as err:
