@@ -27,8 +27,6 @@ from mlp_cli.words import did_you_mean
 PREPROCESSING = ("standardize", "scale", "none")
 INITS = ("normal", "xavier", "glorot")
 DTYPES = ("float32", "float64")
-
-
 MAX_COUNT = 10**9  # rows, batch sizes, steps: far past any dataset (a 400-digit number is a typo, not a setting)
 
 
