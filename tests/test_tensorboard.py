@@ -375,3 +375,27 @@ def test_foreign_names_in_the_run_are_refused_or_left_alone(tmp_path: Path, data
     with pytest.raises(OutputPathError, match="not a regular file"):
         remove_event_files(run)
     assert (run / "events.out.tfevents.124.evil").is_dir()
+
+
+def test_batch_losses_stop_where_a_resume_could_no_longer_read_the_events(tmp_path: Path, data: TrainingData,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the tool writes it can read back: with the cap shrunk to the history of a few steps, the
+    batch losses stop there with a note, the epochs stay whole, and a resume reads them back."""
+    from mlp_cli.training import session as sessions
+    from mlp_cli.training.loggers import tensorboard
+    from mlp_cli.training.loggers.tensorboard import EPOCH_BYTES, HEADER_BYTES
+
+    room = 20 * len(events.frame(events.scalar_event(0.0, 40, BATCH_TAG, 0.5)))  # about 20 batch losses
+    monkeypatch.setattr(tensorboard, "MAX_EVENTS_BYTES", 5 * EPOCH_BYTES + HEADER_BYTES + room)
+    run = tmp_path / "run"
+    config = logged_config(run, **{"run.log": ["tensorboard"], "run.log_every": 1, "train.epochs": 5})
+    with sessions.new_session(config, None, overwrite=True) as session:
+        sessions.run_session(session, data, observer=Losses())
+    [note] = session.log_problems
+    assert note.startswith("tensorboard: the batch losses from step ") and "run.log_every" in note
+    dropped = int(note.split("from step ")[1].split()[0])
+    accumulator = assert_epochs_match_metrics(run)
+    assert [step for step, _ in scalars(accumulator, BATCH_TAG)] == list(range(1, dropped))
+    assert 15 <= dropped <= 25 and sum(p.stat().st_size for p in event_files(run)) <= tensorboard.MAX_EVENTS_BYTES
+    train_resumed(run / "last.npz", data, **{"train.epochs": 6})  # reads the history back, under the cap
+    assert [s for s, _ in scalars(read_back(run), "train/loss")] == [8, 16, 24, 32, 40, 48]

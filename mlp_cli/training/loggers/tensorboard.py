@@ -45,11 +45,11 @@ MAX_EPOCHS = next(f.metadata["hi"] for f in dataclasses.fields(TrainConfig) if f
 EPOCH_BYTES = sum(len(events.frame(events.scalar_event(0.0, 2**63 - 1, tag, 0.0))) for tag in EPOCH_TAGS.values())
 # A run's event files together, read back whole: every epoch of the longest run config.py allows
 # (100,000 epochs: 34 MB), and 16 MiB more for the header, resume notes and the batch losses
-# (48 bytes each: about 350,000 of them; a run logging more than that, batch_size 1 and
-# log_every 1 for weeks, cannot be resumed with --log tensorboard). Reading costs 10-20 us an
-# event (measured), so this bounds reading to ~20 s at worst (a cap full of the smallest events);
-# the CRC of one record as large as the cap takes under a second.
+# (48 bytes each: about 350,000 of them; the logger stops logging them there, with a note).
+# Reading costs 10-20 us an event (measured), so this bounds reading to ~20 s at worst (a cap
+# full of the smallest events); the CRC of one record as large as the cap takes under a second.
 MAX_EVENTS_BYTES = MAX_EPOCHS * EPOCH_BYTES + (16 << 20)
+HEADER_BYTES = 1 << 20  # the config, the HParams record and each resume's note: a few KB each
 _TMP_PREFIX = ".tensorboard-history."  # no "tfevents" in it: TensorBoard never reads a half-written one
 
 
@@ -103,20 +103,28 @@ def _parsed(path: Path) -> list[events.Event]:
 
 
 class TensorBoardLogger(RunLogger):
+    """The run's events as it trains. The batch losses stop, with a note at the close, where more
+    would take the run's event files past what a resume reads back (``MAX_EVENTS_BYTES``, less
+    the epochs still to come): what the tool writes, it can read."""
+
     def __init__(self) -> None:
         self._handle: Any = None
         self._path: Path | None = None
         self._every = 1
+        self._room = 0  # bytes the batch losses may still take
+        self._dropped_from: int | None = None  # the first step whose batch loss was not logged
 
     def begin(self, start: RunStart) -> None:
         run_dir = start.run_dir
         self._every = start.config.run.log_every
+        self._room = MAX_EVENTS_BYTES - start.config.train.epochs * EPOCH_BYTES - HEADER_BYTES
         if start.resumed_from is None:
             remove_event_files(run_dir)
         else:
             # a run logged only from this resume on gets its header (config, settings) too
             rewrite_history(run_dir, start.resumed_from.parent, start.resumed_step, start.config.to_dict())
         self._path = run_dir / new_file_name(run_dir)
+        self._room -= sum(_regular_size(path) or 0 for path in event_files(run_dir))  # the history rewritten
         self._handle = open(self._path, "ab", buffering=0)  # one write() per record
         now = time.time()
         self._write(events.file_version_event(now))
@@ -128,8 +136,14 @@ class TensorBoardLogger(RunLogger):
 
     def on_step(self, epoch: int, batch: int, steps_per_epoch: int, loss: float) -> None:
         step = (epoch - 1) * steps_per_epoch + batch
-        if step % self._every == 0:
-            self._write(events.scalar_event(time.time(), step, BATCH_TAG, loss))
+        if step % self._every != 0:
+            return
+        record = events.scalar_event(time.time(), step, BATCH_TAG, loss)
+        self._room -= len(events.frame(record))
+        if self._room >= 0:
+            self._write(record)
+        elif self._dropped_from is None:
+            self._dropped_from = step
 
     def on_epoch(self, row: EpochMetrics, is_best: bool) -> None:
         now = time.time()
@@ -142,7 +156,11 @@ class TensorBoardLogger(RunLogger):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        return None
+        if self._dropped_from is None:
+            return None
+        return (f"tensorboard: the batch losses from step {self._dropped_from} on were not logged: with them the "
+                f"run's event files would pass {MAX_EVENTS_BYTES >> 20} MiB, what a resume reads back (every epoch's "
+                "curves are whole); a larger run.log_every logs fewer")
 
     def _write(self, event: bytes) -> None:
         """Append one record; a failed write (disk full) is taken back, so the file stays whole."""
