@@ -106,7 +106,9 @@ def test_jobs_are_capped_at_the_trials_and_a_request_above_the_cores_is_noted() 
     assert plan_jobs(cores, "local", None, 100) == (cores, None)
     jobs, note = plan_jobs(cores + 5, "local", None, 100)
     assert jobs == cores + 5 and note is not None and f"has {cores} core" in note
-    assert plan_jobs(cores + 5, "dask", "tcp://10.0.0.5:8786", 100) == (cores + 5, None)  # remote workers
+    assert plan_jobs(None, "dask", "tcp://10.0.0.5:8786", 100)[1] is None  # remote workers: no note for here
+    with pytest.raises(UsageError, match="with --scheduler the cluster's own workers decide"):
+        plan_jobs(cores + 5, "dask", "tcp://10.0.0.5:8786", 100)  # it would do nothing there
     with pytest.raises(UsageError, match="--jobs 0"):
         plan_jobs(0, "local", None, 3)
 

@@ -71,8 +71,11 @@ def plan_jobs(requested: int | None, kind: str, scheduler: str | None, trials: i
     if requested is not None and not 1 <= requested <= MAX_JOBS:
         raise UsageError(f"--jobs {requested}; expected 1 to {MAX_JOBS} (trials at once, each a process of its own)")
     cores, spec = default_jobs(), EXECUTORS[kind]
-    jobs = min(requested or spec.jobs or cores, max(trials, 1))
     here = not (spec.takes_scheduler and scheduler)  # a local Dask cluster runs on this machine too
+    if requested is not None and not here:
+        raise UsageError("--jobs sets the workers of a cluster started here; with --scheduler the cluster's own "
+                         "workers decide how many trials run at once: leave --jobs out")
+    jobs = min(requested or spec.jobs or cores, max(trials, 1))
     note = None
     if here and requested is not None and min(requested, max(trials, 1)) > cores:
         note = (f"--jobs {requested}: this machine has {cores} core{'s' if cores > 1 else ''}; "
