@@ -280,6 +280,18 @@ def test_gradcheck_passes_with_the_config_settings() -> None:
     assert table.exit_code == 0 and table.stdout.count("pass") == 4 and "all gradients match" in table.stdout
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--set", "optimizer.lr=1e9"], "--set optimizer.lr: gradcheck uses only model.hidden"),
+    (["--set", "train.epochs=5"], "--set train.epochs: gradcheck uses only"),
+    (["--hidden", "2000", "--batch", "10000", "--samples", "1000000000"], "would take 1.0e+17 floating-point"),
+], ids=["unused-key", "unused-train-key", "hours-of-work"])
+def test_gradcheck_refuses_what_would_do_nothing_or_never_end(args: list[str], fragment: str) -> None:
+    result = invoke("gradcheck", *args)
+    assert result.exit_code == 2 and fragment in result.stderr, result.output
+    used = invoke("gradcheck", "--hidden", "4", "--batch", "2", "--set", "train.dropout=0.3", "--json")
+    assert used.exit_code == 0 and json.loads(used.stdout)["dropout"] == 0.3
+
+
 def test_gradcheck_fails_with_exit_1_on_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
     from mlp_cli.nn import backprop
 

@@ -59,9 +59,11 @@ def gradcheck_command(
     from mlp_cli.config_file import load_config, resolve_config_path
     from mlp_cli.nn.gradcheck import gradcheck
 
+    _check_sets(set_ or [])
     overrides = {"model.hidden": hidden, "train.l2": l2}
     resolved = load_config(resolve_config_path(config), overrides, tuple(set_ or ()))
     train = resolved.train
+    _check_work(resolved.model.hidden, batch, samples)
     result = gradcheck(resolved.model.hidden, batch, train.l2, resolved.model.init, seed, samples=samples,
                        dropout=train.dropout, input_dropout=train.input_dropout)
     if json_output:
@@ -70,6 +72,36 @@ def gradcheck_command(
         _print_result(result)
     if not result.passed:
         raise typer.Exit(code=1)
+
+
+USED = ("model.hidden", "model.init", "train.l2", "train.dropout", "train.input_dropout")  # what it checks with
+MAX_FLOPS = 10**12  # about a minute of float64 forward passes here; the default check takes 2e9
+
+
+def _check_sets(sets: list[str]) -> None:
+    """A --set of a key the check does not use would do nothing: refused, naming the keys it uses."""
+    from mlp_cli.errors import UsageError
+
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        if key not in USED:
+            raise UsageError(f"--set {key[:60]}: gradcheck uses only {', '.join(USED)}; the rest cannot change "
+                             "its result")
+
+
+def _check_work(hidden: int, batch: int, samples: int) -> None:
+    """Two forward passes per sampled entry of each parameter: refused before starting when they
+    would take more than MAX_FLOPS, with the figure and what to lower."""
+    from mlp_cli.errors import UsageError
+    from mlp_cli.nn.network import CLASSES, INPUTS
+
+    sizes = (INPUTS * hidden, hidden, hidden * CLASSES, CLASSES)  # W1, b1, W2, b2
+    forward = 2 * batch * (INPUTS * hidden + hidden * CLASSES)
+    flops = sum(2 * min(samples, size) for size in sizes) * forward
+    if flops > MAX_FLOPS:
+        raise UsageError(f"gradcheck of {hidden} hidden units on a batch of {batch} with {samples} samples per "
+                         f"parameter would take {flops:.1e} floating-point operations (at most {MAX_FLOPS:.0e}); "
+                         "lower --samples, --batch or --hidden")
 
 
 def _print_result(result: GradcheckResult) -> None:
