@@ -166,7 +166,12 @@ def test_plot_usage_errors(run_dir: Path, tmp_path: Path) -> None:
         (["plot", "--terminal", run_dir, "--out", tmp_path / "c.png"], "--terminal"),
         (["plot", run_dir, "--weights", run_dir / "best.npz"], "--weights"),
         (["plot", run_dir, "--minus-init"], "--minus-init"),
-    ):
+        (["plot", run_dir, "--columns", "3", "--out", tmp_path / "c.png"], "--columns goes with --weights"),
+        (["plot", run_dir, "--scale", "9", "--out", tmp_path / "c.png"], "--scale goes with --weights"),
+        (["plot", "--terminal", run_dir, "--title", "x"], "--title goes above the curves in a file"),
+        (["plot", "--weights", run_dir / "best.npz", "--out", tmp_path / "w.png", "--title", "x"],
+         "--title goes above the curves; the weights grid has none"),
+    ):  # each would do nothing, so each is refused
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)
     missing = invoke("plot", tmp_path / "nope", "--out", tmp_path / "c.png")

@@ -57,7 +57,8 @@ def plot_command(
     columns: Annotated[
         int | None, typer.Option(min=1, help="Tiles per row of the weights grid (default: about sqrt(h)).")
     ] = None,
-    scale: Annotated[int, typer.Option(min=1, max=16, help="Pixels per weight in the weights grid.")] = 2,
+    scale: Annotated[int | None, typer.Option(min=1, max=16, help="Pixels per weight in the weights grid "
+                                              "(default 2).")] = None,
     minus_init: Annotated[
         bool, typer.Option("--minus-init", help="Weights grid: subtract the (scaled) initial weights, re-drawn from "
                            "the checkpoint's seed, to show what training added.")
@@ -71,10 +72,15 @@ def plot_command(
     if weights is not None:
         if runs or terminal:
             raise UsageError("--weights draws one checkpoint; give no run directories and no --terminal with it")
-        _plot_weights(weights, out or Path("weights.png"), columns, scale, minus_init)
+        if title is not None:
+            raise UsageError("--title goes above the curves; the weights grid has none: drop it")
+        _plot_weights(weights, out or Path("weights.png"), columns, scale or 2, minus_init)
         return
-    if minus_init:
-        raise UsageError("--minus-init goes with --weights CHECKPOINT")
+    for flag, value in (("--minus-init", minus_init or None), ("--columns", columns), ("--scale", scale)):
+        if value is not None:
+            raise UsageError(f"{flag} goes with --weights CHECKPOINT (the weights grid)")
+    if terminal and title is not None:
+        raise UsageError("--title goes above the curves in a file; the terminal chart has none: drop it, or --out")
     if not runs:
         raise UsageError("give at least one run directory (e.g. mlp plot runs/cs229), or --weights CHECKPOINT")
     if terminal and out is not None:
