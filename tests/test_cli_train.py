@@ -86,6 +86,7 @@ def test_resume_through_the_cli_matches_an_uninterrupted_run(mnist_data_dir: Pat
         (["--set", "model.hiden=3"], "did you mean 'model.hidden'"),
         (["--optimizer", "adma"], "did you mean 'adam'"),
         (["--config", "no/such.yaml"], "not found"),
+        (["--name", "nm"], "--name names the run's folder in runs/, --out a directory anywhere"),  # beside --out
     ],
 )
 def test_bad_settings_exit_2_with_one_line_and_write_nothing(

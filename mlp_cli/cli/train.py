@@ -102,7 +102,10 @@ def train_command(
     error) says how to continue; the exit code is 130, 143 or 129. A second one stops at once.
     """
     from mlp_cli.config import FLAG_KEYS
+    from mlp_cli.errors import UsageError
 
+    if name is not None and out is not None:  # run.name names a folder in runs/ only when --out is not given
+        raise UsageError("--name names the run's folder in runs/, --out a directory anywhere: give one of them")
     flags = {"hidden": hidden, "batch": batch, "lr": lr, "epochs": epochs, "seed": seed, "l2": l2,
              "optimizer": optimizer, "out": str(out) if out else None, "name": name, "dataset": dataset,
              "log": list(log) if log else None}
