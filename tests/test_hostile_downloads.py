@@ -193,3 +193,45 @@ def test_credentials_in_a_refused_mirror_are_not_shown(tmp_path):
     line = outcome.error_line()
     assert outcome.code == 2 and "mirror 'ftp://***@host/': unsupported scheme 'ftp'" in line
     assert "hunter2" not in outcome.output
+
+
+def test_a_fifo_in_a_local_mirror_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO waits for a writer (with the cache's lock held): the mirror is opened without
+    blocking, and the FIFO is one line naming what it is."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.mkfifo(mirror / LABELS)
+
+    outcome = fetch(tmp_path / "cache", mirror.as_uri() + "/", seconds=20)
+
+    assert outcome.code == 1 and not outcome.killed, outcome.output
+    assert "not a regular file" in outcome.stderr
+
+
+def test_a_dataset_folder_replaced_by_a_link_is_refused_and_its_target_untouched(tmp_path, offline_mnist_url):
+    elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "data"
+    elsewhere.mkdir()
+    data_dir.mkdir()
+    (data_dir / "mnist").symlink_to(elsewhere)
+
+    outcome = run_limited(mlp_command("download-data", "--data-dir", data_dir, "--mirror", offline_mnist_url),
+                          seconds=60)
+
+    line = outcome.error_line()
+    assert outcome.code == 2 and f"the dataset directory {data_dir / 'mnist'} is a symbolic link" in line
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("password", ["p@ss", "pa/ss"])
+def test_a_password_holding_an_at_or_a_slash_is_never_shown(tmp_path, password):
+    outcome = run_limited(mlp_command("download-data", "--data-dir", tmp_path, "--json", "--mirror",
+                                      f"http://user:{password}@127.0.0.1:9/"), seconds=60)
+    assert outcome.code != 0 and password not in outcome.output and "ss@" not in outcome.output, outcome.output
+    assert "http://***@127.0.0.1:9/" in outcome.output
+
+
+def test_a_mirror_that_is_not_a_url_is_one_line(tmp_path):
+    outcome = run_limited(mlp_command("download-data", "--data-dir", tmp_path, "--mirror", "http://user:s3cr3t@[::1/"),
+                          seconds=60)
+    line = outcome.error_line()
+    assert outcome.code == 2 and "is not a URL" in line and "s3cr3t" not in outcome.output

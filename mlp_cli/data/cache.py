@@ -254,6 +254,9 @@ def _build_arrays(spec: DatasetSpec, directory: Path, split_name: str) -> None:
 
 
 def _make_dir(directory: Path) -> Path:
+    if directory.is_symlink():  # the dataset folder is the tool's to make: a link would take the cache elsewhere
+        raise UsageError(f"the dataset directory {directory} is a symbolic link; mlp keeps its cache only in a folder "
+                         "it made: remove the link, or point --data-dir at the folder itself")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -26,8 +26,8 @@ def copy_local(url: str, shown: str, filename: str, part: Path, cap: int, report
     from urllib.request import url2pathname  # here: urllib.request costs ~30 ms to import
 
     source = Path(url2pathname(parsed.path))
-    try:
-        src = open(source, "rb")  # closed by the with below
+    try:  # without blocking: opening a FIFO would wait for a writer, the cache lock held all along
+        src = open(os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")  # closed by the with below
     except FileNotFoundError:
         raise MirrorFailed("not found") from None
     except OSError as err:

@@ -82,7 +82,9 @@ def redact(text: str) -> str:
     return re.sub(_USERINFO, r"\1***@", text)
 
 
-_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@"  # compiled (and cached by re) on first use
+# Up to the last "@" of the URL: a password may hold "@" or "/" (requests splits at the last "@"),
+# and a too-early stop would show the rest of it. Compiled (and cached by re) on first use.
+_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@"
 
 
 def _split(prefix: str, count: int) -> Split:
@@ -174,7 +176,11 @@ def mirror_list(
 def normalize_mirror(mirror: str) -> str:
     """A mirror as a directory URL ending in ``/``; a bare local path becomes ``file://``."""
     text = mirror.strip()
-    scheme = urlparse(text).scheme.lower()
+    try:
+        scheme = urlparse(text).scheme.lower()
+    except ValueError as err:  # e.g. "http://[::1/": an IPv6 host not closed
+        raise UsageError(f"mirror {redact(mirror)!r} is not a URL ({err}); give http(s)://HOST/PATH/ or a "
+                         "directory") from None
     if not scheme or (len(scheme) == 1 and os.name == "nt"):  # "C:\\data" is a path
         text = Path(text).expanduser().resolve().as_uri()
     elif scheme not in SCHEMES:
