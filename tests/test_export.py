@@ -353,3 +353,22 @@ def test_readme_pytorch_snippet_classifies_the_image(readme_dir: Path, run: Path
     torch_snippet = next(block for block in readme_blocks("python") if "torch" in block)
     expected = mlp_cli.load_model(run).predict(np.asarray(Image.open(readme_dir / "digit.png")))[0]
     assert run_snippet(torch_snippet, readme_dir) == str(expected) == "7"
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_a_checkpoint_too_large_for_memory_is_refused_before_it_is_read_and_nothing_is_written(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The weights and the encoder's own work (measured: mlp_cli.memory.WORK_BYTES_PER_ENTRY)
+    against what is free, before a byte is decompressed: one line giving both figures."""
+    from mlp_cli import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 10 << 10)
+    out = tmp_path / f"model.{fmt}"
+
+    result = mlp("export", run, "--format", fmt, "--out", out)
+
+    assert result.exit_code == 1, result.output
+    assert re.search(r"reading its 784-\d+-10 float32 network needs \d+ KiB of memory but 10 KiB is available",
+                     result.stderr), result.stderr
+    assert "Traceback" not in result.output and not out.exists()

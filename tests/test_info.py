@@ -171,3 +171,20 @@ def test_info_names_the_dropout_rates(tmp_path: Path) -> None:
     data = json.loads(invoke("info", "--config", config, "--json").stdout)
     assert (data["dropout"], data["input_dropout"]) == (0.25, 0.1)
     assert "dropout" not in " ".join(invoke("info").stdout.split())
+
+
+def test_info_of_a_checkpoint_too_large_for_memory_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """info checks the weights (CRC, finiteness), so it reads them: the same check as every reader."""
+    from helpers import mlp as invoke
+    from hostile_inputs import good_checkpoint
+
+    from mlp_cli import memory
+
+    checkpoint = good_checkpoint(tmp_path / "run" / "last.npz", hidden=300)
+    assert invoke("info", checkpoint).exit_code == 0
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 << 20)
+
+    result = invoke("info", checkpoint)
+
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "reading its 784-300-10 float32 network needs 9 MiB of memory but 4 MiB is available" in result.stderr

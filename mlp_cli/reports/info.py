@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlp_cli.memory import require_memory
 from mlp_cli.nn.backprop import step_layout
 from mlp_cli.nn.dropout import dropout_layout
 from mlp_cli.nn.evaluation import evaluation_layout
@@ -250,46 +251,11 @@ def info_for_config(config: Config, hidden: int | None = None) -> NetworkInfo:
     )
 
 
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: the kernel's MemAvailable, lowered by an address
-    space limit (``ulimit -v``) less what is mapped already; None where neither can be read."""
-    import resource
-
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit != resource.RLIM_INFINITY:
-        try:
-            with open("/proc/self/statm", encoding="ascii") as handle:
-                mapped = int(handle.read().split()[0]) * resource.getpagesize()
-        except (OSError, ValueError, IndexError):
-            mapped = 0
-        found.append(max(0, limit - mapped))
-    return min(found) if found else None
-
-
 def check_memory(config: Config, available: int | None = None) -> None:
     """ResourceError, with both figures, when a run of ``config`` needs more memory (the total
     ``mlp info`` prints) than is available; called before anything is allocated."""
-    from mlp_cli.errors import ResourceError
-
-    needed = info_for_config(config).memory_bytes
-    available = available_memory() if available is None else available
-    if available is not None and needed > available:
-        raise ResourceError(
-            f"this run needs {_gib(needed)} of memory (see mlp info) but {_gib(available)} is "
-            "available; lower model.hidden or train.batch_size, or free memory"
-        )
-
-
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+    require_memory(info_for_config(config).memory_bytes, "this run", "lower model.hidden or train.batch_size, "
+                   "or free memory", available, see="see mlp info")
 
 
 def run_facts(meta: dict[str, Any], config: Config) -> dict[str, str]:

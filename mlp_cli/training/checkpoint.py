@@ -15,8 +15,9 @@ so a crash mid-write leaves the previous checkpoint intact. Reading trusts nothi
 members above are accepted; the metadata is read first (capped in size, nesting and number
 length), then every member's declared sizes (zip header and ``.npy`` header) are checked against
 the architecture the metadata and W1's header give -- all before any array is decompressed; then
-the data, its finiteness and the format version. Never pickle. Every failure is a
-:class:`CheckpointError` naming the file.
+the memory they and the command's work will take against what is free (a small file of zeros can
+describe gigabytes: a ResourceError giving both figures); then the data, its finiteness and the
+format version. Never pickle. Every other failure is a :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from mlp_cli.atomic import atomic_write_bytes
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
+from mlp_cli.memory import WORK_BYTES_PER_ENTRY, require_memory
 from mlp_cli.nn.network import CLASSES, INPUTS, PARAM_NAMES, Params
 from mlp_cli.training import npz
 from mlp_cli.version import __version__
@@ -109,7 +111,8 @@ def _did_you_mean(path: Path) -> str:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and validate a checkpoint; raise CheckpointError naming the file on any problem."""
+    """Read and validate a checkpoint; raise CheckpointError naming the file on any problem, and
+    ResourceError, before any array is decompressed, if it would not fit in memory."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"checkpoint {path} not found{_did_you_mean(path)}")
@@ -141,7 +144,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def _read(archive: zipfile.ZipFile, bad: Any) -> Checkpoint:
-    """Members, metadata, then headers against the architecture the metadata gives, then data."""
+    """The headers and metadata, the memory loading will take, then the data."""
+    headers, meta, dtype, hidden = _read_headers(archive, bad)
+    require_memory(loading_memory(headers), f"checkpoint {archive.filename}: reading its "
+                   f"784-{hidden}-10 {dtype} network", "free memory, or use a machine with more")
+    arrays = {name: npz.read_data(archive, member) for name, member in headers.items() if name != "meta"}
+    params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
+    for name in PARAM_NAMES:
+        if not np.isfinite(params[name]).all():
+            raise bad(f"{name} contains NaN or infinite values")
+    optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+
+
+def _read_headers(archive: zipfile.ZipFile, bad: Any) -> tuple[dict[str, npz.Member], dict[str, Any], np.dtype, int]:
+    """Members, metadata, then headers against the architecture the metadata gives: no data read."""
     members = npz.names(archive)
     if "meta" not in members or any(f"param/{k}" not in members for k in PARAM_NAMES):
         raise bad("missing arrays; this is not an mlp checkpoint")
@@ -163,13 +180,15 @@ def _read(archive: zipfile.ZipFile, bad: Any) -> Checkpoint:
     meta = _parse_meta(npz.read_data(archive, meta_member), bad)
     _check_meta(meta, bad)
     dtype, hidden = _check_headers(headers, meta["config"], bad)
-    arrays = {name: npz.read_data(archive, member) for name, member in headers.items() if name != "meta"}
-    params = Params(**{k: arrays[f"param/{k}"] for k in PARAM_NAMES})
-    for name in PARAM_NAMES:
-        if not np.isfinite(params[name]).all():
-            raise bad(f"{name} contains NaN or infinite values")
-    optimizer_state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(params=params, optimizer_state=optimizer_state, meta=meta)
+    return headers, meta, dtype, hidden
+
+
+def loading_memory(headers: dict[str, npz.Member]) -> int:
+    """Bytes at a command's peak: every array (each read as bytes, then copied: the largest counts
+    twice) and the command's own work, ``WORK_BYTES_PER_ENTRY`` for each entry of W1 b1 W2 b2."""
+    arrays = [member.nbytes for name, member in headers.items() if name != "meta"]
+    entries = sum(headers[f"param/{k}"].nbytes // headers[f"param/{k}"].dtype.itemsize for k in PARAM_NAMES)
+    return sum(arrays) + max(arrays) + WORK_BYTES_PER_ENTRY * entries
 
 
 def _parse_meta(raw: np.ndarray, bad: Any) -> dict[str, Any]:
