@@ -246,3 +246,13 @@ def test_eval_checks_the_memory_of_its_split_before_reading_it(good, monkeypatch
     monkeypatch.setattr(memory, "available_memory", lambda: needed - 1)
     with pytest.raises(ResourceError, match="evaluating 16 hidden units on the test split needs"):
         load_split(checkpoint, "test", data_dir=tmp_path / "no-data", mirrors=("file:///nowhere",))
+
+
+def test_a_weights_grid_too_large_for_memory_is_refused_before_it_is_drawn(good, tmp_path):
+    """784-4000-10 float32 loads in a few tens of MB; its grid at --scale 16 would be 6.4 GB."""
+    checkpoint = huge_checkpoint(good, tmp_path / "h4000.npz", hidden=4000, dtype="float32")
+    drawn = ["plot", "--weights", checkpoint, "--out", tmp_path / "w.png"]
+
+    refuse([*drawn, "--scale", "16"], "a weights grid of 4000 tiles at --scale 16 needs", tmp_path)
+    assert not (tmp_path / "w.png").exists()
+    assert run_limited(mlp_command(*drawn, "--scale", "1"), memory=1 * GiB, seconds=60, cwd=tmp_path).code == 0

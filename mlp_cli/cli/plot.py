@@ -168,8 +168,22 @@ def _plot_weights(checkpoint_path: Path, out: Path, columns: int | None, scale: 
     if columns is not None and columns > W1.shape[1]:  # the grid's width grows with --columns
         raise UsageError(f"--columns {columns} is more than the {W1.shape[1]} hidden units of {checkpoint_path}; "
                          f"expected 1..{W1.shape[1]}")
+    _check_grid_memory(W1.shape[1], scale)
     if minus_init:
         W1, c = remove_initial(W1, initial_weights(checkpoint))
         what += f", minus {c:.3f} x their initial weights"
     written, (width, height) = save_weights_image(W1, out, columns=columns, scale=scale)
     typer.echo(f"wrote {written} ({what}; {width}x{height} pixels)")
+
+
+GRID_BYTES_PER_PIXEL = 8  # the grid as floats, then its RGB image: measured 7.2 (784-20000-10 at --scale 4)
+
+
+def _check_grid_memory(hidden: int, scale: int) -> None:
+    """The grid holds 28 x 28 x scale^2 pixels per hidden unit: refused before it is drawn when it
+    cannot fit (--scale 16 on 100,000 units would be tens of GiB)."""
+    from mlp_cli.memory import require_memory
+
+    pixels = hidden * 28 * 28 * scale * scale
+    require_memory(GRID_BYTES_PER_PIXEL * pixels, f"a weights grid of {hidden} tiles at --scale {scale}",
+                   "lower --scale")
