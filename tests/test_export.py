@@ -236,6 +236,16 @@ def test_existing_out_needs_overwrite(run: Path, tmp_path: Path) -> None:
     assert onnx.load(str(out)).graph.input[0].name == "pixels"
 
 
+def test_an_export_over_its_own_checkpoint_is_refused_even_with_overwrite(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    before = (copy / "best.npz").read_bytes()
+    refused = mlp("export", copy, "--out", copy / "best.npz", "--overwrite")
+    assert refused.exit_code == 2 and "is the checkpoint being exported" in refused.stderr, refused.output
+    assert (copy / "best.npz").read_bytes() == before
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_out_that_is_not_a_file_is_refused_and_left_alone(run: Path, tmp_path: Path, kind: str) -> None:
     out = tmp_path / "target"

@@ -60,6 +60,8 @@ def export_model(source: str | os.PathLike[str], fmt: str, out: str | os.PathLik
         raise UsageError(f"--format {fmt} needs the {spec.requires} package, which is not installed: "
                          f"{INSTALL_HINT}") from None
     checkpoint = model_checkpoint(Path(source))
+    if os.path.lexists(out_path) and out_path.resolve() == checkpoint.resolve():
+        raise UsageError(f"--out {out_path} is the checkpoint being exported; write the export elsewhere")
     data: bytes = encoder.encode(load_source(checkpoint))
     check_out(out_path, overwrite)  # again: something may have appeared there meanwhile
     write_output_file(out_path, data, MlpError)
