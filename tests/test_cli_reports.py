@@ -105,6 +105,8 @@ def test_eval_rejects_bad_input(run_dir: Path, mnist_data_dir: Path) -> None:
     assert negative.exit_code == 2
     split = invoke("eval", run_dir / "best.npz", "--data-dir", mnist_data_dir, "--split", "valid")
     assert split.exit_code == 2 and "valid" in split.stderr and "Traceback" not in split.output
+    hushed = invoke("eval", run_dir / "best.npz", "--data-dir", mnist_data_dir, "--errors", "5", "-q")
+    assert hushed.exit_code == 2 and "--errors would draw nothing" in hushed.stderr  # it printed no mistake
 
 
 # -- mlp plot ---------------------------------------------------------------------------------

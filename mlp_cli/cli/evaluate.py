@@ -71,6 +71,8 @@ def eval_command(
 
     if split not in EVAL_SPLITS:
         raise UsageError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
+    if errors and quiet:
+        raise UsageError("--quiet prints only the loss and accuracy line, so --errors would draw nothing: give one")
     models = resolve_models(checkpoints)
     reporter = make_reporter(quiet or json_output)
     if len(models) == 1:
