@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 from mlp_cli.cli.app import app, strict_json
 from mlp_cli.cli.options import complete_config, complete_set
+from mlp_cli.errors import UsageError
 
 EXAMPLES_GRADCHECK = """
 Examples:
@@ -80,8 +81,6 @@ MAX_FLOPS = 10**12  # about a minute of float64 forward passes here; the default
 
 def _check_sets(sets: list[str]) -> None:
     """A --set of a key the check does not use would do nothing: refused, naming the keys it uses."""
-    from mlp_cli.errors import UsageError
-
     for item in sets:
         key = item.partition("=")[0].strip()
         if key not in USED:
@@ -92,7 +91,6 @@ def _check_sets(sets: list[str]) -> None:
 def _check_work(hidden: int, batch: int, samples: int) -> None:
     """Two forward passes per sampled entry of each parameter: refused before starting when they
     would take more than MAX_FLOPS, with the figure and what to lower."""
-    from mlp_cli.errors import UsageError
     from mlp_cli.nn.network import CLASSES, INPUTS
 
     sizes = (INPUTS * hidden, hidden, hidden * CLASSES, CLASSES)  # W1, b1, W2, b2

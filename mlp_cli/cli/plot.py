@@ -69,18 +69,11 @@ def plot_command(
     Curves: loss and accuracy per epoch, train dashed and dev solid, one colour per run, on shared axes.
     """
     runs = runs or []
+    _check_flags(weights is not None, runs, terminal, title, {"--minus-init": minus_init or None,
+                                                              "--columns": columns, "--scale": scale})
     if weights is not None:
-        if runs or terminal:
-            raise UsageError("--weights draws one checkpoint; give no run directories and no --terminal with it")
-        if title is not None:
-            raise UsageError("--title goes above the curves; the weights grid has none: drop it")
         _plot_weights(weights, out or Path("weights.png"), columns, scale or 2, minus_init)
         return
-    for flag, value in (("--minus-init", minus_init or None), ("--columns", columns), ("--scale", scale)):
-        if value is not None:
-            raise UsageError(f"{flag} goes with --weights CHECKPOINT (the weights grid)")
-    if terminal and title is not None:
-        raise UsageError("--title goes above the curves in a file; the terminal chart has none: drop it, or --out")
     if not runs:
         raise UsageError("give at least one run directory (e.g. mlp plot runs/cs229), or --weights CHECKPOINT")
     if terminal and out is not None:
@@ -96,6 +89,22 @@ def plot_command(
 
     written = plot_curves([c for c, _ in curves], target, title=title)
     typer.echo(f"wrote {written} ({', '.join(c.label for c, _ in curves)})")
+
+
+def _check_flags(weights: bool, runs: list[Path], terminal: bool, title: str | None,
+                 grid_flags: dict[str, object]) -> None:
+    """Each flag goes with one kind of picture: given with the other, it would do nothing."""
+    if weights:
+        if runs or terminal:
+            raise UsageError("--weights draws one checkpoint; give no run directories and no --terminal with it")
+        if title is not None:
+            raise UsageError("--title goes above the curves; the weights grid has none: drop it")
+        return
+    for flag, value in grid_flags.items():
+        if value is not None:
+            raise UsageError(f"{flag} goes with --weights CHECKPOINT (the weights grid)")
+    if terminal and title is not None:
+        raise UsageError("--title goes above the curves in a file; the terminal chart has none: drop it, or --out")
 
 
 def _target(out: Path) -> Path:

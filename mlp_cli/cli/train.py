@@ -22,6 +22,7 @@ from mlp_cli.cli.options import (
     report_log_problems,
 )
 from mlp_cli.data.registry import DATASETS
+from mlp_cli.errors import UsageError
 from mlp_cli.nn.registry import OPTIMIZERS, listed
 
 if TYPE_CHECKING:
@@ -102,7 +103,6 @@ def train_command(
     error) says how to continue; the exit code is 130, 143 or 129. A second one stops at once.
     """
     from mlp_cli.config import FLAG_KEYS
-    from mlp_cli.errors import UsageError
 
     if name is not None and out is not None:  # run.name names a folder in runs/ only when --out is not given
         raise UsageError("--name names the run's folder in runs/, --out a directory anywhere: give one of them")
