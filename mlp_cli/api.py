@@ -97,6 +97,8 @@ class Model:
     def evaluate(self, images: Any, labels: Any) -> Evaluation:
         """Mean loss and accuracy on labelled images (the evaluation training and ``mlp eval`` use)."""
         pixels = _pixel_rows(images)
+        if not len(pixels):  # a mean over no image has no value: 0% would read as a result
+            raise UsageError("evaluate needs at least one labelled image, got none")
         y = _labels(labels, len(pixels), self.params.W2.shape[1])
         total_loss, correct = 0.0, 0
         for start in range(0, len(pixels), BATCH):
@@ -120,8 +122,7 @@ def _pixel_rows(images: Any) -> np.ndarray:
         pixels = np.asarray(images)
     except (ValueError, TypeError, OverflowError) as err:  # ragged nested lists, huge Python ints
         raise UsageError(f"images must be an array of pixels 0-255: {' '.join(str(err).split())[:120]}") from None
-    if pixels.dtype == bool or not (np.issubdtype(pixels.dtype, np.integer)
-                                    or np.issubdtype(pixels.dtype, np.floating)):
+    if pixels.dtype.kind not in "iuf":  # numbers only: not bool, nor times (numpy counts timedelta64 an integer)
         raise UsageError(f"images must be numbers (raw pixels 0-255), got dtype {pixels.dtype}")
     side = int(round(INPUTS**0.5))
     if pixels.shape in ((side, side), (INPUTS,)):

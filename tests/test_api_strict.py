@@ -108,6 +108,8 @@ def test_other_shapes_are_refused_never_cropped(model: mlp_cli.Model, shape: tup
     lambda m: m.predict([[1, 2], [3]]),  # ragged
     lambda m: m.predict(np.zeros((1, 784), dtype=complex)),
     lambda m: m.predict(np.zeros((1, 784), dtype=bool)),
+    lambda m: m.predict(np.zeros((1, 784), dtype="m8[s]")),  # numpy counts timedelta64 an integer
+    lambda m: m.evaluate(np.zeros((0, 784)), []),  # a mean over no image
     lambda m: m.predict(None),
     lambda m: m.predict([[10**30] * 784]),  # Python ints beyond any dtype
     lambda m: m.evaluate(np.zeros((2, 784)), ["a", "b"]),
