@@ -52,6 +52,16 @@ def test_a_small_png_of_huge_dimensions_is_refused_from_its_header(checkpoint, t
 
     assert "is 13000 x 13000 pixels, more than the 24 megapixels" in failure_of(outcome)
     assert outcome.seconds < 15 and outcome.peak_mib < 300
+    assert len(outcome.stderr.strip().splitlines()) == 1  # the refusal alone: no warning of Pillow's beside it
+
+
+def test_an_image_past_pillows_warning_size_is_refused_in_one_line(checkpoint, tmp_path):
+    png = big_png(tmp_path / "big.png", side=9500)  # 90 MP: Pillow warns (over 89 MP) but does not refuse
+
+    outcome = run_limited(mlp_command("predict", checkpoint, png), memory=1 * GiB, seconds=60)
+
+    line = outcome.error_line()  # exactly one line on stderr
+    assert outcome.code == 1 and "is 9500 x 9500 pixels, more than the 24 megapixels" in line
 
 
 def test_a_huge_jpeg_is_decoded_reduced_and_classified(checkpoint, tmp_path):

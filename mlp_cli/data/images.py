@@ -63,6 +63,7 @@ def read_grayscale(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     regular one, never more than MAX_PIXELS decoded: the size is read from the header first."""
     import os
     import stat
+    import warnings
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -73,7 +74,10 @@ def read_grayscale(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ImageError(f"image {path} is not a regular file")
-        with Image.open(path, formats=FORMATS) as opened:
+        with warnings.catch_warnings():  # Pillow warns of sizes _bound refuses itself, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path, formats=FORMATS)
+        with opened:
             original_width = opened.size[0]
             _bound(opened, path)
             opened.load()
