@@ -38,6 +38,7 @@ class PrunedPass:
     def __init__(self, sweep: SweepRun) -> None:
         self.sweep, self.executor, self.spec = sweep, sweep.executor, sweep.plan.spec
         self.trials = {t.name: t for t in sweep.plan.trials}
+        self.indices = {t.index for t in sweep.plan.trials}  # the trials' numbers, kept with self.trials
         self.ladder = Ladder(sweep.plan.trials, self.spec.prune)
         self.base = sweep.plan.base or {}  # a model-based search's base config (sweep.plan_sweep)
         self.rungs = self.ladder.rungs
@@ -142,8 +143,7 @@ class PrunedPass:
         from mlp_cli.sweeps.sweep import _placed
         from mlp_cli.sweeps.tpe import propose
 
-        taken = {trial.index for trial in self.trials.values()}
-        number = next(index for index in range(self.spec.trials) if index not in taken)  # the first gap
+        number = next(index for index in range(self.spec.trials) if index not in self.indices)  # the first gap
         overrides = propose(self.spec, list(self.latest.values()), number)
         (trial,) = _placed([make_trial(self.spec, self.base, number, overrides)], self.sweep.plan.directory)
         self._add(trial)
@@ -158,6 +158,7 @@ class PrunedPass:
             settings["run"]["log"] = list(self.sweep.plan.log)
             trial = dataclasses.replace(trial, config=build_config(settings))
         self.trials[trial.name] = trial
+        self.indices.add(trial.index)
         self.sweep.plan.trials.append(trial)
         self.ladder.add(trial)
 
@@ -171,7 +172,7 @@ class PrunedPass:
 
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < self.spec.trials:
             return
-        if index in {trial.index for trial in self.trials.values()}:
+        if index in self.indices:
             return
         if not isinstance(overrides, dict) or not in_space(self.spec, overrides):
             return
