@@ -262,12 +262,13 @@ def backfill(run_dir: Path, draw_curves: Callable[[Path, Path], None] | None = N
     if not (run_dir / METRICS_FILE).is_file():
         raise MissingFileError(f"{run_dir} is not a run directory: it has no {METRICS_FILE}")
     with RunLock(run_dir), tempfile.TemporaryDirectory() as folder:
-        config = run_config(run_dir)
+        saved = run_config(run_dir)
+        config = saved or load_config()  # a run without config.yaml: the defaults, sent without the file
         epochs = len(run_records(run_dir))
         check_destination(run_dir / RECORD_FILE)
-        staged = stage_artifacts(run_dir, config or load_config(), Path(folder), draw_curves, config is not None)
+        staged = stage_artifacts(run_dir, config, Path(folder), draw_curves, saved is not None)
         logger = MlflowLogger(staged)
-        logger.begin(RunStart(config or load_config(), run_dir, draw_curves=draw_curves))
+        logger.begin(RunStart(config, run_dir, draw_curves=draw_curves))
         problem = logger.close()
     if problem:
         raise MlpError(problem)
