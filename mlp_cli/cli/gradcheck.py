@@ -81,8 +81,10 @@ MAX_FLOPS = 10**12  # about a minute of float64 forward passes here; the default
 
 def _check_sets(sets: list[str]) -> None:
     """A --set of a key the check does not use would do nothing: refused, naming the keys it uses."""
+    from mlp_cli.config_file import split_set  # the one reading of a --set item
+
     for item in sets:
-        key = item.partition("=")[0].strip()
+        key, _ = split_set(item)
         if key not in USED:
             raise UsageError(f"--set {key[:60]}: gradcheck uses only {', '.join(USED)}; the rest cannot change "
                              "its result")
