@@ -250,9 +250,21 @@ def output_delta(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers, fast: fused.Ke
     if bad >= 0:
         raise IndexError(f"label {y[bad]} of row {bad} is out of range for {Z2.shape[1]} classes")
     np.exp(Z2, out=Z2)  # exp(Z2)                                                              (B, k)
-    fast.softmax_minus_onehot(cells, B, y, row_sum, cast(B), cast(1.0), cast(0.0), np.finfo(Z2.dtype).tiny)
+    fast.softmax_minus_onehot(cells, B, y, row_sum, cast(B), cast(1.0), cast(0.0), _tiny(Z2.dtype))
     np.log(buf.row_sum, out=buf.log_row_sum)  # log sum_j exp(Z2[i, j])
-    return float(buf.log_row_sum.sum() - buf.true_score.sum()) / B  # J
+    total = np.add.reduce  # the sum .sum() runs, without its wrapper
+    return float(total(buf.log_row_sum, axis=None) - total(buf.true_score, axis=None)) / B  # J
+
+
+def _tiny(dtype: np.dtype) -> np.floating:
+    """The smallest normal number of ``dtype`` (np.finfo's, looked up once a dtype)."""
+    tiny = _TINY.get(dtype)
+    if tiny is None:
+        tiny = _TINY[dtype] = np.finfo(dtype).tiny
+    return tiny
+
+
+_TINY: dict[np.dtype, np.floating] = {}
 
 
 def add_penalty(
@@ -307,7 +319,7 @@ def loss_and_gradients(
     loss = output_delta(Z2, y, buf, fast)  # J; Z2 <- dZ2 = (P - Y) / B, subnormals flushed     (B, k)
     dZ2 = Z2
     np.matmul(H.T, dZ2, out=dW2)  # dW2 = A1~.T @ dZ2                                          (h, k)
-    np.sum(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2                                 (k,)
+    np.add.reduce(dZ2, axis=0, out=db2)  # db2 = sum over rows of dZ2 (np.sum's own reduction)  (k,)
     np.matmul(dZ2, W2.T, out=dZ1)  # dA1 = dZ2 @ W2.T                                          (B, h)
     hidden_backward(A1, dZ1, masks, buf.S, fast)  # dZ1 = dA1 * M1 * A1 * (1 - A1)             (B, h)
     np.matmul(X.T, dZ1, out=dW1)  # dW1 = X~.T @ dZ1                                           (d, h)

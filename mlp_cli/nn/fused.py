@@ -119,14 +119,17 @@ def _numpy_asked() -> bool:
 def fits(*arrays: np.ndarray) -> bool:
     """Whether the kernels can take these arrays: C-contiguous, at least 1-D, one float dtype (a
     boolean mask may be among them)."""
-    first = arrays[0]
-    return all(a.ndim >= 1 and a.flags.c_contiguous and a.dtype in (first.dtype, np.bool_) for a in arrays)
+    dtypes = (arrays[0].dtype, np.bool_)
+    for a in arrays:  # a plain loop: called several times a step, a generator costs more than the test
+        if not (a.ndim >= 1 and a.flags.c_contiguous and a.dtype in dtypes):
+            return False
+    return True
 
 
 def run(kernel: Kernel, arrays: tuple[np.ndarray, ...], scalars: tuple[float | bool, ...] = ()) -> None:
     """``kernel`` over the arrays' entries (flat views), the float scalars cast to their dtype."""
-    dtype = arrays[0].dtype.type
-    kernel(*(a.reshape(-1) for a in arrays), *(x if isinstance(x, bool) else dtype(x) for x in scalars))
+    cast = arrays[0].dtype.type
+    kernel(*[a.reshape(-1) for a in arrays], *[x if x.__class__ is bool else cast(x) for x in scalars])
 
 
 def _build() -> Kernels | None:

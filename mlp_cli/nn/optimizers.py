@@ -56,6 +56,7 @@ moments, step count) as a flat dict of arrays, so that a resumed run continues b
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -149,8 +150,7 @@ class Optimizer:
     """Base class: owns the state arrays and their (de)serialisation; subclasses own ``step``.
 
     ``self._state`` maps flat names (``"velocity.W1"``, ``"m.W1"``, ``"t"``) to the live state
-    arrays; ``self._scratch`` holds one buffer per parameter, same shape and dtype, reused by
-    every step.
+    arrays; ``self._scratch`` holds one buffer per parameter, same shape and dtype, reused by every step.
     """
 
     name: str
@@ -166,7 +166,7 @@ class Optimizer:
         self._scratch: NamedArrays = {key: np.empty_like(p) for key, p in params.items()}
         self._penalised: NamedArrays = {}  # g + c W for the numpy forms, allocated at the first penalty
         self._state: NamedArrays = {}
-        self._flat: tuple[float, tuple[tuple[np.ndarray, ...], ...], list[Flat] | None] | None = None
+        self._flat: tuple[float, list[np.ndarray], list[Flat] | None] | None = None
 
     def step(self, params: NamedArrays, grads: NamedArrays, lr: float, penalty: float = 0.0) -> None:
         """Update every array in ``params`` in place from ``grads`` (left untouched); ``penalty``
@@ -190,16 +190,16 @@ class Optimizer:
         """The kernels and each key's arrays as they take them (p, g, then ``states``' arrays, flat,
         with the L2 term's scalars), or None where numba is absent or an array does not fit them.
 
-        Built once for a set of arrays and kept: a step with the same arrays (every step but a
-        smaller last batch's, whose gradients live elsewhere) pays only the identity check."""
+        Built once and kept while the same parameter and gradient arrays come (all steps but a smaller
+        last batch's; the state arrays are this optimiser's own, never rebound): an identity check."""
         fast = fused.kernels()
         if fast is None:
             return None
-        arrays = tuple((params[key], grads[key], *(s[key] for s in states)) for key in self._keys)
+        current = [params[key] for key in self._keys] + [grads[key] for key in self._keys]
         cached = self._flat
-        if cached is None or cached[0] != penalty or not all(
-                a is b for new, old in zip(arrays, cached[1], strict=True) for a, b in zip(new, old, strict=True)):
-            cached = self._flat = (penalty, arrays, self._flats(arrays, penalty))
+        if cached is None or cached[0] != penalty or not all(map(operator.is_, current, cached[1])):
+            arrays = tuple((params[key], grads[key], *(s[key] for s in states)) for key in self._keys)
+            cached = self._flat = (penalty, current, self._flats(arrays, penalty))
         return None if cached[2] is None else (fast, cached[2])
 
     def _flats(self, arrays: tuple[tuple[np.ndarray, ...], ...], penalty: float) -> list[Flat] | None:

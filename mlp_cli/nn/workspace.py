@@ -81,20 +81,19 @@ class Workspace:
     """
 
     def __init__(self) -> None:
-        self._sets: dict[type, tuple[tuple[Any, ...], Any]] = {}
+        self._sets: dict[type, tuple[dict[str, int], np.dtype, Any]] = {}
 
     def get(self, kind: type[BufferSet], sizes: dict[str, int], dtype: np.dtype) -> BufferSet:
-        key = (tuple(sorted(sizes.items())), np.dtype(dtype))
-        held = self._sets.get(kind)
-        if held is None or held[0] != key:
-            self._sets[kind] = held = (key, allocate(kind, sizes, np.dtype(dtype)))
-        return held[1]  # type: ignore[no-any-return]
+        held = self._sets.get(kind)  # several times a step: two comparisons when nothing changed
+        if held is None or held[0] != sizes or held[1] != dtype:
+            held = self._sets[kind] = (dict(sizes), np.dtype(dtype), allocate(kind, sizes, np.dtype(dtype)))
+        return held[2]  # type: ignore[no-any-return]
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array held, named ``Set.field``."""
         return {
             f"{kind.__name__}.{f.name}": getattr(held, f.name)
-            for kind, (_, held) in self._sets.items()
+            for kind, (_, _, held) in self._sets.items()
             for f in fields(kind)
         }
 
