@@ -3,6 +3,7 @@ bytes, a tiny dataset's shape, a reporter that records, a closed port, the CLI r
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from mlp_cli.cli import app
@@ -34,6 +36,14 @@ USER_DATA_DIR = os.environ.get("MLP_DATA_DIR", "")  # the user's, read before an
 MIRROR_ENV_VARS = ("MLP_MNIST_MIRROR", "MLP_FASHION_MNIST_MIRROR")
 
 runner = CliRunner()
+
+
+def need_numba() -> None:
+    """Skip without numba (the optional ``fast`` extra); with $CI set, fail instead: CI installs it."""
+    if importlib.util.find_spec("numba") is None:
+        if os.environ.get("CI"):
+            pytest.fail("numba is not installed; CI must provide it (.ci/run installs the fast extra)")
+        pytest.skip("numba (the fast extra) is not installed")
 
 
 def mlp(*args: Any) -> Any:

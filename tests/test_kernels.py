@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from mlp_cli.nn.optimizers import make_optimizer
 from mlp_cli.nn.workspace import Workspace
 from mlp_cli.training.state import TrainState
 from mlp_cli.training.step import Dropout, train_step
+from tests.helpers import need_numba
 
 OPTIMIZERS = {"sgd": {}, "momentum": {"optimizer.momentum": 0.9}, "nesterov": {"optimizer.momentum": 0.9},
               "adam": {}, "adamw": {"optimizer.weight_decay": 0.01}}
@@ -52,14 +52,6 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(parallel, "MIN_BLOCK_ENTRIES", 8)
     yield
     parallel.set_threads(None)
-
-
-def need_numba() -> None:
-    """Skip without numba (the optional ``fast`` extra); with $CI set, fail instead: CI installs it."""
-    if importlib.util.find_spec("numba") is None:
-        if os.environ.get("CI"):
-            pytest.fail("numba is not installed; CI must provide it (.ci/run installs the fast extra)")
-        pytest.skip("numba (the fast extra) is not installed")
 
 
 def arrays(dtype: type, seed: int, shape: tuple[int, ...] = (37, 23)) -> dict[str, np.ndarray]:

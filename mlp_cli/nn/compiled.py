@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mlp_cli.nn.compiled_random import draw_keep  # noqa: F401  (fused.Kernels takes it from here)
+
 jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 

@@ -68,6 +68,8 @@ class Kernels:
     # z and e: a column-major (B, k) array, flat. Rows minus their max, then Z2[i, y_i]; -1 or a bad row:
     softmax_shift: Check  # (z, B, y, row_max, true_score)
     softmax_minus_onehot: Kernel  # (e, B, y, row_sum, B, one, zero, tiny): e <- (e / row sum - Y) / B, |e| < tiny to 0
+    # dropout's keep masks from PCG64(SeedSequence(words)), numpy's bit for bit (nn.compiled_random):
+    draw_keep: Kernel  # (words, keep0, threshold0, keep1, threshold1): keep <- 16-bit draw >= threshold, flat
 
 
 _state: dict[str, Kernels | None] = {}

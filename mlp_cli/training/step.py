@@ -16,8 +16,9 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.errors import TrainingError
+from mlp_cli.nn import fused
 from mlp_cli.nn.backprop import loss_and_gradients
-from mlp_cli.nn.dropout import DROPOUT_STREAM, Masks, draw_masks
+from mlp_cli.nn.dropout import DROPOUT_STREAM, Masks, draw_masks_at
 from mlp_cli.nn.evaluation import loss_and_accuracy
 from mlp_cli.nn.loss import CROSS_ENTROPY
 from mlp_cli.nn.workspace import Workspace
@@ -59,9 +60,8 @@ class Dropout:
         """The masks of batch ``batch`` (0-based) of epoch ``epoch`` (1-based), X (B, d)."""
         if self.input_rate == 0 and self.hidden_rate == 0:
             return None
-        rng = np.random.default_rng([self.seed, DROPOUT_STREAM, epoch, batch])
-        return draw_masks(rng, X.shape[0], X.shape[1], self.units, self.input_rate, self.hidden_rate, X.dtype,
-                          self.workspace)
+        return draw_masks_at([self.seed, DROPOUT_STREAM, epoch, batch], X.shape[0], X.shape[1], self.units,
+                             self.input_rate, self.hidden_rate, X.dtype, self.workspace, fused.kernels())
 
 
 def evaluate_splits(
