@@ -6,7 +6,8 @@ with the batch's dropout masks, drawn as the loop draws them; PyTorch's is the s
 (``nn.Linear``, sigmoid, ``nn.Dropout``) with ``torch.optim.SGD(nesterov=True)``, the L2 term as
 weight decay 2 lambda on the weights only (the tool's penalty is lambda |W|^2, biases free), the
 same thread count; the floor is the five matrix products of a step at that batch size alone.
-Contenders are interleaved block by block; the result is the median milliseconds per step.
+Contenders are interleaved block by block; the result is the median milliseconds per step (and the
+median of the per-round tool/floor ratios, `paired`).
 
     python -m benchmarks.recipes                  # about a minute, prints a table and the JSON
     python -m benchmarks.run --parts recipes      # the same inside the suite (its JSON)
@@ -139,7 +140,7 @@ def time_contenders(steps: dict[str, Step], per_block: int, rounds: int, settle:
 def measure(smoke: bool = False, with_torch: bool = True) -> dict[str, Any]:
     """Every recipe's step: the tool, its floor and PyTorch (if installed and asked for)."""
     threads = machine.numpy_blas_threads()
-    per_block, rounds, settle = (5, 1, 0.0) if smoke else (200, 7, 0.3)
+    per_block, rounds, settle = (5, 1, 0.0) if smoke else (200, 11, 0.3)
     results = []
     for name in RECIPES:
         config = recipe(name)
@@ -152,6 +153,7 @@ def measure(smoke: bool = False, with_torch: bool = True) -> dict[str, Any]:
                                  "dropout": config.train.dropout, "input_dropout": config.train.input_dropout,
                                  "ms": timed}
         entry["tool_vs_floor"] = timed["tool"]["median_ms"] / timed["floor"]["median_ms"]
+        entry["paired"] = {"tool_vs_floor": _paired(timed["tool"], timed["floor"])}
         if with_torch:
             entry["tool_vs_torch"] = timed["tool"]["median_ms"] / timed["torch"]["median_ms"]
         results.append(entry)
@@ -160,13 +162,20 @@ def measure(smoke: bool = False, with_torch: bool = True) -> dict[str, Any]:
             "torch": with_torch, "steps_per_block": per_block, "rounds": rounds, "recipes": results}
 
 
+def _paired(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over the rounds of a's block / b's block in the same round: a second estimate of the
+    ratio, less moved than the ratio of medians by the machine's speed drifting between rounds."""
+    return statistics.median(x / y for x, y in zip(a["samples_ms"], b["samples_ms"], strict=True))
+
+
 def format_lines(part: dict[str, Any]) -> list[str]:
     lines = [f"recipe steps (ms; kernels {part['kernels']}, threads {part['threads']}):"]
     for r in part["recipes"]:
         torch_ms = r["ms"].get("torch", {}).get("median_ms")
         torch_text = f", torch {torch_ms:.3f}, tool/torch {r['tool_vs_torch']:.2f}" if torch_ms else ""
         lines.append(f"  {r['recipe']:8s} B{r['batch']}: tool {r['ms']['tool']['median_ms']:.3f}, "
-                     f"floor {r['ms']['floor']['median_ms']:.3f}, tool/floor {r['tool_vs_floor']:.2f}{torch_text}")
+                     f"floor {r['ms']['floor']['median_ms']:.3f}, tool/floor {r['tool_vs_floor']:.2f} "
+                     f"(paired {r['paired']['tool_vs_floor']:.2f}){torch_text}")
     return lines
 
 

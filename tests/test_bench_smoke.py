@@ -50,6 +50,8 @@ def test_smoke_times_the_recipes_steps(smoke_results: dict) -> None:
     assert [r["recipe"] for r in part["recipes"]] == ["best", "best-30"]
     for r in part["recipes"]:
         assert r["batch"] == 50 and r["optimizer"] == "nesterov" and r["tool_vs_floor"] > 0
+        tool, floor = r["ms"]["tool"]["samples_ms"], r["ms"]["floor"]["samples_ms"]  # one round in smoke mode
+        assert r["paired"]["tool_vs_floor"] == tool[0] / floor[0]
         for name in ("tool", "floor") + (("torch",) if part["torch"] else ()):
             assert r["ms"][name]["median_ms"] > 0, name
 
