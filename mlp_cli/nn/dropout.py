@@ -15,6 +15,8 @@ out): dW2 = A1~^T dZ2, dA1 = (dZ2 W2^T) * M1, dZ1 = dA1 * A1 (1 - A1), dW1 = X~^
 rates 0 there are no masks and the step is the README's equations.
 
 The tuned step keeps a mask as booleans (kept or not) and its scale 1 / (1 - p): M = keep * scale.
+``draw_masks`` draws them with numpy's generator (the reference); ``draw_masks_at`` the same bits
+in one compiled call where numba is installed (``nn.compiled_random``).
 """
 
 from __future__ import annotations

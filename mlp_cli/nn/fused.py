@@ -15,7 +15,9 @@ The same holds for the backward pass's dZ1 = dA1 * M1 * A1 (1 - A1): dropout's m
 and the sigmoid's derivative, five numpy passes over (B, h), in one; and for the training pass's
 A1 = 0.5 (1 + tanh((X W1 + b1) / 2)), five passes in three (numpy's tanh in the middle); and for
 the loss unit's J and dZ2 = (P - Y) / B with its subnormal entries flushed, some fifteen numpy
-calls over the small (B, k) scores in two loops around numpy's exp and log (``backprop.output_delta``).
+calls over the small (B, k) scores in two loops around numpy's exp and log (``backprop.output_delta``);
+and for dropout's masks, drawn by numpy's SeedSequence and PCG64 ported bit for bit
+(``nn.compiled_random``, tested against numpy's generator itself).
 
 The L2 term rides in the optimiser's loop: ``g + c p`` per entry before the update, so penalty,
 momentum and step are one pass over the weight matrix (numpy needs two more: ``c p``, then the
