@@ -229,3 +229,22 @@ def test_runs_shows_what_a_sweep_record_says_without_obeying_it_or_following_its
         shown = runner.invoke(app, ["runs", str(sweep)], env=env)
         assert shown.exit_code == 0 and "\\x1b]0;PWNED\\x07\\x1b[2J" in shown.stdout, shown.stdout
         assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+
+
+def test_runs_says_when_a_sweeps_record_cannot_be_read(tmp_path: Path) -> None:
+    """Its trials are still listed from their folders, each with a note naming the record's
+    problem (here a trials.jsonl that is a link, never read through); a readable sweep has none."""
+    sweep, readable = tmp_path / "s", tmp_path / "ok"
+    make_run(sweep / "trials" / "000-lr=0.5", lr=0.5)
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text(json.dumps({"trial": "000-lr=0.5", "status": "diverged", "error": "from elsewhere"}) + "\n")
+    (sweep / "trials.jsonl").symlink_to(elsewhere)
+    make_run(readable / "trials" / "000-lr=0.5", lr=0.5)
+    append_trial(readable, {"trial": "000-lr=0.5", "status": "ok"})
+
+    listed = runner.invoke(app, ["runs", str(sweep), str(readable), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {str(Path(r["name"]).relative_to(tmp_path).parts[0]): r for r in json.loads(listed.stdout)}
+    assert rows["s"]["status"] == "finished" and "from elsewhere" not in listed.stdout
+    assert rows["s"]["note"].startswith("its sweep's record could not be read (") and "link" in rows["s"]["note"]
+    assert rows["ok"]["status"] == "finished" and rows["ok"]["note"] is None

@@ -59,9 +59,12 @@ def is_run_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in RUN_FILES)
 
 
-def find_runs(roots: Sequence[Path]) -> list[tuple[Path, dict[str, Any] | None]]:
-    """(run directory, its sweep row or None) for every run under ``roots``."""
-    found: list[tuple[Path, dict[str, Any] | None]] = []
+Found = tuple[Path, dict[str, Any] | None, str | None]  # a run directory, its sweep row, a note on its sweep
+
+
+def find_runs(roots: Sequence[Path]) -> list[Found]:
+    """(run directory, its sweep row or None, a note on its sweep's record) for every run under ``roots``."""
+    found: list[Found] = []
     for root in roots:
         if root.is_symlink() or not root.is_dir():
             continue
@@ -70,24 +73,33 @@ def find_runs(roots: Sequence[Path]) -> list[tuple[Path, dict[str, Any] | None]]
         else:
             candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
         for path in candidates:
-            found += _sweep_runs(path) if records.is_sweep_dir(path) else [(path, None)]
+            found += _sweep_runs(path) if records.is_sweep_dir(path) else [(path, None, None)]
             if len(found) > MAX_RUNS:
                 raise UsageError(f"more than {MAX_RUNS:,} runs under {root}; name fewer directories")
     return found
 
 
-def _sweep_runs(sweep: Path) -> list[tuple[Path, dict[str, Any] | None]]:
+def _sweep_runs(sweep: Path) -> list[Found]:
+    """The sweep's trials: its record's rows, and its trial folders (all a record it cannot read leaves)."""
     try:
-        latest = records.latest(records.read_trials(sweep))
-    except MlpError:
-        latest = {}
+        latest, note = records.latest(records.read_trials(sweep)), None
+    except MlpError as err:
+        latest, note = {}, f"its sweep's record could not be read ({' '.join(str(err).split())}); shown from its folder"
     dirs = {p.name: p for p in records.trial_dirs(sweep)}
     names = sorted(set(dirs) | set(latest))
-    return [(dirs.get(name, sweep / records.TRIALS_DIR / name), latest.get(name)) for name in names]
+    return [(dirs.get(name, sweep / records.TRIALS_DIR / name), latest.get(name), note) for name in names]
 
 
-def read_run(path: Path, trial: dict[str, Any] | None = None) -> RunInfo:
-    """One run's row; problems become its note and a failed status."""
+def read_run(path: Path, trial: dict[str, Any] | None = None, sweep_note: str | None = None) -> RunInfo:
+    """One run's row; problems become its note and a failed status; ``sweep_note`` (its sweep's
+    record unreadable) comes first in the note."""
+    info = _read_run(path, trial)
+    if sweep_note is not None:
+        info.note = sweep_note if info.note is None else f"{sweep_note}; {info.note}"
+    return info
+
+
+def _read_run(path: Path, trial: dict[str, Any] | None) -> RunInfo:
     info = RunInfo(name=str(path), status="failed")
     if path.is_symlink():  # a sweep's trial named in trials.jsonl, its folder replaced by a link
         info.note = f"{path} is a symbolic link; mlp reads only the folders it made, not what a link points to"
@@ -187,7 +199,7 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
 
 def collect(roots: Sequence[Path], sort: str = "name") -> list[RunInfo]:
     """Every run under ``roots``, with the settings that differ between them, sorted by ``sort``."""
-    runs = [read_run(path, trial) for path, trial in find_runs(roots)]
+    runs = [read_run(path, trial, note) for path, trial, note in find_runs(roots)]
     configured = [run for run in runs if run.settings]  # a run without a config differs in nothing
     keys = sorted({key for run in configured for key in run.settings} - {"run.dir", "run.name"})
     differing = [k for k in keys if len({json.dumps(run.settings.get(k)) for run in configured}) > 1]
