@@ -34,7 +34,8 @@ MAY_IMPORT = {
     "cli": {"root", "nn", "data", "training", "sweeps", "reports", "api"},
 }
 THIRD_PARTY = {"nn": {"numpy"}}  # layers limited to these outside packages
-OPTIONAL = {"mlp_cli.nn.compiled": {"numba"}}  # the `fast` extra, imported lazily, numpy without it
+# the `fast` extra, imported lazily (through nn.fused.kernels()), numpy without it
+OPTIONAL = {"mlp_cli.nn.compiled": {"numba"}, "mlp_cli.nn.compiled_random": {"numba"}}
 UI_ONLY = {"typer", "rich", "click"}
 
 
