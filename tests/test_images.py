@@ -132,3 +132,19 @@ def test_an_mnist_digit_survives_the_round_trip(mnist_data_dir: Path, tmp_path: 
         assert digit.inverted
         a, b = original.astype(float).ravel(), digit.pixels.astype(float).ravel()
         assert np.corrcoef(a, b)[0, 1] > 0.85, i
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_float_image_with_non_finite_pixels_is_refused_in_one_line(tmp_path: Path, bad: float,
+                                                                      recwarn: pytest.WarningsRecorder) -> None:
+    values = np.zeros((28, 28), np.float32)
+    values[8:20, 12:16] = 200.0  # a bar: a digit-like stroke, readable without the bad pixel
+    good, broken = tmp_path / "good.tif", tmp_path / "broken.tif"
+    Image.fromarray(values, mode="F").save(good)
+    values[0, 0] = bad
+    Image.fromarray(values, mode="F").save(broken)
+
+    assert load_digit(good).pixels.max() > 0  # a finite float TIFF is read and scaled
+    with pytest.raises(ImageError, match=r"broken\.tif cannot be read: .*not finite numbers \(NaN or infinity\)"):
+        load_digit(broken)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]  # numpy said nothing

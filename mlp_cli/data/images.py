@@ -114,6 +114,8 @@ def _grayscale(image: Any) -> np.ndarray:
     """Grey levels 0..255 as float64 (H, W), whatever the mode."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit and float images
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # a float TIFF can hold them: no grey level to scale
+            raise ValueError("it holds pixel values that are not finite numbers (NaN or infinity)")
         top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 255.0)
         return values * (255.0 / top) if top > 255.0 else values
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
