@@ -62,8 +62,13 @@ def test_scale_and_none() -> None:
 def test_round_trip_and_validation() -> None:
     prep = Preprocessing("standardize", 33.3, 78.5)
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+    edge = Preprocessing("standardize", -3.4e38, 1.2e-38)  # at float32's limits: still representable
+    assert Preprocessing.from_dict(edge.to_dict()) == edge
     for bad in ({"method": "whiten", "mean": 0, "std": 1}, {"method": "scale", "mean": 0, "std": 0},
-                {"method": "scale"}, None, {"method": "scale", "mean": "nan", "std": 1}):
+                {"method": "scale"}, None, {"method": "scale", "mean": "nan", "std": 1},
+                # finite in float64 but not in float32, the inputs' dtype: -inf inputs, or a division by 0
+                {"method": "standardize", "mean": 1e300, "std": 1}, {"method": "standardize", "mean": 0, "std": 1e-300},
+                {"method": "standardize", "mean": 0, "std": 1e39}, {"method": "standardize", "mean": 0, "std": "inf"}):
         with pytest.raises(CheckpointError):
             Preprocessing.from_dict(bad)
 

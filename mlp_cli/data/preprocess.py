@@ -22,6 +22,10 @@ import numpy as np
 
 from mlp_cli.errors import CheckpointError
 
+# float32's largest and smallest normal numbers, as Python floats (compared with a record's floats,
+# an np.float32 would cast them to float32 first, and overflow)
+FLOAT32_MAX, FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -48,7 +52,9 @@ class Preprocessing:
             method, mean, std = data["method"], float(data["mean"]), float(data["std"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"preprocessing record is malformed: {_shown(data)}") from None
-        if method not in ("standardize", "scale", "none") or not np.isfinite([mean, std]).all() or std <= 0:
+        if method not in ("standardize", "scale", "none") or not (abs(mean) <= FLOAT32_MAX and
+                                                                  FLOAT32_TINY <= std <= FLOAT32_MAX):
+            # finite and std > 0 in float32 too, the dtype the inputs may be made in (NaN fails every test)
             raise CheckpointError(f"preprocessing record is invalid: {_shown(data)}")
         return cls(method=method, mean=mean, std=std)
 
