@@ -8,6 +8,8 @@
     slow      200, then ``slow_rate`` bytes per second (above the stall rule, below any deadline)
     huge      200 announcing a Content-Length of 10**12 bytes
     bomb      200 with ``bomb`` as the body (a gzip of a gzip of a large payload)
+    dripheaders  the status line, then a header one byte every ``trickle_every`` seconds, forever
+    dripchunks   200, chunked, then a chunk-size line's extension one byte at a time, forever
 
 ``hits`` counts the requests per mode; every request's path (with any credentials the client
 sent in an Authorization header) is kept in ``seen``.
@@ -68,6 +70,11 @@ def _handler(server: HostileServer) -> type[http.server.BaseHTTPRequestHandler]:
             if body is None:
                 self.send_error(404)
                 return
+            if mode.startswith("drip"):  # a slowloris: every byte within any read timeout, never done
+                head = b"HTTP/1.1 200 OK\r\nX-Drip: " if mode == "dripheaders" else (
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1;x=")
+                self._drip(head)
+                return
             self.send_response(200)
             if mode == "huge":
                 self.send_header("Content-Length", str(10**12))
@@ -100,6 +107,15 @@ def _handler(server: HostileServer) -> type[http.server.BaseHTTPRequestHandler]:
                     return
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
+
+        def _drip(self, head: bytes) -> None:
+            try:
+                self.wfile.write(head)
+                while not server.stop.wait(server.trickle_every):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def _slow(self, body: bytes) -> None:
             step = max(1, server.slow_rate // 10)

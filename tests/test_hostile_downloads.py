@@ -110,6 +110,20 @@ def test_a_slow_mirror_past_the_deadline_is_given_up_and_the_lock_released(serve
     assert not list(tmp_path.glob("*.part"))
 
 
+@pytest.mark.parametrize("mode", ["dripheaders", "dripchunks"])
+def test_a_slowloris_in_the_headers_or_the_chunk_framing_is_cut_at_the_deadline(server, tmp_path, mode):
+    # a byte every 0.2 s: inside the 2 s read timeout and (headers) before any body the stall rule
+    # counts; only the watchdog's cut at the deadline ends it, and the next mirror serves the file
+    import filelock
+
+    outcome = fetch(tmp_path, server.url(mode), server.url("ok"), window=0.5, deadline=2.0)
+
+    assert outcome.code == 0, outcome.output
+    assert "not done within the 2 s allowed per file" in outcome.stderr and outcome.seconds < 12
+    assert_verified(tmp_path)
+    filelock.FileLock(str(tmp_path / f"{LABELS}.lock")).acquire(timeout=0)
+
+
 def test_a_double_gzip_bomb_is_decompressed_no_further_than_the_known_size(server, tmp_path):
     assert len(server.bomb) < 64 * 1024  # a few KB on the wire
 

@@ -13,7 +13,8 @@ Bounds, so that no mirror can hold the disk, the cache lock or the clock: a tran
 exceeds ``cap`` bytes (the largest a faithful gzip of the known file can be; a larger
 Content-Length is refused before the body); a mirror that sends fewer than
 ``policy.stall_bytes`` in ``policy.stall_window`` seconds, or is not done within
-``policy.deadline`` seconds, is given up for the next one.
+``policy.deadline`` seconds (its connection cut wherever it waits, headers included:
+``data.deadline``), is given up for the next one.
 """
 
 from __future__ import annotations
@@ -121,7 +122,22 @@ class HttpFetcher:
 
     def _attempt(self, url: str, shown: str, filename: str, part: Path, cap: int,
                  deadline: float) -> bool:
-        """One GET appending to ``part``; True when it resumed. Returns with the whole body."""
+        """One GET appending to ``part``; True when it resumed. Returns with the whole body, or
+        raises; the connection is cut at ``deadline`` wherever it waits (``data.deadline``)."""
+        from mlp_cli.data.deadline import Watchdog
+
+        with Watchdog(deadline) as watchdog:
+            try:
+                resumed = self._get(url, shown, filename, part, cap, deadline)
+            except Retry as retry:
+                if watchdog.fired:  # no time is left to retry in
+                    raise MirrorFailed(f"{retry.reason}; {self._late()}") from None
+                raise
+        if watchdog.fired:  # cut at the deadline: what arrived may end there (headers cut look complete)
+            raise MirrorFailed(self._late())
+        return resumed
+
+    def _get(self, url: str, shown: str, filename: str, part: Path, cap: int, deadline: float) -> bool:
         import requests
 
         offset = part_size(part)
@@ -229,7 +245,11 @@ class HttpFetcher:
         if self._session is None:
             import requests
 
+            from mlp_cli.data.deadline import WatchedAdapter
+
             self._session = requests.Session()
+            for scheme in ("http://", "https://"):  # connections a deadline can cut
+                self._session.mount(scheme, WatchedAdapter())
             self._session.headers.update(
                 {"Accept-Encoding": "identity", "User-Agent": f"mlp/{__version__}"}
             )
