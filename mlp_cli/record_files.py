@@ -17,7 +17,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlp_cli.errors import MlpError
 
@@ -36,26 +36,65 @@ def read_record_text(path: str | Path, max_bytes: int, what: str, *, error: type
         raise error(f"cannot read {what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
+class RefusedFile(Exception):
+    """``open_regular`` will not read this path."""
+
+
+class LinkRefused(RefusedFile):
+    """The path is a symbolic link, and links are not followed."""
+
+
+class NotRegular(RefusedFile):
+    """The path is a FIFO, a device, a directory or a socket: ``mode`` is its st_mode."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__("not a regular file")
+        self.mode = mode
+
+
+def open_regular(path: str | Path, *, follow_links: bool = False) -> tuple[BinaryIO, os.stat_result]:
+    """``path`` open for reading (the caller closes it: ``with``) and its status, once it is known
+    to be a regular file: the one opening of a file the tool reads whole (its records, a checkpoint
+    it sends, a ``file://`` mirror's file). Opened without blocking (a FIFO is never waited on) and,
+    unless ``follow_links``, never through a symbolic link. Raises LinkRefused, NotRegular, or the
+    OSError of the open (FileNotFoundError...): each caller words them for its own file."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow_links:
+            raise LinkRefused(str(path)) from None
+        raise
+    handle = open(descriptor, "rb", closefd=True)
+    try:
+        status = os.fstat(handle.fileno())
+    except OSError:
+        handle.close()
+        raise
+    if not stat.S_ISREG(status.st_mode):
+        handle.close()
+        raise NotRegular(status.st_mode)
+    return handle, status
+
+
 def read_record_bytes(path: str | Path, max_bytes: int, what: str, *, error: type[MlpError] = MlpError,
                       too_large: str = "not a record this tool wrote", not_found: str | None = None,
                       follow_links: bool = False) -> bytes:
     """The bytes of the file ``path``, read as ``read_record_text`` reads (TensorBoard's event files)."""
     path = Path(path)
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
     try:
-        descriptor = os.open(path, flags)
+        handle, status = open_regular(path, follow_links=follow_links)
     except FileNotFoundError:
         raise error(not_found or f"{what} {path} not found") from None
+    except LinkRefused:
+        raise error(f"{what} {path} is a symbolic link; mlp reads only the files it wrote, not what a "
+                    "link points to: put the file itself there") from None
+    except NotRegular:
+        raise error(f"{what} {path} is not a regular file") from None
     except OSError as err:
-        if err.errno == errno.ELOOP and not follow_links:
-            raise error(f"{what} {path} is a symbolic link; mlp reads only the files it wrote, not what a "
-                        "link points to: put the file itself there") from None
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
     try:
-        with open(descriptor, "rb", closefd=True) as handle:
-            status = os.fstat(handle.fileno())
-            if not stat.S_ISREG(status.st_mode):
-                raise error(f"{what} {path} is not a regular file")
+        with handle:
             if status.st_size > max_bytes:  # refused by its size, before reading it
                 raise error(f"{what} {path} is larger than {_size(max_bytes)}; {too_large}")
             data = handle.read(max_bytes + 1)

@@ -7,13 +7,13 @@ Only regular files are read (a named pipe or a device would never end), and neve
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mlp_cli.data.http import MirrorFailed
 from mlp_cli.data.partfile import open_part, write_guard
+from mlp_cli.record_files import NotRegular, open_regular
 
 CHUNK = 1 << 20
 
@@ -27,15 +27,14 @@ def copy_local(url: str, shown: str, filename: str, part: Path, cap: int, report
 
     source = Path(url2pathname(parsed.path))
     try:  # without blocking: opening a FIFO would wait for a writer, the cache lock held all along
-        src = open(os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")  # closed by the with below
+        src, info = open_regular(source, follow_links=True)  # the user's mirror: its links are theirs
     except FileNotFoundError:
         raise MirrorFailed("not found") from None
+    except NotRegular:
+        raise MirrorFailed("not a regular file") from None
     except OSError as err:
         raise MirrorFailed(f"cannot read ({err.strerror or err})") from err
     with src:
-        info = os.fstat(src.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MirrorFailed("not a regular file")
         if info.st_size > cap:
             raise MirrorFailed(f"{info.st_size} bytes, more than the {cap} the file can be")
         reporter.start(filename, info.st_size, shown)

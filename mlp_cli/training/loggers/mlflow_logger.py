@@ -22,7 +22,6 @@ types, never values.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import stat
@@ -36,7 +35,7 @@ from mlp_cli.atomic import atomic_write_text, check_destination, file_kind
 from mlp_cli.config import SECTIONS, build_config
 from mlp_cli.config_file import MAX_CONFIG_BYTES, load_config
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError, MlpError, UsageError
-from mlp_cli.record_files import read_json_record, read_yaml_record
+from mlp_cli.record_files import LinkRefused, NotRegular, open_regular, read_json_record, read_yaml_record
 from mlp_cli.training.checkpoint import largest_size, load_checkpoint
 from mlp_cli.training.loggers.base import EPOCH_TAGS, RunLogger, RunStart
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
@@ -56,7 +55,6 @@ NO_URI = ("--log mlflow needs a tracking store: set MLFLOW_TRACKING_URI, e.g. ht
 INSTALL_HINT = "pip install -e '.[mlflow]' (in the mlp checkout), or pip install mlflow-skinny"
 BATCH_KEY = "batch_loss"
 RESTORE_CONFIG = "put back the config.yaml mlp train wrote there"
-_NOFOLLOW, _NONBLOCK = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_NONBLOCK", 0)
 
 
 def check() -> None:
@@ -357,15 +355,15 @@ def _checked_checkpoint(source: Path, target: Path, hidden: int) -> Path:
     checkpoint of the run's network can be), then read as a checkpoint."""
     limit = largest_size(hidden)
     try:
-        descriptor = os.open(source, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        handle, found = open_regular(source)
+    except LinkRefused:
+        raise CheckpointError(f"checkpoint {source} is a symbolic link (mlp follows no link it did not make); "
+                              "not sent") from None
+    except NotRegular as err:
+        raise CheckpointError(f"checkpoint {source} is {file_kind(err.mode)}, not a regular file; not sent") from None
     except OSError as err:
-        why = "is a symbolic link (mlp follows no link it did not make)" if err.errno == errno.ELOOP else \
-            f"cannot be read ({err.strerror or err})"
-        raise CheckpointError(f"checkpoint {source} {why}; not sent") from None
-    with open(descriptor, "rb") as handle, open(target, "xb") as copy:
-        found = os.fstat(handle.fileno())
-        if not stat.S_ISREG(found.st_mode):
-            raise CheckpointError(f"checkpoint {source} is {file_kind(found.st_mode)}, not a regular file; not sent")
+        raise CheckpointError(f"checkpoint {source} cannot be read ({err.strerror or err}); not sent") from None
+    with handle, open(target, "xb") as copy:
         copied = 0
         while found.st_size <= limit and (block := handle.read(min(1 << 20, limit + 1 - copied))):
             copied += len(block)  # counted too: the file may grow while it is copied
