@@ -27,13 +27,14 @@ import json
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlp_cli.atomic import atomic_write_bytes
+from mlp_cli.config import TrainConfig
 from mlp_cli.data.preprocess import Preprocessing
 from mlp_cli.errors import CheckpointError, ConfigError, MissingFileError
 from mlp_cli.memory import WORK_BYTES_PER_ENTRY, require_memory
@@ -44,7 +45,7 @@ from mlp_cli.version import __version__
 FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header (np.savez writes one per array)
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
-MAX_EPOCHS = 100_000  # train.epochs' largest value
+MAX_EPOCHS = next(f.metadata["hi"] for f in fields(TrainConfig) if f.name == "epochs")  # train.epochs' ceiling
 MAX_STEPS = 2**53  # beyond this a JSON number is no longer an exact integer
 # What a checkpoint may hold: the four parameters, the optimiser's state ("velocity.W1", "t"),
 # the metadata. Anything else is refused before a byte of it is decompressed.

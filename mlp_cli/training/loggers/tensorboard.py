@@ -18,7 +18,6 @@ run trained without logging the same way.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import socket
 import stat
@@ -28,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlp_cli.atomic import naming
-from mlp_cli.config import TrainConfig
 from mlp_cli.errors import ConfigError, MlpError, OutputPathError
 from mlp_cli.record_files import read_record_bytes, read_yaml_record
+from mlp_cli.training.checkpoint import MAX_EPOCHS  # train.epochs' ceiling
 from mlp_cli.training.loggers import events
 from mlp_cli.training.loggers.base import BATCH_TAG, EPOCH_TAGS, RunLogger, RunStart, epoch_values, flat_settings
 from mlp_cli.training.metrics import METRICS_FILE, read_metrics
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from mlp_cli.training.metrics import EpochMetrics
 
 CONFIG_TAG, CHANGES_TAG = "config", "resume/changes"
-MAX_EPOCHS = next(f.metadata["hi"] for f in dataclasses.fields(TrainConfig) if f.name == "epochs")  # 100,000
 # The most bytes of events one epoch logs (EPOCH_TAGS at the largest step a varint holds): 341.
 EPOCH_BYTES = sum(len(events.frame(events.scalar_event(0.0, 2**63 - 1, tag, 0.0))) for tag in EPOCH_TAGS.values())
 # A run's event files together, read back whole: every epoch of the longest run config.py allows
