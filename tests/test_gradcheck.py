@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import runner
 
+from mlp_cli.cli import app
+from mlp_cli.errors import ConfigError
 from mlp_cli.nn.backprop import loss_and_gradients
 from mlp_cli.nn.gradcheck import TOLERANCE, check_gradients, gradcheck, objective, random_batch
 from mlp_cli.nn.network import PARAM_NAMES, init_params, l2_penalty
@@ -71,3 +74,19 @@ def test_saturated_units_with_exact_zero_gradients_pass() -> None:
     by_name = {c.name: c for c in checks}
     assert by_name["W1"].max_abs_gradient == 0.0 and by_name["W1"].passed
     assert all(c.passed for c in checks)
+
+
+def test_a_check_whose_dropout_drops_a_whole_layer_is_refused_not_passed() -> None:
+    # one hidden unit, one example, 99% dropped: its mask drops it, and W1, b1, W2 would compare
+    # exact zeros (a pass that checked nothing); the same with the inputs' rate
+    with pytest.raises(ConfigError, match=r"every hidden unit of the batch of 1 is dropped .* lower train\.dropout"):
+        gradcheck(1, 1, dropout=0.99, samples=3)
+    with pytest.raises(ConfigError, match=r"every input pixel of the batch of 1 is dropped .* train\.input_dropout"):
+        gradcheck(3, 1, input_dropout=0.99999, samples=3)  # 1 in 65,536 kept
+    assert gradcheck(3, 4, dropout=0.5, input_dropout=0.2, samples=3).passed  # some units kept: checked
+
+
+def test_gradcheck_cli_refuses_a_vacuous_check_with_exit_2() -> None:
+    result = runner.invoke(app, ["gradcheck", "--hidden", "1", "--batch", "1", "--set", "train.dropout=0.99"])
+    assert result.exit_code == 2 and "every hidden unit of the batch of 1 is dropped" in result.stderr
+    assert "Traceback" not in result.output

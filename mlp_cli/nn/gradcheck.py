@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from mlp_cli.errors import ConfigError
 from mlp_cli.nn import backprop
 from mlp_cli.nn import network as model
 from mlp_cli.nn.dropout import Masks, draw_masks, thinned_logits
@@ -213,6 +214,7 @@ def gradcheck(
     masks = None
     if dropout > 0 or input_dropout > 0:
         masks = draw_masks(rng, batch_size, INPUTS, hidden, input_dropout, dropout, np.dtype(np.float64), Workspace())
+        _refuse_vacuous(masks, batch_size)
     loss, checks = check_gradients(
         params, X, y, l2, rng=rng, samples=samples, eps=eps, tolerance=tolerance, gradient_fn=gradient_fn, masks=masks,
         loss_name=loss_name,
@@ -221,3 +223,14 @@ def gradcheck(
         hidden=hidden, batch_size=batch_size, l2=l2, init=init, seed=seed, eps=eps,
         tolerance=tolerance, loss=loss, checks=checks, dropout=dropout, input_dropout=input_dropout,
     )
+
+
+def _refuse_vacuous(masks: Masks, batch_size: int) -> None:
+    """Every unit of a layer dropped from the whole batch: W1's gradients (and b1's and W2's, for
+    the hidden units) are exactly 0 on both sides, and their check would pass over nothing."""
+    for keep, layer, key in ((masks.hidden, "hidden unit", "train.dropout"),
+                             (masks.inputs, "input pixel", "train.input_dropout")):
+        if keep is not None and not keep.any():
+            raise ConfigError(f"every {layer} of the batch of {batch_size} is dropped by these dropout rates, so the "
+                              f"gradients through them are 0 on both sides and nothing would be checked; lower {key} "
+                              "or use a larger --batch")
