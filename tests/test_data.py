@@ -64,6 +64,21 @@ def test_mirrors_are_user_then_env_then_defaults():
     assert not any("lecun" in m for m in mirrors)
 
 
+@pytest.mark.parametrize("value", ["http://user:Zq7,xK9@host.example/mnist/", "http://user:Zq7 xK9@host.example/",
+                                   "http://Zq7 xK9:Wp4@host.example/", "https://a.example/, http://u:Zq7,xK9@b.example/"])
+def test_a_mirror_variable_cut_inside_a_password_is_refused_without_showing_it(value):
+    # the entries split at the password's comma or space: no piece of it is shown
+    with pytest.raises(UsageError, match="percent-encode") as caught:
+        datasets.mirror_list(datasets.get_spec("mnist"), (), {"MLP_MNIST_MIRROR": value})
+    assert not any(piece in str(caught.value) for piece in ("Zq7", "xK9", "Wp4", "example"))
+
+
+@pytest.mark.parametrize("value", ["http://u:p%2Cq@host.example/", "http://host.example:8080/m/", "http://[::1]:80/",
+                                   "file:///data/x@y/", "/data/x@y"])
+def test_a_mirror_variable_with_ports_encoded_passwords_or_at_signs_in_paths_is_taken(value):
+    assert len(datasets.mirror_list(datasets.get_spec("mnist"), (), {"MLP_MNIST_MIRROR": value})) == 3
+
+
 def test_fashion_mnist_has_its_own_env_var_and_default():
     spec = datasets.get_spec("fashion-mnist")
     environ = {"MLP_FASHION_MNIST_MIRROR": "https://f.example/", "MLP_MNIST_MIRROR": "https://x/"}

@@ -169,8 +169,24 @@ def mirror_list(
     """The mirrors to try, in order, normalised and without duplicates."""
     environ = os.environ if environ is None else environ
     from_env = [m for m in re.split(r"[\s,]+", environ.get(spec.mirror_env, "")) if m]
+    if any(map(_cut_credentials, from_env)):
+        raise UsageError(f"{spec.mirror_env} holds an entry that is part of a URL with credentials (a password "
+                         "holding a space or a comma, which separate the entries?): percent-encode them in the "
+                         "URL (space %20, comma %2C); the entry is not shown, since it may hold a secret")
     ordered = [m for m in (*user_mirrors, *from_env, *spec.default_mirrors) if m.strip()]
     return tuple(dict.fromkeys(normalize_mirror(m) for m in ordered))
+
+
+def _cut_credentials(entry: str) -> bool:
+    """Whether ``entry`` of a mirror variable is a URL's piece cut inside its credentials:
+    "http://user:pa" (a port that is not a number, no "@") or "er:pass@host/" (a ":" before an "@",
+    no scheme): split at a space or a comma of the password, and showing it would show part of it."""
+    scheme, found, rest = entry.partition("://")
+    if not found:
+        return "@" in entry and ":" in entry.partition("@")[0]
+    authority = rest.split("/", 1)[0]
+    host_port = authority.rpartition("]")[2]  # past an IPv6 literal's colons
+    return "@" not in authority and ":" in host_port and not host_port.rpartition(":")[2].isdigit()
 
 
 def normalize_mirror(mirror: str) -> str:
