@@ -87,11 +87,18 @@ def draw_mask(rng: np.random.Generator, rate: float, keep: np.ndarray) -> float:
     four entries per draw, several times cheaper than a float per entry (the cost of dropout is
     mostly this draw). The scale is that of the rounded rate, so E[M] = 1 exactly.
     """
-    threshold = round(rate * LEVELS)
+    threshold, scale = resolved(rate)
     raw = rng.bit_generator.random_raw(-(-keep.size // 4))  # ceil(n / 4) 64-bit draws
     draws = raw.view(np.uint16)[: keep.size].reshape(keep.shape)
     np.greater_equal(draws, threshold, out=keep)
-    return LEVELS / (LEVELS - threshold)
+    return scale
+
+
+def resolved(rate: float) -> tuple[int, float]:
+    """(threshold, scale) of a rate: a 16-bit draw below the threshold drops the unit; the scale is
+    1 / P(kept) of the rounded rate, so E[M] = 1 exactly."""
+    threshold = round(rate * LEVELS)
+    return threshold, LEVELS / (LEVELS - threshold)
 
 
 def draw_masks(
@@ -124,12 +131,10 @@ def draw_masks_at(
     masks, thresholds, keeps = Masks(), [0, 0], [_NO_DRAWS, _NO_DRAWS]  # no mask: no draws
     if input_rate > 0:
         masks.inputs = keeps[0] = workspace.get(InputMaskBuffers, sizes, dtype).keep
-        thresholds[0] = round(input_rate * LEVELS)
-        masks.input_scale = LEVELS / (LEVELS - thresholds[0])
+        thresholds[0], masks.input_scale = resolved(input_rate)
     if hidden_rate > 0:
         masks.hidden = keeps[1] = workspace.get(HiddenMaskBuffers, sizes, dtype).keep
-        thresholds[1] = round(hidden_rate * LEVELS)
-        masks.hidden_scale = LEVELS / (LEVELS - thresholds[1])
+        thresholds[1], masks.hidden_scale = resolved(hidden_rate)
     fast.draw_keep(entropy_words(key), keeps[0].reshape(-1), thresholds[0], keeps[1].reshape(-1), thresholds[1])
     return masks
 
