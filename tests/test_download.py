@@ -365,3 +365,19 @@ def test_no_network_fails_each_mirror_at_once_and_names_the_local_copy(reporter,
     assert message.startswith("could not download x.gz: no network reachable (")
     assert all(mirror in message for mirror in unresolvable) and "MLP_MNIST_MIRROR" in message
     assert "retrying" not in reporter.notes and reporter.notes.count("(no network)") == 2
+
+
+def test_a_proxy_that_refuses_fails_each_mirror_at_once_naming_the_proxy(reporter, tmp_path):
+    """The tests' own dead proxy (conftest): the mirror is not the problem, and asking again within
+    seconds mends no proxy; one request per mirror, the error names the proxy, the next file skips them."""
+    mirrors = ("http://mirror.example/mnist/", "https://other.example/mnist/")
+    downloader = Downloader(reporter, RetryPolicy(tries=4, backoff=0.0))
+
+    with pytest.raises(DownloadError) as caught, downloader:
+        downloader.fetch("x.gz", "0" * 64, tmp_path, mirrors)
+    assert downloader.requests_made == 2 and "retrying" not in reporter.notes
+    assert str(caught.value).count("-> proxy connection failed") == 2
+
+    with pytest.raises(DownloadError, match="skipped: proxy connection failed"), downloader:
+        downloader.fetch("y.gz", "0" * 64, tmp_path, mirrors)
+    assert downloader.requests_made == 2

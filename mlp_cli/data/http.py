@@ -2,7 +2,8 @@
 
 * 401/403/404/410 and other client errors, a redirect loop: :class:`MirrorFailed` at once;
 * a host name that does not resolve, an unreachable network: :class:`MirrorFailed` at once,
-  marked ``offline`` (retrying does not bring a network back);
+  marked ``offline`` (retrying does not bring a network back); a proxy that fails the
+  connection: :class:`MirrorFailed` at once too;
 * 429, 5xx, other connection errors, timeouts, a body cut short: retried on the same mirror with
   exponential backoff, resuming the ``.part`` with ``Range: bytes=N-`` (and ``If-Range``);
   a server that ignores the range and answers 200 is read again from byte zero;
@@ -158,6 +159,8 @@ class HttpFetcher:
         except requests.RequestException as err:
             if no_network(err):  # asking again does not bring a network back: fail fast
                 raise MirrorFailed(describe(err), down=True, offline=True) from err
+            if isinstance(err, requests.exceptions.ProxyError):  # the user's proxy, not the mirror: retrying
+                raise MirrorFailed(f"proxy {describe(err)}", down=True) from err  # within seconds mends neither
             raise Retry(describe(err)) from err
         with response:
             total, append = self._check_response(response, shown + filename, offset, part, cap)
