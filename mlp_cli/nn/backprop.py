@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 
@@ -256,15 +256,10 @@ def output_delta(Z2: np.ndarray, y: np.ndarray, buf: StepBuffers, fast: fused.Ke
     return float(total(buf.log_row_sum, axis=None) - total(buf.true_score, axis=None)) / B  # J
 
 
+@cache
 def _tiny(dtype: np.dtype) -> np.floating:
     """The smallest normal number of ``dtype`` (np.finfo's, looked up once a dtype)."""
-    tiny = _TINY.get(dtype)
-    if tiny is None:
-        tiny = _TINY[dtype] = np.finfo(dtype).tiny
-    return tiny
-
-
-_TINY: dict[np.dtype, np.floating] = {}
+    return np.finfo(dtype).tiny
 
 
 def add_penalty(
