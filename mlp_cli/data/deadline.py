@@ -31,7 +31,6 @@ class Watchdog:
     """``with Watchdog(deadline):`` (a ``time.monotonic()`` value) around a request and its body."""
 
     def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
         self.fired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
